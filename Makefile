@@ -1,0 +1,57 @@
+# servicebus: the front door.
+#
+#   make demo   the main job: build (installing what is missing), start the
+#               bundled emulator, send from Python and receive in Lua and the
+#               other way round, print what crossed, stop the emulator
+#   make test   every test: C (ctest), Python (pytest, incl. interop with
+#               Microsoft's SDK), Lua 5.4 and LuaJIT (busted)
+#
+# Other targets: deps, build, python, test-c, test-python, test-lua,
+# test-sanitize, bench, clean.
+
+BUILD   ?= build
+JOBS    ?= $(shell nproc 2>/dev/null || echo 2)
+VENV    := .venv
+PY      := $(VENV)/bin/python
+CMAKE_FLAGS ?= -DCMAKE_BUILD_TYPE=RelWithDebInfo $(if $(CI),-DSBUS_WERROR=ON)
+
+ENGINE_SRC := $(shell find core bindings/python -name '*.c' -o -name '*.h' -o -name '*.py' -o -name 'sources.txt' 2>/dev/null)
+
+.PHONY: all deps build python test test-c test-python test-lua test-sanitize demo bench clean
+
+all: build python
+
+deps: .deps.stamp
+.deps.stamp: scripts/deps.sh scripts/debian-packages.txt $(wildcard bindings/lua/DEPS)
+	./scripts/deps.sh
+	@touch $@
+
+build: deps
+	cmake -S . -B $(BUILD) $(CMAKE_FLAGS) >/dev/null
+	cmake --build $(BUILD) -j $(JOBS)
+
+python: deps $(VENV)/.sbus-installed
+$(VENV)/.sbus-installed: setup.py $(ENGINE_SRC)
+	$(PY) -m pip install -q --no-build-isolation --no-index --no-deps --force-reinstall .
+	@touch $@
+
+test: build python
+	@./scripts/run-tests.sh $(BUILD)
+
+test-c: build
+	ctest --test-dir $(BUILD) --output-on-failure
+
+test-python: build python
+	SBUS_EMULATOR=$(BUILD)/emulator/sbus-emulator $(PY) -m pytest -q
+
+test-lua: build
+	SBUS_EMULATOR=$(BUILD)/emulator/sbus-emulator ./tests/lua/run.sh $(BUILD)
+
+demo: build python
+	@./examples/demo/demo.sh $(BUILD)
+
+bench: build python
+	@./bench/run.sh $(BUILD)
+
+clean:
+	rm -rf $(BUILD) build-* $(VENV) .deps.stamp *.egg-info
