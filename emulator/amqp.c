@@ -1,0 +1,939 @@
+/*
+ * amqp.c: the broker's AMQP side, reacting to Proton events.
+ *
+ * One emu_conn_t per Proton connection driver, in server mode with the
+ * emulator's SASL plugin. The file is divided as: connection life cycle;
+ * attach (address normalisation, authorisation by CBS claims, sessions and
+ * their filter echo, refusal with a null terminus then detach, §14.10);
+ * incoming transfers (multi-frame append, size limit, batches, enqueue and
+ * the settled disposition); outgoing deliveries (dispatch under credit,
+ * drain, lock token tags) and the settle-mode "second" handshake for
+ * outcomes; then fault injection and forced detaches for the control surface.
+ */
+#include "emu.h"
+
+#include <proton/codec.h>
+#include <proton/condition.h>
+#include <proton/connection.h>
+#include <proton/disposition.h>
+#include <proton/event.h>
+#include <proton/session.h>
+#include <proton/terminus.h>
+#include <proton/transport.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#define PRODUCER_CREDIT 5000      /* credit granted to senders, topped up at half */
+#define SESSION_CAPACITY (1u << 30) /* incoming bytes per AMQP session */
+#define NEXT_SESSION_WAIT_MS 15000 /* default wait for "next available session" */
+
+static const char *SESSION_FILTER = "com.microsoft:session-filter";
+
+/* ---------------------------------------------------------------- life cycle */
+
+emu_conn_t *emu_conn_new(emu_broker_t *b, void *host)
+{
+  emu_conn_t *c = calloc(1, sizeof *c);
+  if (!c) abort();
+  if (pn_connection_driver_init(&c->driver, NULL, NULL) != 0) abort();
+  pn_transport_t *t = c->driver.transport;
+  pn_transport_set_server(t);
+  emu_sasl_install(t);
+  pn_transport_set_max_frame(t, 65536);
+  pn_transport_set_idle_timeout(t, b->opt.idle_timeout_ms);
+  pn_connection_set_context(c->driver.connection, c);
+  c->broker = b;
+  c->host = host;
+  c->id = ++b->next_conn_id;
+  c->opened_mono = emu_mono_ms();
+  c->next = b->conns;
+  if (b->conns) b->conns->prev = c;
+  b->conns = c;
+  return c;
+}
+
+static emu_link_t *link_of(pn_link_t *pl) { return pl ? pn_link_get_context(pl) : NULL; }
+
+static void consumer_unlink(emu_link_t *l)
+{
+  emu_entity_t *e = l->ent;
+  if (!e || !l->cnext) return;
+  if (l->cnext == l) {
+    e->consumers = NULL;
+  } else {
+    l->cprev->cnext = l->cnext;
+    l->cnext->cprev = l->cprev;
+    if (e->consumers == l) e->consumers = l->cnext;
+  }
+  l->cnext = l->cprev = NULL;
+}
+
+static void consumer_link(emu_link_t *l)
+{
+  emu_entity_t *e = l->ent;
+  if (!e->consumers) {
+    e->consumers = l->cnext = l->cprev = l;
+    return;
+  }
+  emu_link_t *h = e->consumers;
+  l->cnext = h;
+  l->cprev = h->cprev;
+  h->cprev->cnext = l;
+  h->cprev = l;
+}
+
+/* Forget our context of a link: locks stay until they expire (§13 q7). */
+static void link_drop(emu_link_t *l)
+{
+  emu_conn_t *c = l->conn;
+  if (l->kind == LINK_CONSUMER) {
+    consumer_unlink(l);
+    for (pn_delivery_t *d = pn_unsettled_head(l->pn); d; d = pn_unsettled_next(d)) {
+      emu_msg_t *m = pn_delivery_get_context(d);
+      if (m) m->dlv = NULL;
+      pn_delivery_set_context(d, NULL);
+    }
+    if (l->sess && l->sess->owner == l) emu_sess_release(c->broker, l->sess);
+  }
+  for (emu_link_t **pp = &c->links; *pp; pp = &(*pp)->next) {
+    if (*pp == l) {
+      *pp = l->next;
+      break;
+    }
+  }
+  pn_link_set_context(l->pn, NULL);
+  buf_free(&l->rx);
+  free(l->node);
+  free(l->target);
+  free(l);
+}
+
+static void conn_teardown(emu_conn_t *c)
+{
+  while (c->links) link_drop(c->links);
+  while (c->tokens) {
+    emu_token_t *t = c->tokens;
+    c->tokens = t->next;
+    free(t->path);
+    free(t);
+  }
+  while (c->delayed) {
+    emu_delayed_t *d = c->delayed;
+    c->delayed = d->next;
+    free(d);
+  }
+}
+
+void emu_conn_free(emu_conn_t *c)
+{
+  emu_broker_t *b = c->broker;
+  conn_teardown(c);
+  if (c->prev) c->prev->next = c->next;
+  else b->conns = c->next;
+  if (c->next) c->next->prev = c->prev;
+  pn_connection_driver_destroy(&c->driver);
+  free(c);
+}
+
+void emu_conn_drop(emu_conn_t *c, const char *cond, const char *desc)
+{
+  pn_condition_t *pc = pn_connection_condition(c->driver.connection);
+  if (cond) pn_condition_set_name(pc, cond);
+  if (desc) pn_condition_set_description(pc, desc);
+  pn_connection_close(c->driver.connection);
+  pn_connection_driver_close(&c->driver);
+}
+
+/* ---------------------------------------------------------------- helpers */
+
+static void set_cond(pn_condition_t *pc, const char *cond, const char *desc)
+{
+  pn_condition_set_name(pc, cond);
+  if (desc) pn_condition_set_description(pc, desc);
+}
+
+static void link_close_err(pn_link_t *pl, const char *cond, const char *desc)
+{
+  set_cond(pn_link_condition(pl), cond, desc);
+  pn_link_close(pl);
+}
+
+/* Refuse a link: attach with null source and target, then detach with the error. */
+static void refuse(pn_link_t *pl, const char *cond, const char *desc)
+{
+  pn_terminus_set_type(pn_link_source(pl), PN_UNSPECIFIED);
+  pn_terminus_set_type(pn_link_target(pl), PN_UNSPECIFIED);
+  pn_link_open(pl);
+  link_close_err(pl, cond, desc);
+}
+
+static const char *rights_name(unsigned r)
+{
+  return r == RIGHT_SEND ? "Send" : r == RIGHT_LISTEN ? "Listen" : "Manage";
+}
+
+bool emu_fault_take(emu_broker_t *b, const char *op, const char **cond)
+{
+  emu_faults_t *f = &b->faults;
+  if (f->fail_next <= 0 || strcmp(f->fail_op, op) != 0) return false;
+  f->fail_next--;
+  *cond = f->fail_cond[0] ? f->fail_cond : "com.microsoft:server-busy";
+  return true;
+}
+
+/* The session filter of the remote source: 0 none, 1 plain, 2 described; id copied. */
+static int session_filter(pn_link_t *pl, char *id, size_t n, bool *null_id, uint64_t *desc)
+{
+  pn_data_t *f = pn_terminus_filter(pn_link_remote_source(pl));
+  pn_data_rewind(f);
+  if (!pn_data_next(f) || pn_data_type(f) != PN_MAP) return 0;
+  size_t count = pn_data_get_map(f);
+  pn_data_enter(f);
+  int form = 0;
+  for (size_t i = 0; i + 1 < count + 1 && pn_data_next(f); i += 2) {
+    pn_type_t kt = pn_data_type(f);
+    pn_bytes_t k = kt == PN_SYMBOL ? pn_data_get_symbol(f) : kt == PN_STRING ? pn_data_get_string(f) : pn_bytes(0, NULL);
+    if (!pn_data_next(f)) break;
+    if (k.size != strlen(SESSION_FILTER) || strncasecmp(k.start, SESSION_FILTER, k.size) != 0) continue;
+    form = 1;
+    if (pn_data_type(f) == PN_DESCRIBED) {
+      form = 2;
+      pn_data_enter(f);
+      pn_data_next(f);
+      *desc = pn_data_get_ulong(f);
+      pn_data_next(f);
+    }
+    *null_id = pn_data_type(f) != PN_STRING;
+    if (!*null_id) {
+      pn_bytes_t s = pn_data_get_string(f);
+      size_t len = s.size < n - 1 ? s.size : n - 1;
+      memcpy(id, s.start, len);
+      id[len] = 0;
+    }
+    break;
+  }
+  pn_data_exit(f);
+  return form;
+}
+
+static void echo_session_filter(pn_link_t *pl, int form, uint64_t desc, const char *id)
+{
+  pn_data_t *f = pn_terminus_filter(pn_link_source(pl));
+  pn_data_clear(f);
+  pn_data_put_map(f);
+  pn_data_enter(f);
+  pn_data_put_symbol(f, pn_bytes(strlen(SESSION_FILTER), SESSION_FILTER));
+  if (form == 2) {
+    pn_data_put_described(f);
+    pn_data_enter(f);
+    pn_data_put_ulong(f, desc);
+  }
+  pn_data_put_string(f, pn_bytes(strlen(id), id));
+  if (form == 2) pn_data_exit(f);
+  pn_data_exit(f);
+}
+
+static void set_locked_until_prop(pn_link_t *pl, int64_t until_ms)
+{
+  const char *key = "com.microsoft:locked-until-utc";
+  pn_data_t *p = pn_link_properties(pl);
+  pn_data_clear(p);
+  pn_data_put_map(p);
+  pn_data_enter(p);
+  pn_data_put_symbol(p, pn_bytes(strlen(key), key));
+  pn_data_put_long(p, 621355968000000000LL + until_ms * 10000);
+  pn_data_exit(p);
+}
+
+static int64_t link_timeout_prop(pn_link_t *pl)
+{
+  pn_data_t *p = pn_link_remote_properties(pl);
+  pn_data_rewind(p);
+  if (!pn_data_next(p) || pn_data_type(p) != PN_MAP) return -1;
+  size_t count = pn_data_get_map(p);
+  pn_data_enter(p);
+  int64_t r = -1;
+  for (size_t i = 0; i < count / 2 && pn_data_next(p); i++) {
+    pn_bytes_t k = pn_data_type(p) == PN_SYMBOL ? pn_data_get_symbol(p) : pn_bytes(0, NULL);
+    if (!pn_data_next(p)) break;
+    if (k.size == 21 && memcmp(k.start, "com.microsoft:timeout", 21) == 0) {
+      pn_type_t t = pn_data_type(p);
+      r = t == PN_UINT ? pn_data_get_uint(p) : t == PN_INT ? pn_data_get_int(p)
+        : t == PN_ULONG ? (int64_t)pn_data_get_ulong(p) : t == PN_LONG ? pn_data_get_long(p) : -1;
+    }
+  }
+  pn_data_exit(p);
+  return r;
+}
+
+/* ---------------------------------------------------------------- attach */
+
+static emu_link_t *link_new(emu_conn_t *c, pn_link_t *pl, emu_link_kind_t kind, char *node)
+{
+  emu_link_t *l = calloc(1, sizeof *l);
+  if (!l) abort();
+  l->pn = pl;
+  l->conn = c;
+  l->kind = kind;
+  l->node = node;
+  const char *t = pn_terminus_get_address(pn_link_remote_target(pl));
+  l->target = t ? strdup(t) : NULL;
+  l->next = c->links;
+  c->links = l;
+  pn_link_set_context(pl, l);
+  return l;
+}
+
+static void open_echo(pn_link_t *pl)
+{
+  pn_terminus_copy(pn_link_source(pl), pn_link_remote_source(pl));
+  pn_terminus_copy(pn_link_target(pl), pn_link_remote_target(pl));
+  pn_link_set_snd_settle_mode(pl, pn_link_remote_snd_settle_mode(pl));
+  pn_link_set_rcv_settle_mode(pl, pn_link_remote_rcv_settle_mode(pl));
+}
+
+static bool authorize(emu_conn_t *c, pn_link_t *pl, const char *path, unsigned right)
+{
+  unsigned have = emu_claims_for(c, path);
+  if (have & (right | RIGHT_MANAGE)) return true;
+  char d[512];
+  snprintf(d, sizeof d, "Unauthorized access. '%s' claim(s) are required to perform this operation. Resource: 'sb://%s/%s'.",
+           rights_name(right), c->broker->ns_name ? c->broker->ns_name : "localhost", path);
+  refuse(pl, "amqp:unauthorized-access", d);
+  return false;
+}
+
+static void not_found(pn_link_t *pl, const char *name)
+{
+  char d[512];
+  snprintf(d, sizeof d, "The messaging entity '%s' could not be found. To know more visit https://aka.ms/sbResourceMgrExceptions.", name);
+  refuse(pl, "amqp:not-found", d);
+}
+
+static void attach_special(emu_conn_t *c, pn_link_t *pl, char *node)
+{
+  emu_link_kind_t kind = pn_link_is_sender(pl) ? LINK_REPLY : LINK_REQ;
+  emu_entity_t *e = NULL;
+  size_t n = strlen(node);
+  if (strcmp(node, "$cbs") != 0) {
+    node[n - strlen("/$management")] = 0;
+    e = emu_entity_find(c->broker, node);
+    if (!e) {
+      not_found(pl, node);
+      free(node);
+      return;
+    }
+    node[n - strlen("/$management")] = '/';
+    if (!emu_claims_for(c, node)) {
+      char d[512];
+      snprintf(d, sizeof d, "Unauthorized access. A token for '%s' is required to use its $management node.", e->name);
+      refuse(pl, "amqp:unauthorized-access", d);
+      free(node);
+      return;
+    }
+  }
+  emu_link_t *l = link_new(c, pl, kind, node);
+  l->ent = e;
+  open_echo(pl);
+  pn_link_open(pl);
+  if (kind == LINK_REQ) pn_link_flow(pl, 100);
+}
+
+static void attach_producer(emu_conn_t *c, pn_link_t *pl, emu_entity_t *e, char *node)
+{
+  if (!authorize(c, pl, e->lname, RIGHT_SEND)) goto fail;
+  if (e->kind == ENT_SUBSCRIPTION || e->kind == ENT_DLQ) {
+    refuse(pl, "amqp:not-allowed", "Cannot send to a subscription or a dead-letter queue.");
+    goto fail;
+  }
+  emu_link_t *l = link_new(c, pl, LINK_PRODUCER, node);
+  l->ent = e;
+  open_echo(pl);
+  pn_link_set_rcv_settle_mode(pl, PN_RCV_FIRST);
+  pn_link_set_max_message_size(pl, c->broker->opt.max_message_size);
+  pn_link_open(pl);
+  pn_link_flow(pl, PRODUCER_CREDIT);
+  return;
+fail:
+  free(node);
+}
+
+/* Lock a session for a consumer; returns false when refused (link closed). */
+static bool attach_session(emu_conn_t *c, pn_link_t *pl, emu_link_t *l, int form, uint64_t desc,
+                           const char *id, bool null_id)
+{
+  emu_broker_t *b = c->broker;
+  emu_sess_t *s = null_id ? emu_sess_next_free(b, l->ent) : emu_sess_get(l->ent, id, true);
+  if (!s) {
+    int64_t wait = link_timeout_prop(pl);
+    (void)wait;
+    refuse(pl, "com.microsoft:timeout", "There are no available sessions to accept.");
+    return false;
+  }
+  if (s->owner) {
+    char d[512];
+    snprintf(d, sizeof d, "The requested session '%s' cannot be accepted. It may be locked by another receiver.", s->id);
+    refuse(pl, "com.microsoft:session-cannot-be-locked", d);
+    emu_sess_maybe_free(s);
+    return false;
+  }
+  s->owner = l;
+  s->locked_until = emu_now(b) + l->ent->props.lock_ms;
+  l->sess = s;
+  echo_session_filter(pl, form ? form : 1, desc, s->id);
+  set_locked_until_prop(pl, s->locked_until);
+  return true;
+}
+
+static void attach_consumer(emu_conn_t *c, pn_link_t *pl, emu_entity_t *e, char *node)
+{
+  const char *fc;
+  if (!authorize(c, pl, e->lname, RIGHT_LISTEN)) goto fail;
+  if (e->kind == ENT_TOPIC) {
+    refuse(pl, "amqp:not-allowed", "Cannot receive from a topic; receive from a subscription.");
+    goto fail;
+  }
+  if (emu_fault_take(c->broker, "receive", &fc)) {
+    refuse(pl, fc, "Injected fault.");
+    goto fail;
+  }
+  char id[256] = "";
+  bool null_id = true;
+  uint64_t desc = 0;
+  int form = session_filter(pl, id, sizeof id, &null_id, &desc);
+  bool sessionful = e->props.requires_session && e->kind != ENT_DLQ;
+  if (sessionful && !form) {
+    refuse(pl, "amqp:not-allowed", "It is not possible for an entity that requires sessions to create a non-sessionful message receiver.");
+    goto fail;
+  }
+  emu_link_t *l = link_new(c, pl, LINK_CONSUMER, node);
+  l->ent = e;
+  open_echo(pl);
+  if (sessionful && !attach_session(c, pl, l, form, desc, id, null_id)) {
+    l->refused = true;
+    return;
+  }
+  l->rad = pn_link_remote_snd_settle_mode(pl) == PN_SND_SETTLED;
+  pn_link_set_max_message_size(pl, c->broker->opt.max_message_size);
+  pn_link_open(pl);
+  consumer_link(l);
+  return;
+fail:
+  free(node);
+}
+
+static void on_link_open(emu_conn_t *c, pn_link_t *pl)
+{
+  if (pn_link_state(pl) & PN_LOCAL_ACTIVE) return;
+  bool sender = pn_link_is_sender(pl);
+  pn_terminus_t *t = sender ? pn_link_remote_source(pl) : pn_link_remote_target(pl);
+  const char *addr = pn_terminus_get_address(t);
+  if (!addr) {
+    refuse(pl, "amqp:invalid-field", "The link has no address.");
+    return;
+  }
+  char *node = emu_path_normalize(addr);
+  size_t n = strlen(node);
+  if (strcmp(node, "$cbs") == 0 || (n > 12 && strcmp(node + n - 12, "/$management") == 0)) {
+    attach_special(c, pl, node);
+    return;
+  }
+  emu_entity_t *e = emu_entity_find(c->broker, node);
+  if (!e) {
+    not_found(pl, node);
+    free(node);
+    return;
+  }
+  if (sender) attach_consumer(c, pl, e, node);
+  else attach_producer(c, pl, e, node);
+}
+
+/* ---------------------------------------------------------------- incoming */
+
+static void reject(pn_delivery_t *d, const char *cond, const char *desc)
+{
+  set_cond(pn_disposition_condition(pn_delivery_local(d)), cond, desc);
+  pn_delivery_update(d, PN_REJECTED);
+  pn_delivery_settle(d);
+}
+
+static void enqueue_all(emu_link_t *l, pn_delivery_t *d, emu_msg_t **v, int n)
+{
+  emu_broker_t *b = l->conn->broker;
+  const char *cond = NULL;
+  char desc[512] = "";
+  int failed = 0;
+  for (int i = 0; i < n; i++) {
+    if (failed) msg_free(v[i]);
+    else if (emu_enqueue(b, l->ent, v[i], &cond, desc, sizeof desc) < 0) failed = 1;
+  }
+  if (failed) {
+    reject(d, cond, desc);
+    return;
+  }
+  pn_delivery_update(d, PN_ACCEPTED);
+  pn_delivery_settle(d);
+}
+
+static void on_message(emu_link_t *l, pn_delivery_t *d)
+{
+  emu_broker_t *b = l->conn->broker;
+  const char *err = "malformed message";
+  const char *fc;
+  if (l->rx_oversize) {
+    char desc[256];
+    snprintf(desc, sizeof desc, "The received message (delivery-id:%u, size:%zu bytes) exceeds the limit (%llu bytes) currently allowed on the link.",
+             0u, l->rx.len, (unsigned long long)b->opt.max_message_size);
+    reject(d, "amqp:link:message-size-exceeded", desc);
+    return;
+  }
+  if (emu_fault_take(b, "send", &fc)) {
+    reject(d, fc, "Injected fault.");
+    return;
+  }
+  emu_msg_t **v = NULL;
+  int n = msg_split_batch(l->rx.p, l->rx.len, &v, &err);
+  if (n > 0) {
+    enqueue_all(l, d, v, n);
+    free(v);
+    return;
+  }
+  emu_msg_t *m = msg_parse(l->rx.p, l->rx.len, &err);
+  if (!m) {
+    reject(d, "amqp:decode-error", err);
+    return;
+  }
+  enqueue_all(l, d, &m, 1);
+}
+
+static void on_request(emu_link_t *l, pn_delivery_t *d)
+{
+  /* §14.2: settle the request before sending its response. */
+  pn_delivery_update(d, PN_ACCEPTED);
+  pn_delivery_settle(d);
+  if (strcmp(l->node, "$cbs") == 0) emu_cbs_request(l, l->rx.p, l->rx.len);
+  else emu_mgmt_request(l, l->rx.p, l->rx.len);
+}
+
+static void on_incoming(emu_link_t *l, pn_delivery_t *d)
+{
+  pn_link_t *pl = l->pn;
+  uint64_t max = l->conn->broker->opt.max_message_size;
+  for (;;) {
+    buf_reserve(&l->rx, 65536);
+    ssize_t r = pn_link_recv(pl, (char *)l->rx.p + l->rx.len, l->rx.cap - l->rx.len);
+    if (r <= 0) break;
+    l->rx.len += (size_t)r;
+    if (l->kind == LINK_PRODUCER && l->rx.len > max + 4096) {
+      l->rx_oversize = true;
+      l->rx.len = 0;
+    }
+  }
+  if (pn_delivery_partial(d)) return;
+  if (pn_delivery_aborted(d)) {
+    pn_delivery_settle(d);
+  } else if (l->kind == LINK_PRODUCER) {
+    if (l->rx.len > max) l->rx_oversize = true;
+    on_message(l, d);
+  } else if (l->kind == LINK_REQ) {
+    on_request(l, d);
+  } else {
+    pn_delivery_settle(d);
+  }
+  l->rx.len = 0;
+  l->rx_oversize = false;
+  if (l->rx.cap > (1u << 20)) buf_free(&l->rx);
+  pn_link_advance(pl);
+  int credit = pn_link_credit(pl);
+  int want = l->kind == LINK_PRODUCER ? PRODUCER_CREDIT : 100;
+  if (credit < want / 2) pn_link_flow(pl, want - credit);
+}
+
+/* ---------------------------------------------------------------- outgoing */
+
+void emu_link_send_message(emu_link_t *l, const unsigned char *p, size_t n, bool settled)
+{
+  char tag[8];
+  uint64_t t = ++l->tags;
+  memcpy(tag, &t, 8);
+  pn_delivery_t *d = pn_delivery(l->pn, pn_dtag(tag, 8));
+  pn_link_send(l->pn, (const char *)p, n);
+  pn_link_advance(l->pn);
+  if (settled) pn_delivery_settle(d);
+}
+
+static void deliver(emu_link_t *l, emu_msg_t *m)
+{
+  emu_broker_t *b = l->conn->broker;
+  char tag[16];
+  size_t tn = 16;
+  if (!l->rad) {
+    emu_lock(b, m);
+    guid_swap((unsigned char *)tag, m->token);
+  } else {
+    uint64_t t = ++l->tags;
+    memcpy(tag, &t, 8);
+    tn = 8;
+  }
+  b->scratch.len = 0;
+  msg_encode(b, m, &b->scratch, 0);
+  pn_delivery_t *d = pn_delivery(l->pn, pn_dtag(tag, tn));
+  pn_link_send(l->pn, (const char *)b->scratch.p, b->scratch.len);
+  pn_link_advance(l->pn);
+  b->stat_out++;
+  if (l->rad) {
+    pn_delivery_settle(d);
+    emu_remove(b, m);
+    return;
+  }
+  m->dlv = d;
+  pn_delivery_set_context(d, m);
+}
+
+static bool consumer_ready(emu_link_t *l)
+{
+  if (l->refused || !(pn_link_state(l->pn) & PN_LOCAL_ACTIVE) || (pn_link_state(l->pn) & PN_REMOTE_CLOSED))
+    return false;
+  return pn_link_credit(l->pn) > 0;
+}
+
+/* Serve one consumer from its entity or session; true if a message was sent. */
+static bool serve_one(emu_broker_t *b, emu_link_t *l)
+{
+  if (!consumer_ready(l)) return false;
+  emu_entity_t *e = l->ent;
+  bool sessionful = e->props.requires_session && e->kind != ENT_DLQ;
+  if (sessionful && !l->sess) return false;
+  emu_msg_t *m = emu_take(b, e, l->sess);
+  if (!m) return false;
+  deliver(l, m);
+  return true;
+}
+
+static void finish_drain(emu_link_t *l)
+{
+  if (l->kind == LINK_CONSUMER && pn_link_get_drain(l->pn) && pn_link_credit(l->pn) > 0)
+    pn_link_drained(l->pn);
+}
+
+void emu_dispatch(emu_broker_t *b, emu_entity_t *e)
+{
+  e->dirty = false;
+  bool progress = true;
+  while (progress && e->consumers) {
+    progress = false;
+    emu_link_t *start = e->consumers, *l = start;
+    do {
+      emu_link_t *next = l->cnext;
+      int burst = 0;
+      while (burst < 64 && serve_one(b, l)) burst++;
+      if (burst) progress = true;
+      l = next;
+    } while (l != start && e->consumers);
+    if (e->consumers) e->consumers = e->consumers->cnext;
+  }
+  if (!e->consumers) return;
+  emu_link_t *l = e->consumers;
+  do {
+    finish_drain(l);
+    l = l->cnext;
+  } while (l != e->consumers);
+}
+
+void emu_dispatch_all(emu_broker_t *b)
+{
+  for (emu_entity_t *e = b->entities; e; e = e->next)
+    if (e->dirty) emu_dispatch(b, e);
+}
+
+static void on_flow(emu_link_t *l)
+{
+  if (l->kind != LINK_CONSUMER) return;
+  emu_dispatch(l->conn->broker, l->ent);
+  finish_drain(l);
+}
+
+/* Apply a map of property changes (modified annotations or rejected info) to m. */
+static void apply_props(emu_msg_t *m, pn_data_t *map, const char **reason, const char **desc,
+                        char *rbuf, char *dbuf, size_t n)
+{
+  if (!map) return;
+  pn_data_rewind(map);
+  if (!pn_data_next(map) || pn_data_type(map) != PN_MAP) return;
+  size_t count = pn_data_get_map(map);
+  pn_data_enter(map);
+  pn_data_t *one = pn_data(4);
+  char enc[4096];
+  for (size_t i = 0; i < count / 2; i++) {
+    if (!pn_data_next(map)) break;
+    pn_type_t kt = pn_data_type(map);
+    pn_bytes_t k = kt == PN_SYMBOL ? pn_data_get_symbol(map) : kt == PN_STRING ? pn_data_get_string(map) : pn_bytes(0, NULL);
+    char key[256];
+    size_t kl = k.size < sizeof key - 1 ? k.size : sizeof key - 1;
+    if (kl) memcpy(key, k.start, kl);
+    key[kl] = 0;
+    if (!pn_data_next(map)) break;
+    pn_type_t vt = pn_data_type(map);
+    if (reason && (strcmp(key, "DeadLetterReason") == 0 || strcmp(key, "DeadLetterErrorDescription") == 0)) {
+      char *dst = key[12] == 'R' ? rbuf : dbuf;
+      if (vt == PN_STRING) {
+        pn_bytes_t s = pn_data_get_string(map);
+        size_t sl = s.size < n - 1 ? s.size : n - 1;
+        memcpy(dst, s.start, sl);
+        dst[sl] = 0;
+        if (key[12] == 'R') *reason = rbuf;
+        else *desc = dbuf;
+      }
+      continue;
+    }
+    if (!kl || vt == PN_NULL) continue;
+    pn_data_clear(one);
+    pn_data_appendn(one, map, 1);
+    ssize_t el = pn_data_encode(one, enc, sizeof enc);
+    if (el > 0) msg_app_set(m, key, (unsigned char *)enc, (size_t)el);
+  }
+  pn_data_free(one);
+  pn_data_exit(map);
+}
+
+static void delayed_push(emu_conn_t *c, pn_delivery_t *d, uint64_t state)
+{
+  emu_delayed_t *x = calloc(1, sizeof *x);
+  if (!x) abort();
+  x->due_ms = emu_mono_ms() + c->broker->faults.delay_disp_ms;
+  x->dlv = d;
+  x->state = state;
+  x->next = c->delayed;
+  c->delayed = x;
+}
+
+/* Apply an outcome to m; returns the condition of a failure or NULL. */
+static const char *apply_outcome(emu_broker_t *b, emu_msg_t *m, pn_delivery_t *d, uint64_t st)
+{
+  pn_disposition_t *rd = pn_delivery_remote(d);
+  char rbuf[1024], dbuf[4096];
+  const char *reason = NULL, *desc = NULL;
+  switch (st) {
+  case PN_ACCEPTED:
+    emu_remove(b, m);
+    break;
+  case PN_MODIFIED:
+    apply_props(m, pn_disposition_annotations(rd), NULL, NULL, rbuf, dbuf, sizeof rbuf);
+    if (pn_disposition_is_undeliverable(rd)) emu_defer(b, m);
+    else emu_abandon(b, m);
+    break;
+  case PN_REJECTED: {
+    pn_condition_t *pc = pn_disposition_condition(rd);
+    apply_props(m, pn_condition_info(pc), &reason, &desc, rbuf, dbuf, sizeof rbuf);
+    emu_deadletter(b, m, reason, desc);
+    break;
+  }
+  default: /* released, or settled without an outcome */
+    emu_unlock(b, m, false);
+    break;
+  }
+  return NULL;
+}
+
+static void on_outcome(emu_link_t *l, pn_delivery_t *d)
+{
+  emu_broker_t *b = l->conn->broker;
+  uint64_t st = pn_delivery_remote_state(d);
+  bool settled = pn_delivery_settled(d);
+  if (!st && !settled) return;
+  if (l->kind == LINK_REPLY) {
+    pn_delivery_settle(d);
+    return;
+  }
+  emu_msg_t *m = pn_delivery_get_context(d);
+  const char *fail = NULL, *fdesc = NULL;
+  if (!m) {
+    fail = l->sess ? "com.microsoft:session-lock-lost" : "com.microsoft:message-lock-lost";
+    fdesc = "The lock supplied is invalid. Either the lock expired, or the message has already been removed from the queue.";
+  } else if (emu_fault_take(b, "settle", &fail)) {
+    fdesc = "Injected fault.";
+  } else {
+    m->dlv = NULL;
+    pn_delivery_set_context(d, NULL);
+    apply_outcome(b, m, d, st);
+  }
+  if (settled) {
+    pn_delivery_settle(d);
+    return;
+  }
+  if (fail) {
+    set_cond(pn_disposition_condition(pn_delivery_local(d)), fail, fdesc);
+    st = PN_REJECTED;
+  }
+  if (b->faults.delay_disp_ms > 0) {
+    delayed_push(l->conn, d, st);
+    return;
+  }
+  pn_delivery_update(d, st ? st : PN_RELEASED);
+  pn_delivery_settle(d);
+}
+
+static void on_delivery(emu_link_t *l, pn_delivery_t *d)
+{
+  if (pn_link_is_receiver(l->pn)) {
+    if (pn_delivery_readable(d) || !pn_delivery_partial(d)) on_incoming(l, d);
+    return;
+  }
+  if (pn_delivery_updated(d) || pn_delivery_settled(d)) on_outcome(l, d);
+}
+
+/* ---------------------------------------------------------------- events */
+
+static void on_link_close(emu_conn_t *c, pn_link_t *pl)
+{
+  emu_link_t *l = link_of(pl);
+  if (l) link_drop(l);
+  if (!(pn_link_state(pl) & PN_LOCAL_CLOSED)) pn_link_close(pl);
+  (void)c;
+}
+
+static void handle(emu_conn_t *c, pn_event_t *ev)
+{
+  pn_link_t *pl = pn_event_link(ev);
+  switch (pn_event_type(ev)) {
+  case PN_CONNECTION_REMOTE_OPEN:
+    if (!(pn_connection_state(c->driver.connection) & PN_LOCAL_ACTIVE)) {
+      pn_connection_set_container(c->driver.connection, "sbus-emulator");
+      pn_connection_open(c->driver.connection);
+    }
+    break;
+  case PN_SESSION_REMOTE_OPEN: {
+    pn_session_t *s = pn_event_session(ev);
+    if (!(pn_session_state(s) & PN_LOCAL_ACTIVE)) {
+      pn_session_set_incoming_capacity(s, SESSION_CAPACITY);
+      pn_session_open(s);
+    }
+    break;
+  }
+  case PN_LINK_REMOTE_OPEN: on_link_open(c, pl); break;
+  case PN_LINK_FLOW: if (link_of(pl)) on_flow(link_of(pl)); break;
+  case PN_DELIVERY: {
+    emu_link_t *l = link_of(pl);
+    pn_delivery_t *d = pn_event_delivery(ev);
+    if (l && !l->refused) on_delivery(l, d);
+    else if (pn_link_is_receiver(pl)) {
+      pn_link_recv(pl, NULL, 0);
+      if (!pn_delivery_partial(d)) {
+        pn_delivery_settle(d);
+        pn_link_advance(pl);
+      }
+    }
+    break;
+  }
+  case PN_LINK_REMOTE_CLOSE:
+  case PN_LINK_REMOTE_DETACH: on_link_close(c, pl); break;
+  case PN_SESSION_REMOTE_CLOSE: {
+    pn_session_t *s = pn_event_session(ev);
+    for (pn_link_t *x = pn_link_head(c->driver.connection, 0); x; x = pn_link_next(x, 0))
+      if (pn_link_session(x) == s && link_of(x)) link_drop(link_of(x));
+    pn_session_close(s);
+    break;
+  }
+  case PN_CONNECTION_REMOTE_CLOSE:
+    conn_teardown(c);
+    pn_connection_close(c->driver.connection);
+    break;
+  case PN_TRANSPORT_CLOSED:
+    conn_teardown(c);
+    c->dead = true;
+    break;
+  default: break;
+  }
+}
+
+static void run_delayed(emu_conn_t *c)
+{
+  int64_t now = emu_mono_ms();
+  for (emu_delayed_t **pp = &c->delayed; *pp;) {
+    emu_delayed_t *x = *pp;
+    if (x->due_ms > now) {
+      pp = &x->next;
+      continue;
+    }
+    *pp = x->next;
+    pn_delivery_update(x->dlv, x->state);
+    pn_delivery_settle(x->dlv);
+    free(x);
+  }
+}
+
+void emu_conn_process(emu_conn_t *c)
+{
+  pn_event_t *ev;
+  if (c->delayed) run_delayed(c);
+  if (!c->authed && !c->dead && emu_mono_ms() - c->opened_mono > c->broker->opt.cbs_timeout_ms) {
+    emu_conn_drop(c, "amqp:unauthorized-access", "No valid token was put on $cbs in time.");
+    c->opened_mono = INT64_MAX / 2;
+  }
+  while ((ev = pn_connection_driver_next_event(&c->driver))) handle(c, ev);
+}
+
+/* ---------------------------------------------------------------- control */
+
+emu_link_t *emu_reply_link(emu_conn_t *c, const char *reply_to, const char *node)
+{
+  emu_link_t *l;
+  for (l = c->links; reply_to && l; l = l->next)
+    if (l->kind == LINK_REPLY && l->target && strcmp(l->target, reply_to) == 0) return l;
+  for (l = c->links; reply_to && l; l = l->next)
+    if (l->kind == LINK_REPLY && strcmp(pn_link_name(l->pn), reply_to) == 0) return l;
+  for (l = c->links; l; l = l->next)
+    if (l->kind == LINK_REPLY && strcasecmp(l->node, node) == 0) return l;
+  return NULL;
+}
+
+void emu_conn_release_session_links(emu_sess_t *s)
+{
+  emu_link_t *l = s->owner;
+  if (!l) return;
+  s->owner = NULL;
+  l->sess = NULL;
+  l->refused = true;
+  consumer_unlink(l);
+  link_close_err(l->pn, "com.microsoft:session-lock-lost",
+                 "The session lock has expired on the MessageSession. Accept a new MessageSession.");
+  emu_sess_maybe_free(s);
+}
+
+void emu_detach_entity(emu_broker_t *b, const char *path, const char *cond)
+{
+  char *norm = emu_path_normalize(path);
+  for (emu_conn_t *c = b->conns; c; c = c->next) {
+    for (emu_link_t *l = c->links, *n; l; l = n) {
+      n = l->next;
+      if (!l->ent || (strcasecmp(l->ent->lname, norm) != 0 && strcasecmp(l->node, norm) != 0)) continue;
+      pn_link_t *pl = l->pn;
+      link_drop(l);
+      link_close_err(pl, cond ? cond : "amqp:link:detach-forced", "The link was detached by the emulator's control surface.");
+    }
+  }
+  free(norm);
+}
+
+static bool ent_within(const emu_entity_t *x, const emu_entity_t *e)
+{
+  for (; x; x = x->parent)
+    if (x == e) return true;
+  return false;
+}
+
+/* Detach every link that uses e, its subscriptions or its dead-letter queue. */
+void emu_detach_entity_tree(emu_broker_t *b, emu_entity_t *e, const char *cond)
+{
+  for (emu_conn_t *c = b->conns; c; c = c->next) {
+    for (emu_link_t *l = c->links, *n; l; l = n) {
+      n = l->next;
+      if (!ent_within(l->ent, e)) continue;
+      pn_link_t *pl = l->pn;
+      link_drop(l);
+      link_close_err(pl, cond, "The messaging entity was deleted.");
+    }
+  }
+}

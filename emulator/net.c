@@ -1,0 +1,385 @@
+/*
+ * net.c: non-blocking sockets, listeners and the single-threaded poll loop.
+ *
+ * Three kinds of listeners: plain AMQP, AMQP over TLS (the sans-I/O filter of
+ * core/src/tls.c between the socket and Proton's driver) and the HTTP control
+ * surface. A step of the loop: fire the broker's timers and dispatch, drain
+ * Proton events of every connection, move output to the sockets, close what
+ * is finished, then poll() with a timeout equal to the nearest deadline
+ * (broker timers, Proton idle ticks, CBS and delayed dispositions), so an idle
+ * broker sleeps in poll and costs no CPU. Input is appended straight into
+ * Proton's read buffer (plain) or through the TLS filter.
+ */
+#include "net.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <proton/connection.h>
+#include <proton/transport.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define MAX_LISTENERS 8
+#define HTTP_MAX 1048576
+
+/* One accepted socket. */
+typedef struct sock {
+  int fd;                  /* socket */
+  emu_net_kind_t kind;     /* what it speaks */
+  sbusi_tls_t *tls;        /* TLS filter (NET_AMQPS) */
+  emu_conn_t *conn;        /* AMQP connection (NET_AMQP/S) */
+  emu_buf_t out;           /* bytes waiting for the socket (TLS and HTTP) */
+  emu_buf_t in;            /* HTTP request bytes */
+  bool eof;                /* the peer closed its side */
+  bool done;               /* close once out is flushed */
+  struct sock *next;       /* next socket */
+} sock_t;
+
+struct emu_net {
+  emu_broker_t *b;                     /* broker */
+  sbusi_tls_ctx_t *tls;                /* server TLS context or NULL */
+  int lfd[MAX_LISTENERS];              /* listening sockets */
+  emu_net_kind_t lkind[MAX_LISTENERS]; /* their kinds */
+  int nl;                              /* number of listeners */
+  sock_t *socks;                       /* accepted sockets */
+  struct pollfd *pfd;                  /* poll array */
+  sock_t **pidx;                       /* poll slot -> socket */
+  size_t pcap;                         /* capacity of both */
+};
+
+emu_net_t *emu_net_new(emu_broker_t *b, sbusi_tls_ctx_t *tls)
+{
+  emu_net_t *n = calloc(1, sizeof *n);
+  if (!n) abort();
+  n->b = b;
+  n->tls = tls;
+  return n;
+}
+
+static void sock_free(emu_net_t *n, sock_t *s)
+{
+  for (sock_t **pp = &n->socks; *pp; pp = &(*pp)->next) {
+    if (*pp == s) {
+      *pp = s->next;
+      break;
+    }
+  }
+  if (s->conn) emu_conn_free(s->conn);
+  sbusi_tls_free(s->tls);
+  buf_free(&s->out);
+  buf_free(&s->in);
+  close(s->fd);
+  free(s);
+}
+
+void emu_net_free(emu_net_t *n)
+{
+  if (!n) return;
+  while (n->socks) sock_free(n, n->socks);
+  for (int i = 0; i < n->nl; i++) close(n->lfd[i]);
+  free(n->pfd);
+  free(n->pidx);
+  free(n);
+}
+
+static void nonblock(int fd)
+{
+  fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+  fcntl(fd, F_SETFD, FD_CLOEXEC);
+}
+
+int emu_net_listen(emu_net_t *n, emu_net_kind_t kind, const char *host, int port, int *bound,
+                   char *err, size_t errlen)
+{
+  struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE}, *ai;
+  char ps[16];
+  snprintf(ps, sizeof ps, "%d", port);
+  if (n->nl == MAX_LISTENERS || getaddrinfo(host, ps, &hints, &ai) != 0) {
+    snprintf(err, errlen, "cannot resolve %s", host);
+    return -1;
+  }
+  int fd = socket(ai->ai_family, SOCK_STREAM, 0), one = 1;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  if (fd < 0 || bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 || listen(fd, 128) != 0) {
+    snprintf(err, errlen, "cannot listen on %s:%d: %s", host, port, strerror(errno));
+    if (fd >= 0) close(fd);
+    freeaddrinfo(ai);
+    return -1;
+  }
+  freeaddrinfo(ai);
+  struct sockaddr_storage ss;
+  socklen_t sl = sizeof ss;
+  getsockname(fd, (struct sockaddr *)&ss, &sl);
+  *bound = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                                          : ((struct sockaddr_in *)&ss)->sin_port);
+  nonblock(fd);
+  n->lfd[n->nl] = fd;
+  n->lkind[n->nl++] = kind;
+  return 0;
+}
+
+static void on_accept(emu_net_t *n, int lfd, emu_net_kind_t kind)
+{
+  for (;;) {
+    int fd = accept(lfd, NULL, NULL);
+    if (fd < 0) return;
+    nonblock(fd);
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    sock_t *s = calloc(1, sizeof *s);
+    if (!s) abort();
+    s->fd = fd;
+    s->kind = kind;
+    if (kind == NET_AMQPS) s->tls = sbusi_tls_new(n->tls, NULL);
+    if (kind != NET_CONTROL) s->conn = emu_conn_new(n->b, s);
+    s->next = n->socks;
+    n->socks = s;
+    emu_log(n->b, 1, "accepted a %s connection", kind == NET_CONTROL ? "control" : kind == NET_AMQPS ? "TLS" : "AMQP");
+  }
+}
+
+/* ---------------------------------------------------------------- AMQP I/O */
+
+static void amqp_input(sock_t *s, const unsigned char *p, size_t len)
+{
+  pn_connection_driver_t *d = &s->conn->driver;
+  while (len > 0) {
+    pn_rwbytes_t rb = pn_connection_driver_read_buffer(d);
+    if (!rb.size) return;
+    size_t k = len < rb.size ? len : rb.size;
+    memcpy(rb.start, p, k);
+    pn_connection_driver_read_done(d, k);
+    p += k;
+    len -= k;
+  }
+}
+
+static void tls_pump_in(sock_t *s)
+{
+  unsigned char buf[65536];
+  for (;;) {
+    ssize_t r = sbusi_tls_read(s->tls, buf, sizeof buf);
+    if (r > 0) {
+      amqp_input(s, buf, (size_t)r);
+      continue;
+    }
+    if (r == SBUSI_TLS_EOF) pn_connection_driver_read_close(&s->conn->driver);
+    if (r == SBUSI_TLS_FAIL) {
+      emu_log(s->conn->broker, 1, "TLS: %s", sbusi_tls_error(s->tls));
+      pn_connection_driver_close(&s->conn->driver);
+    }
+    return;
+  }
+}
+
+static void on_readable(sock_t *s)
+{
+  unsigned char buf[65536];
+  for (int rounds = 0; rounds < 16; rounds++) {
+    ssize_t r = recv(s->fd, buf, sizeof buf, 0);
+    if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return;
+    if (r <= 0) {
+      s->eof = true;
+      if (s->conn) pn_connection_driver_read_close(&s->conn->driver);
+      return;
+    }
+    if (s->kind == NET_CONTROL) {
+      if (s->in.len + (size_t)r > HTTP_MAX) s->done = true;
+      else buf_put(&s->in, buf, (size_t)r);
+    } else if (s->tls) {
+      if (sbusi_tls_feed(s->tls, buf, (size_t)r) == 0) tls_pump_in(s);
+      else pn_connection_driver_close(&s->conn->driver);
+    } else {
+      amqp_input(s, buf, (size_t)r);
+    }
+  }
+}
+
+/* Move Proton's output into the socket (plain) or the TLS filter. */
+static void amqp_output(sock_t *s)
+{
+  pn_connection_driver_t *d = &s->conn->driver;
+  for (;;) {
+    pn_bytes_t wb = pn_connection_driver_write_buffer(d);
+    if (!wb.size) break;
+    if (s->tls) {
+      if (sbusi_tls_write(s->tls, wb.start, wb.size) < 0) {
+        pn_connection_driver_close(d);
+        return;
+      }
+      pn_connection_driver_write_done(d, wb.size);
+      continue;
+    }
+    if (s->out.len) {
+      buf_put(&s->out, wb.start, wb.size);
+      pn_connection_driver_write_done(d, wb.size);
+      continue;
+    }
+    ssize_t w = send(s->fd, wb.start, wb.size, MSG_NOSIGNAL);
+    if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) w = 0;
+    if (w < 0) {
+      pn_connection_driver_close(d);
+      return;
+    }
+    pn_connection_driver_write_done(d, (size_t)w);
+    if ((size_t)w < wb.size) break;
+  }
+  if (s->tls) {
+    size_t p;
+    while ((p = sbusi_tls_pending(s->tls)) > 0) {
+      buf_reserve(&s->out, p);
+      s->out.len += sbusi_tls_take(s->tls, s->out.p + s->out.len, p);
+    }
+  }
+}
+
+static void flush_out(sock_t *s)
+{
+  size_t off = 0;
+  while (off < s->out.len) {
+    ssize_t w = send(s->fd, s->out.p + off, s->out.len - off, MSG_NOSIGNAL);
+    if (w <= 0) {
+      if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
+        s->eof = true;
+        s->out.len = off = 0;
+      }
+      break;
+    }
+    off += (size_t)w;
+  }
+  if (off) {
+    memmove(s->out.p, s->out.p + off, s->out.len - off);
+    s->out.len -= off;
+  }
+}
+
+/* ---------------------------------------------------------------- HTTP */
+
+static void http_respond(sock_t *s, int status, const emu_buf_t *body)
+{
+  const char *reason = status == 200 ? "OK" : status == 201 ? "Created" : status == 204 ? "No Content"
+                     : status == 400 ? "Bad Request" : status == 404 ? "Not Found"
+                     : status == 405 ? "Method Not Allowed" : status == 409 ? "Conflict" : "Error";
+  char hdr[256];
+  int k = snprintf(hdr, sizeof hdr,
+                   "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n",
+                   status, reason, body->len);
+  buf_put(&s->out, hdr, (size_t)k);
+  buf_put(&s->out, body->p, body->len);
+  s->done = true;
+}
+
+static void http_try(emu_net_t *n, sock_t *s)
+{
+  if (s->done || !s->in.len) return;
+  buf_reserve(&s->in, 1);
+  s->in.p[s->in.len] = 0;
+  char *req = (char *)s->in.p;
+  char *end = strstr(req, "\r\n\r\n");
+  if (!end) return;
+  size_t hlen = (size_t)(end - req) + 4, clen = 0;
+  for (char *h = strstr(req, "\r\n"); h && h < end; h = strstr(h + 2, "\r\n"))
+    if (strncasecmp(h + 2, "Content-Length:", 15) == 0) clen = strtoul(h + 17, NULL, 10);
+  if (s->in.len < hlen + clen) return;
+  char method[16] = "", path[1024] = "";
+  sscanf(req, "%15s %1023s", method, path);
+  emu_buf_t body = {0};
+  int status = emu_control_handle(n->b, method, path, req + hlen, clen, &body);
+  http_respond(s, status, &body);
+  buf_free(&body);
+}
+
+/* ---------------------------------------------------------------- loop */
+
+static void process_all(emu_net_t *n)
+{
+  emu_tick(n->b);
+  for (sock_t *s = n->socks; s; s = s->next) {
+    if (s->conn) emu_conn_process(s->conn);
+  }
+  emu_dispatch_all(n->b);
+  for (sock_t *s = n->socks, *next; s; s = next) {
+    next = s->next;
+    if (s->kind == NET_CONTROL) http_try(n, s);
+    else amqp_output(s);
+    flush_out(s);
+    bool finished = s->conn && pn_connection_driver_finished(&s->conn->driver);
+    if ((finished || s->done || s->eof) && (!s->out.len || s->eof) && (!s->conn || finished || s->eof)) {
+      if (s->conn && !finished) {
+        pn_connection_driver_close(&s->conn->driver);
+        emu_conn_process(s->conn);
+      }
+      sock_free(n, s);
+    }
+  }
+}
+
+static int next_timeout(emu_net_t *n)
+{
+  int64_t mono = emu_mono_ms(), best = INT64_MAX;
+  int64_t d = emu_next_deadline(n->b);
+  if (d != INT64_MAX) best = d - emu_now(n->b);
+  for (sock_t *s = n->socks; s; s = s->next) {
+    if (!s->conn) continue;
+    int64_t t = pn_transport_tick(s->conn->driver.transport, mono);
+    if (t > 0 && t - mono < best) best = t - mono;
+    if (!s->conn->authed) {
+      int64_t c = s->conn->opened_mono + n->b->opt.cbs_timeout_ms - mono + 1;
+      if (c < best) best = c;
+    }
+    for (emu_delayed_t *x = s->conn->delayed; x; x = x->next)
+      if (x->due_ms - mono < best) best = x->due_ms - mono;
+  }
+  if (best == INT64_MAX) return -1;
+  if (best < 0) return 0;
+  return best > 60000 ? 60000 : (int)best;
+}
+
+static void ensure_poll(emu_net_t *n, size_t need)
+{
+  if (need <= n->pcap) return;
+  n->pcap = need * 2;
+  n->pfd = realloc(n->pfd, n->pcap * sizeof *n->pfd);
+  n->pidx = realloc(n->pidx, n->pcap * sizeof *n->pidx);
+  if (!n->pfd || !n->pidx) abort();
+}
+
+void emu_net_step(emu_net_t *n)
+{
+  process_all(n);
+  size_t cnt = (size_t)n->nl;
+  for (sock_t *s = n->socks; s; s = s->next) cnt++;
+  ensure_poll(n, cnt + 1);
+  size_t k = 0;
+  for (int i = 0; i < n->nl; i++) {
+    n->pfd[k] = (struct pollfd){.fd = n->lfd[i], .events = POLLIN};
+    n->pidx[k++] = NULL;
+  }
+  for (sock_t *s = n->socks; s; s = s->next) {
+    short ev = s->eof ? 0 : POLLIN;
+    if (s->out.len) ev |= POLLOUT;
+    n->pfd[k] = (struct pollfd){.fd = s->fd, .events = ev};
+    n->pidx[k++] = s;
+  }
+  int r = poll(n->pfd, k, next_timeout(n));
+  if (r <= 0) return;
+  for (size_t i = 0; i < k; i++) {
+    short re = n->pfd[i].revents;
+    if (!re) continue;
+    if (i < (size_t)n->nl) {
+      on_accept(n, n->lfd[i], n->lkind[i]);
+      continue;
+    }
+    sock_t *s = n->pidx[i];
+    if (re & (POLLIN | POLLHUP | POLLERR)) on_readable(s);
+    if (re & POLLOUT) flush_out(s);
+  }
+}

@@ -1,0 +1,26 @@
+/*
+ * net.h: listeners, sockets and the poll loop of sbus-emulator.
+ */
+#ifndef EMU_NET_H
+#define EMU_NET_H
+
+#include "../core/src/tls.h"
+#include "emu.h"
+
+typedef enum { NET_AMQP, NET_AMQPS, NET_CONTROL } emu_net_kind_t;
+
+typedef struct emu_net emu_net_t;
+
+emu_net_t *emu_net_new(emu_broker_t *b, sbusi_tls_ctx_t *tls);
+void emu_net_free(emu_net_t *n);
+/* Listen on host:port (0 = any free port); the bound port is stored in *bound. */
+int emu_net_listen(emu_net_t *n, emu_net_kind_t kind, const char *host, int port, int *bound,
+                   char *err, size_t errlen);
+/* One iteration: timers, Proton events, output, then poll until input or the next deadline. */
+void emu_net_step(emu_net_t *n);
+
+/* Control surface (control.c): handle one HTTP request; returns the status code. */
+int emu_control_handle(emu_broker_t *b, const char *method, const char *path, const char *body,
+                       size_t blen, emu_buf_t *resp);
+
+#endif
