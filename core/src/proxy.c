@@ -361,7 +361,9 @@ static int on_answer(proxy_t *x, const uint8_t *p, size_t n)
         x->base.state = SBUSI_LAYER_READY;
         return flush_held(x);
     }
-    if (h.status == 407)
+    /* 407 is the standard refusal; tinyproxy 1.11 answers wrong
+     * credentials with 401, so both get the credentials hint. */
+    if (h.status == 407 || h.status == 401)
         return sbusi_layer_fail(
             &x->base, SBUS_EPROXY, "proxy refused CONNECT: %s (%s)", line,
             x->sent_auth ? "check the proxy user name and password"

@@ -20,7 +20,9 @@
  * down unchanged (bytes offered before READY are held and sent after). Any
  * other status fails with SBUS_EPROXY and a text that names the proxy's
  * status line, e.g. "proxy refused CONNECT: HTTP/1.1 407 Proxy
- * Authentication Required". Interim 1xx answers are skipped. A head larger
+ * Authentication Required (check the proxy user name and password)" (the
+ * hint is added to 407 and 401: tinyproxy answers wrong credentials with
+ * 401). Interim 1xx answers are skipped. A head larger
  * than SBUSI_HTTP_MAX_HEAD or malformed fails with SBUS_EPROXY too. The
  * end of the stream before an answer fails with SBUS_ECONNECTION.
  *

@@ -942,6 +942,7 @@ int sbusi_ws_new(const sbusi_ws_opts_t *o, sbusi_layer_t **out)
 {
     *out = NULL;
     if (!o || !token_ok(o->subprotocol) ||
+        (o->buf_max && o->buf_max < SBUSI_WS_MIN_BUF) ||
         (o->role != SBUSI_WS_CLIENT && o->role != SBUSI_WS_SERVER))
         return SBUS_EINVAL;
     ws_t *ws = sbusi_malloc(sizeof *ws);

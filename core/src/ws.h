@@ -53,6 +53,7 @@
 #define SBUSI_WS_SERVER_PATH "/$servicebus/websocket"
 #define SBUSI_WS_DEFAULT_MAX_FRAME ((size_t)16 << 20)    /* 16 MiB */
 #define SBUSI_WS_DEFAULT_MAX_MESSAGE ((size_t)256 << 20) /* 256 MiB */
+#define SBUSI_WS_MIN_BUF 64 /* smallest buf_max: a header and some payload */
 
 typedef enum sbusi_ws_role {
     SBUSI_WS_CLIENT = 0, /* sends the upgrade request, masks frames */
@@ -81,7 +82,8 @@ typedef struct sbusi_ws_opts {
     size_t max_message;        /* largest incoming message (all fragments) */
     size_t out_fragment;       /* largest outgoing frame payload; 0: one
                                   frame per message */
-    size_t buf_max;            /* bound of each FIFO; 0: the default */
+    size_t buf_max;            /* bound of each FIFO; 0: the default, else
+                                  at least SBUSI_WS_MIN_BUF */
 } sbusi_ws_opts_t;
 
 /* Defaults for `role`: paths above, AMQPWSB10, the default limits, no
@@ -92,6 +94,7 @@ void sbusi_ws_opts_init(sbusi_ws_opts_t *o, sbusi_ws_role_t role);
  * Creates a WebSocket layer. *out transfers to the caller (free with
  * sbusi_layer_free). A client's down FIFO holds the upgrade request.
  * SBUS_EINVAL for a missing host (client), a path that is not absolute,
+ * buf_max below SBUSI_WS_MIN_BUF,
  * a subprotocol that is not a token, extra headers that are not well
  * formed "Name: value\r\n" lines; SBUS_ENOMEM.
  */

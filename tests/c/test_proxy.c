@@ -333,6 +333,10 @@ static void test_refusals(void)
     refused("HTTP/1.0 407 Proxy Authentication Required\r\n\r\n", SBUS_EPROXY,
             "proxy refused CONNECT: HTTP/1.0 407 Proxy Authentication "
             "Required (the proxy wants a user name and password)", NULL);
+    /* tinyproxy 1.11.1 answers wrong credentials with 401 */
+    refused("HTTP/1.0 401 Unauthorized\r\nServer: tinyproxy/1.11.1\r\n\r\n",
+            SBUS_EPROXY, "proxy refused CONNECT: HTTP/1.0 401 Unauthorized "
+            "(check the proxy user name and password)", "u");
     refused("HTTP/1.1 403 Forbidden\r\n\r\n", SBUS_EPROXY,
             "proxy refused CONNECT: HTTP/1.1 403 Forbidden", NULL);
     refused("HTTP/1.1 502 Bad Gateway\r\n\r\n", SBUS_EPROXY,

@@ -373,10 +373,9 @@ static void round_trip(size_t chunk, size_t frag_c, size_t frag_s)
     CHECK(out_all(c, "tail", 4) == 0);
     CHECK(sbusi_ws_ping(c, (const uint8_t *)"hb", 2) == 0);
     shuttle(c, s, chunk);
-    CHECK(sbusi_fifo_len(&s->up) == sizeof big + 4);
-    CHECK(!memcmp(sbusi_fifo_data(&s->up), big, sizeof big));
-    CHECK(!memcmp(sbusi_fifo_data(&s->up) + sizeof big, "tail", 4));
-    sbusi_fifo_consume(&s->up, (size_t)-1);
+    CHECK(take_up(s, got, sizeof got) == sizeof big + 4);
+    CHECK(!memcmp(got, big, sizeof big));
+    CHECK(!memcmp(got + sizeof big, "tail", 4));
     CHECK(sbusi_fifo_len(&c->up) == 0); /* the pong carries no data */
 
     CHECK(out_all(s, big, 300) == 0);
@@ -443,11 +442,15 @@ static void test_held_output_bounded(void)
 {
     sbusi_ws_opts_t o;
     client_opts(&o);
-    o.buf_max = 10;
-    sbusi_layer_t *c = client_with(&o);
+    sbusi_layer_t *c = (sbusi_layer_t *)1;
+    o.buf_max = SBUSI_WS_MIN_BUF - 1;
+    CHECK(sbusi_ws_new(&o, &c) == SBUS_EINVAL && c == NULL);
+    o.buf_max = SBUSI_WS_MIN_BUF;
+    c = client_with(&o);
+    static uint8_t data[100];
     size_t used = 0;
-    CHECK(sbusi_layer_output(c, (const uint8_t *)"0123456789ABC", 13, &used) ==
-              0 && used == 10);
+    CHECK(sbusi_layer_output(c, data, sizeof data, &used) == 0 &&
+          used == SBUSI_WS_MIN_BUF);
     sbusi_layer_free(c);
 }
 
