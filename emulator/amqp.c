@@ -513,6 +513,9 @@ static void on_request(emu_link_t *l, pn_delivery_t *d)
   /* §14.2: settle the request before sending its response. */
   pn_delivery_update(d, PN_ACCEPTED);
   pn_delivery_settle(d);
+  /* Proton coalesces dispositions and writes them after transfers of the same round;
+   * producing output now puts the disposition on the wire before the response. */
+  pn_transport_pending(l->conn->driver.transport);
   if (strcmp(l->node, "$cbs") == 0) emu_cbs_request(l, l->rx.p, l->rx.len);
   else emu_mgmt_request(l, l->rx.p, l->rx.len);
 }

@@ -3,7 +3,8 @@
  *
  *   sbus-emulator --config FILE [--host 127.0.0.1] [--amqp-port N] [--amqps-port N]
  *                 [--control-port N] [--tls-cert PEM --tls-key PEM] [--state-dir DIR]
- *                 [--max-message-size BYTES] [--cbs-timeout-ms MS] [--verbose]
+ *                 [--max-message-size BYTES] [--cbs-timeout-ms MS] [--exit-on-stdin-eof]
+ *                 [--verbose]
  *
  * The amqp listener defaults to 5672 (use --amqp-port -1 to switch it off);
  * amqps and control are off unless their port is given; port 0 picks a free
@@ -38,6 +39,7 @@ typedef struct args {
   int amqp, amqps, ctl;   /* ports; -1 = off */
   const char *cert, *key; /* --tls-cert, --tls-key */
   const char *state_dir;  /* --state-dir */
+  bool watch_stdin;       /* --exit-on-stdin-eof */
   emu_options_t opt;      /* broker options */
 } args_t;
 
@@ -45,7 +47,8 @@ static void usage(void)
 {
   fprintf(stderr, "usage: sbus-emulator --config FILE [--host 127.0.0.1] [--amqp-port N] [--amqps-port N]\n"
                   "                     [--control-port N] [--tls-cert PEM --tls-key PEM] [--state-dir DIR]\n"
-                  "                     [--max-message-size BYTES] [--cbs-timeout-ms MS] [--verbose]\n");
+                  "                     [--max-message-size BYTES] [--cbs-timeout-ms MS] [--exit-on-stdin-eof]\n"
+                  "                     [--verbose]\n");
 }
 
 static int parse_args(int argc, char **argv, args_t *a)
@@ -58,6 +61,7 @@ static int parse_args(int argc, char **argv, args_t *a)
     const char *o = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
     if (!strcmp(o, "--verbose") || !strcmp(o, "-v")) { a->opt.verbose++; continue; }
     if (!strcmp(o, "--help") || !strcmp(o, "-h")) { usage(); exit(0); }
+    if (!strcmp(o, "--exit-on-stdin-eof")) { a->watch_stdin = true; continue; }
     if (!v) { fprintf(stderr, "sbus-emulator: %s needs a value\n", o); return -1; }
     i++;
     if (!strcmp(o, "--config")) a->config = v;
@@ -161,7 +165,8 @@ int main(int argc, char **argv)
   signal(SIGPIPE, SIG_IGN);
   printf("%s\n", line);
   fflush(stdout);
-  while (!stop_flag) emu_net_step(n);
+  if (a.watch_stdin) emu_net_watch(n, 0);
+  while (!stop_flag && !emu_net_stopped(n)) emu_net_step(n);
   emu_net_free(n);
   rc = 0;
 out:

@@ -53,6 +53,8 @@ struct emu_net {
   struct pollfd *pfd;                  /* poll array */
   sock_t **pidx;                       /* poll slot -> socket */
   size_t pcap;                         /* capacity of both */
+  int watch_fd;                        /* stop when this fd reaches EOF (-1: off) */
+  bool stopped;                        /* watch_fd reached EOF */
 };
 
 emu_net_t *emu_net_new(emu_broker_t *b, sbusi_tls_ctx_t *tls)
@@ -61,6 +63,7 @@ emu_net_t *emu_net_new(emu_broker_t *b, sbusi_tls_ctx_t *tls)
   if (!n) abort();
   n->b = b;
   n->tls = tls;
+  n->watch_fd = -1;
   return n;
 }
 
@@ -352,10 +355,14 @@ static void ensure_poll(emu_net_t *n, size_t need)
   if (!n->pfd || !n->pidx) abort();
 }
 
+void emu_net_watch(emu_net_t *n, int fd) { n->watch_fd = fd; }
+
+bool emu_net_stopped(const emu_net_t *n) { return n->stopped; }
+
 void emu_net_step(emu_net_t *n)
 {
   process_all(n);
-  size_t cnt = (size_t)n->nl;
+  size_t cnt = (size_t)n->nl + 1;
   for (sock_t *s = n->socks; s; s = s->next) cnt++;
   ensure_poll(n, cnt + 1);
   size_t k = 0;
@@ -369,8 +376,16 @@ void emu_net_step(emu_net_t *n)
     n->pfd[k] = (struct pollfd){.fd = s->fd, .events = ev};
     n->pidx[k++] = s;
   }
+  size_t watch_slot = k;
+  if (n->watch_fd >= 0) n->pfd[k++] = (struct pollfd){.fd = n->watch_fd, .events = POLLIN};
   int r = poll(n->pfd, k, next_timeout(n));
   if (r <= 0) return;
+  if (n->watch_fd >= 0 && n->pfd[watch_slot].revents) {
+    char tmp[256];
+    ssize_t got = read(n->watch_fd, tmp, sizeof tmp);
+    if (got <= 0) n->stopped = true;
+  }
+  if (n->watch_fd >= 0) k--;
   for (size_t i = 0; i < k; i++) {
     short re = n->pfd[i].revents;
     if (!re) continue;

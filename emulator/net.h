@@ -19,6 +19,10 @@ int emu_net_listen(emu_net_t *n, emu_net_kind_t kind, const char *host, int port
 /* One iteration: timers, Proton events, output, then poll until input or the next deadline. */
 void emu_net_step(emu_net_t *n);
 
+/* Stop (emu_net_stopped) when fd reaches end of file: lets a parent's death end us. */
+void emu_net_watch(emu_net_t *n, int fd);
+bool emu_net_stopped(const emu_net_t *n);
+
 /* Control surface (control.c): handle one HTTP request; returns the status code. */
 int emu_control_handle(emu_broker_t *b, const char *method, const char *path, const char *body,
                        size_t blen, emu_buf_t *resp);
