@@ -178,6 +178,7 @@ static void make_data_template(encoded_t *t) {
     pn_data_t *b = pn_message_body(m);
     pn_data_put_binary(b, pn_bytes((size_t)opt.size, body));
     pn_message_set_inferred(m, true); /* binary body -> data section */
+    pn_message_set_durable(m, true);
     encode(m, t);
     char *at = memmem(t->bytes, t->len, id0, sizeof id0 - 1);
     t->id_digits = at ? (size_t)(at - t->bytes) + 3 : SIZE_MAX;
@@ -400,7 +401,10 @@ static void on_delivery(conn_t *c, pn_delivery_t *d) {
         } else {
             rejected++;
             pn_condition_t *cond = pn_disposition_condition(pn_delivery_remote(d));
-            fail("delivery refused (state 0x%" PRIx64 "): %s %s", state,
+            pn_delivery_tag_t tag = pn_delivery_tag(d);
+            uint64_t no = 0;
+            memcpy(&no, tag.start, tag.size < 8 ? tag.size : 8);
+            fail("delivery %" PRIu64 " refused (state 0x%" PRIx64 "): %s %s", no, state,
                  pn_condition_get_name(cond) ? pn_condition_get_name(cond) : "",
                  pn_condition_get_description(cond) ? pn_condition_get_description(cond) : "");
         }

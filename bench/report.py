@@ -1,0 +1,267 @@
+"""Renders bench/results/latest.json as latest.md, latest.png and the README figures.
+
+Usage: report.py [RESULTS_DIR]   (default bench/results)
+
+The markdown holds one line about the machine, the verdict on every target of
+issues 3 and 8, then one table per workload (every client appears; the ones
+that could not run say why), the latency and idle figures and the broker
+comparison. The same markdown replaces the block between the figures markers
+in bench/README.md, so the README always shows the latest run.
+"""
+import json
+import os
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+MARK_BEGIN = "<!-- figures:begin (written by bench/report.py) -->"
+MARK_END = "<!-- figures:end -->"
+
+THROUGHPUT = ["send_batch", "send_single", "recv_peeklock", "recv_rad"]
+TITLES = {
+    "send_batch": "Send, batches of 100",
+    "send_single": "Send, one message at a time",
+    "recv_peeklock": "Receive PeekLock + complete, prefetch 300",
+    "recv_rad": "Receive ReceiveAndDelete, prefetch 300",
+}
+
+
+def fmt(v, spec):
+    return "–" if v is None else format(v, spec)
+
+
+def ratio(summary, a, b, workload, key="msgs_per_s"):
+    """(a/b, reason-if-unavailable)."""
+    ea, eb = summary.get(a, {}).get(workload, {}), summary.get(b, {}).get(workload, {})
+    if ea.get(key) is None:
+        return None, f"{a}: {ea.get('na', 'no figure')}"
+    if eb.get(key) is None:
+        return None, f"{b}: {eb.get('na', 'no figure')}"
+    return ea[key] / eb[key], None
+
+
+def targets(res):
+    s, b = res["summary"], res["brokers"]
+    out = []
+
+    def add(name, value, goal, ok, why=None, note=""):
+        if value is None:
+            out.append({"target": name, "value": "n/a", "goal": goal, "verdict": "n/a",
+                        "note": why or ""})
+        else:
+            out.append({"target": name, "value": value, "goal": goal,
+                        "verdict": "pass" if ok else "FAIL", "note": note})
+
+    # Ours against Microsoft's Python SDK, on its transport (TLS) when we can.
+    py_vs_ms = "py-tls" if s.get("py-tls", {}).get("recv_peeklock", {}).get("msgs_per_s") else "py"
+    note = "both over TLS" if py_vs_ms == "py-tls" else "ours over plain AMQP, theirs over TLS"
+    for w, goal in (("recv_peeklock", 10), ("send_batch", 5)):
+        r, why = ratio(s, py_vs_ms, "ms-py", w)
+        add(f"ours-Python / Microsoft Python SDK, {TITLES[w]}", None if r is None else f"{r:.1f}×", f"≥ {goal}×",
+            r is not None and r >= goal, why, note)
+    for w in ("recv_peeklock", "send_batch"):
+        r, why = ratio(s, "py", "ms-js", w)
+        add(f"ours-Python / Microsoft JS SDK, {TITLES[w]}", None if r is None else f"{r:.1f}×", "≥ 2×",
+            r is not None and r >= 2, why)
+    for who, goal, label in (("py", 0.7, "ours-Python"), ("lua54", 0.8, "Lua 5.4"),
+                             ("luajit", 0.8, "LuaJIT")):
+        for w in ("recv_peeklock", "send_batch"):
+            r, why = ratio(s, who, "c", w)
+            add(f"{label} / C engine, {TITLES[w]}", None if r is None else f"{r * 100:.0f}%", f"≥ {goal * 100:.0f}%",
+                r is not None and r >= goal, why)
+    for who in ("c", "py", "py-uvloop", "lua54", "luajit"):
+        e = s.get(who, {}).get("idle", {})
+        v = e.get("idle_cpu_pct")
+        add(f"idle receiver CPU, {who}", None if v is None else f"{v:.3f}% of a core", "< 1%",
+            v is not None and v < 1, e.get("na"))
+    for who, goal in (("c", 2), ("py", 10), ("lua54", 5), ("luajit", 5)):
+        e = s.get(who, {}).get("recv_peeklock", {})
+        v = e.get("cpu_s_per_1k")
+        add(f"client CPU per message, receive + complete, {who}",
+            None if v is None else f"{v * 1000:.1f} µs", f"≤ {goal} µs",
+            v is not None and v * 1000 <= goal, e.get("na"))
+    ours, theirs = b.get("ours/rad", {}), b.get("proton/rad", {})
+    if ours.get("msgs_per_s") and theirs.get("msgs_per_s"):
+        r = ours["msgs_per_s"] / theirs["msgs_per_s"]
+        add("emulator / Proton example broker, send + ReceiveAndDelete", f"{r:.1f}×", "≥ 2×", r >= 2)
+    else:
+        add("emulator / Proton example broker, send + ReceiveAndDelete", None, "≥ 2×", False,
+            ours.get("na") or theirs.get("na"))
+    for key, goal, label in (("ours/rad", 10, "ReceiveAndDelete"), ("ours/peek", 20, "PeekLock + complete")):
+        v = b.get(key, {}).get("broker_cpu_us_per_msg")
+        add(f"emulator CPU per message, {label}", None if v is None else f"{v:.1f} µs", f"≤ {goal} µs",
+            v is not None and v <= goal, b.get(key, {}).get("na"))
+    return out
+
+
+def render_md(res):
+    m, st = res["machine"], res["settings"]
+    s, clients = res["summary"], res["clients"]
+    L = []
+    L.append(f"Machine: {m['cpu']}, {m['cores']} cores, {m.get('memory', '')} RAM, "
+             f"Linux {m['kernel']}, {m['date']}. "
+             f"{'Quick smoke run (BENCH_QUICK=1)' if st['quick'] else 'Full run'}: "
+             f"medians of {st['reps']} repetition(s), 1 KB bodies, loopback, one emulator; "
+             f"wall time {res['wall_s']:.0f} s.")
+    for note in res.get("notes", []):
+        L.append(f"\nNote: {note}.")
+    if res.get("skipped_runs"):
+        L.append(f"\n**{res['skipped_runs']} run(s) skipped: the time budget was spent.**")
+    L.append("\n### Targets\n")
+    L.append("| target | measured | goal | verdict | note |")
+    L.append("|---|---|---|---|---|")
+    for t in targets(res):
+        L.append(f"| {t['target']} | {t['value']} | {t['goal']} | {t['verdict']} | {t['note']} |")
+
+    order = res.get("client_order") or list(clients)
+    for w in THROUGHPUT:
+        L.append(f"\n### {TITLES[w]} (N = {st['n'][w]:,})\n")
+        L.append("| client | transport | msg/s | CPU s / 1k msg | peak RSS MB | emulator CPU µs/msg |")
+        L.append("|---|---|---:|---:|---:|---:|")
+        for c in order:
+            e = s[c][w]
+            if "na" in e:
+                L.append(f"| {clients[c]['label']} | {clients[c]['transport']} | n/a: {e['na']} | | | |")
+                continue
+            L.append(f"| {clients[c]['label']} | {clients[c]['transport']} | {fmt(e.get('msgs_per_s'), ',.0f')} "
+                     f"| {fmt(e.get('cpu_s_per_1k'), '.4f')} | {fmt(e.get('rss_mb'), '.0f')} "
+                     f"| {fmt(e.get('emu_cpu_us_per_msg'), '.1f')} |")
+    L.append(f"\n### Latency (send → receive, {st['latency_rate']} msg/s, {st['n']['latency']} messages) "
+             f"and idle receiver ({st['idle_s']} s on an empty queue)\n")
+    L.append("| client | transport | p50 ms | p99 ms | CPU s / 1k msg (latency run) | idle CPU % of a core |")
+    L.append("|---|---|---:|---:|---:|---:|")
+    for c in order:
+        lat, idle = s[c]["latency"], s[c]["idle"]
+        lat_txt = (f"{fmt(lat.get('p50_ms'), '.2f')} | {fmt(lat.get('p99_ms'), '.2f')} | "
+                   f"{fmt(lat.get('cpu_s_per_1k'), '.4f')}") if "na" not in lat else f"n/a: {lat['na']} | | "
+        idle_txt = fmt(idle.get("idle_cpu_pct"), ".3f") if "na" not in idle else f"n/a: {idle['na']}"
+        L.append(f"| {clients[c]['label']} | {clients[c]['transport']} | {lat_txt} | {idle_txt} |")
+    L.append(f"\n### Brokers: the same C load generator (bench/c/loadgen.c), "
+             f"{st['broker_n']:,} messages sent and received concurrently\n")
+    L.append("| broker | receive mode | msg/s | broker CPU µs/msg | broker cores busy | loadgen CPU µs/msg |")
+    L.append("|---|---|---:|---:|---:|---:|")
+    names = {"proton": "Proton example broker (Debian libqpid-proton11-dev-examples)",
+             "ours": "sbus-emulator (SAS/CBS, full Service Bus bookkeeping)"}
+    for key, e in sorted(res["brokers"].items()):
+        broker, settle = key.split("/")
+        mode = {"rad": "ReceiveAndDelete", "peek": "PeekLock + complete"}[settle]
+        if "na" in e:
+            L.append(f"| {names[broker]} | {mode} | n/a: {e['na']} | | | |")
+        else:
+            L.append(f"| {names[broker]} | {mode} | {fmt(e.get('msgs_per_s'), ',.0f')} | "
+                     f"{fmt(e.get('broker_cpu_us_per_msg'), '.2f')} | {fmt(e.get('broker_cpu_cores'), '.2f')} | "
+                     f"{fmt(e.get('loadgen_cpu_us_per_msg'), '.2f')} |")
+    fails = [(c, w, f) for c in order for w, e in s[c].items() for f in e.get("failures", [])]
+    if fails:
+        L.append("\nRuns that failed (excluded from the medians):\n")
+        for c, w, f in fails:
+            L.append(f"- {c} / {w}: {f}")
+    return "\n".join(L) + "\n"
+
+
+def render_png(res, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    s, clients = res["summary"], res["clients"]
+    clients = {c: clients[c] for c in res.get("client_order") or clients}
+    names = [c for c in clients if any(s[c][w].get("msgs_per_s") for w in THROUGHPUT)] or list(clients)
+    fig, axes = plt.subplots(2, 2, figsize=(14, 9))
+    cmap = plt.get_cmap("tab10")
+    index = {c: i for i, c in enumerate(clients)}
+    colors = lambda c: cmap(index[c] % 10)  # one colour per client in every panel
+
+    def grouped(ax, key, scale, ylabel, title, log=True):
+        width = 0.8 / max(1, len(names))
+        for i, c in enumerate(names):
+            xs, ys = [], []
+            for j, w in enumerate(THROUGHPUT):
+                v = s[c][w].get(key)
+                if v is not None:
+                    xs.append(j + i * width)
+                    ys.append(v * scale)
+            ax.bar(xs, ys, width, label=clients[c]["label"] + ("" if clients[c]["transport"] == "amqp"
+                                                                else " [TLS]"), color=colors(c))
+        ax.set_xticks([j + 0.4 - width / 2 for j in range(len(THROUGHPUT))])
+        ax.set_xticklabels(["batch send", "single send", "PeekLock+complete", "ReceiveAndDelete"])
+        if log and any(s[c][w].get(key) for c in names for w in THROUGHPUT):
+            ax.set_yscale("log")
+        ax.set_ylabel(ylabel)
+        ax.set_title(title)
+        ax.grid(axis="y", alpha=0.3)
+
+    grouped(axes[0][0], "msgs_per_s", 1, "messages / s (log)", "Throughput (higher is better)")
+    grouped(axes[0][1], "cpu_s_per_1k", 1000, "client CPU µs / message (log)",
+            "Client CPU per message (lower is better)")
+    axes[0][0].legend(fontsize=7, loc="upper right")
+
+    ax = axes[1][0]
+    lat_names = [c for c in clients if s[c]["latency"].get("p50_ms") is not None]
+    for i, c in enumerate(lat_names):
+        e = s[c]["latency"]
+        ax.bar(i - 0.2, e["p50_ms"], 0.4, color=colors(c))
+        ax.bar(i + 0.2, e["p99_ms"], 0.4, color=colors(c), alpha=0.5)
+    ax.set_xticks(range(len(lat_names)))
+    ax.set_xticklabels(lat_names, rotation=20, fontsize=8)
+    ax.set_ylabel("ms (solid p50, light p99)")
+    ax.set_title(f"Send→receive latency at {res['settings']['latency_rate']} msg/s (lower is better)")
+    ax.grid(axis="y", alpha=0.3)
+
+    ax = axes[1][1]
+    labels, rates, cpu = [], [], []
+    for key, e in sorted(res["brokers"].items()):
+        if e.get("msgs_per_s"):
+            labels.append({"proton/rad": "Proton example\nbroker, RAD", "ours/rad": "sbus-emulator\nRAD",
+                           "ours/peek": "sbus-emulator\nPeekLock+complete"}.get(key, key))
+            rates.append(e["msgs_per_s"])
+            cpu.append(e.get("broker_cpu_us_per_msg") or 0)
+    ax.bar(range(len(labels)), rates, 0.5, color="tab:blue")
+    ax.set_xticks(range(len(labels)))
+    ax.set_xticklabels(labels, fontsize=8)
+    ax.set_ylabel("messages / s")
+    ax.set_title("Brokers under the same load generator")
+    for i, (r, c) in enumerate(zip(rates, cpu)):
+        ax.text(i, r, f"{r:,.0f}/s\n{c:.1f} µs CPU/msg", ha="center", va="bottom", fontsize=8)
+    if rates:
+        ax.set_ylim(0, max(rates) * 1.3)
+    m = res["machine"]
+    fig.suptitle(f"servicebus benchmarks — {m['cpu']}, {m['cores']} cores, Linux {m['kernel']}, {m['date']}"
+                 f"{' (quick run)' if res['settings']['quick'] else ''}", fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def update_readme(md):
+    path = os.path.join(HERE, "README.md")
+    try:
+        text = open(path).read()
+    except OSError:
+        return
+    if MARK_BEGIN not in text or MARK_END not in text:
+        return
+    head, rest = text.split(MARK_BEGIN, 1)
+    tail = rest.split(MARK_END, 1)[1]
+    with open(path, "w") as f:
+        f.write(head + MARK_BEGIN + "\n" + md + MARK_END + tail)
+
+
+def main():
+    results = sys.argv[1] if len(sys.argv) > 1 else os.path.join(HERE, "results")
+    with open(os.path.join(results, "latest.json")) as f:
+        res = json.load(f)
+    md = render_md(res)
+    with open(os.path.join(results, "latest.md"), "w") as f:
+        f.write("# Latest benchmark run\n\nProduced by `make bench` (bench/run.sh); "
+                "see bench/README.md for what each figure means.\n\n" + md)
+    try:
+        render_png(res, os.path.join(results, "latest.png"))
+    except ImportError as e:
+        print(f"report: no plot ({e}); install python3-matplotlib (bench/DEPS)", file=sys.stderr)
+    if not res["settings"]["quick"]:
+        update_readme(md)
+    print(md)
+
+
+if __name__ == "__main__":
+    main()
