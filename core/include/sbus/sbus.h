@@ -574,6 +574,10 @@ typedef struct sbus_event {
 
 /* Pulls the next event into *ev: 1 if there was one, 0 if none. */
 SBUS_API int sbus_conn_next_event(sbus_conn_t *c, sbus_event_t *ev);
+/* The type of the event sbus_conn_next_event() would return now, without
+ * pulling it (SBUS_EV_NONE if none). Lets a driver handle CONNECT and
+ * DISCONNECT itself and leave the rest to its caller. */
+SBUS_API sbus_event_type_t sbus_conn_peek_event(const sbus_conn_t *c);
 
 /* ------------------------------------------------------------------ */
 /* Senders                                                             */
@@ -725,6 +729,19 @@ SBUS_API int sbus_receiver_auto_renew_session(sbus_receiver_t *r,
 /* Stops automatic renewal of m (SBUS_ENOENT if not registered). */
 SBUS_API int sbus_receiver_auto_renew_stop(sbus_receiver_t *r,
                                            sbus_message_t *m);
+
+/* ------------------------------------------------------------------ */
+/* Allocator (added after the first contract; see CHANGES-FOR-BINDINGS) */
+/* ------------------------------------------------------------------ */
+
+/* Installs the functions every engine allocation goes through (Proton's
+ * own excepted); NULL restores the C library's. Call it before creating
+ * anything, or between objects: a block must be freed by the allocator
+ * that made it. Process-wide, not thread-safe. Tests use it to fail the
+ * Nth allocation. */
+SBUS_API void sbus_set_allocator(void *(*malloc_fn)(size_t),
+                                 void *(*realloc_fn)(void *, size_t),
+                                 void (*free_fn)(void *));
 
 #ifdef __cplusplus
 }

@@ -1,0 +1,1149 @@
+/*
+ * conn.c - the connection: the sans-I/O boundary and the engine's heart.
+ *
+ * Divided into: options and creation; the event queue; operations (accept,
+ * complete, retry, cancel); link owners (the attach state machine shared
+ * by senders, receivers, CBS and $management pairs); the transport life
+ * cycle (CONNECT, Proton driver per attempt, loss, reconnect under the
+ * retry policy, close, abort); Proton event dispatch; the byte boundary
+ * (read/write buffers); time (tick and deadlines); and free.
+ *
+ * Flow of control: every public entry point changes some state and then
+ * calls sbusi_process(), which drains Proton's events, lets every part
+ * "pump" (attach what is wanted, send what is queued, grant credit), and
+ * repeats until Proton has nothing more to say. Completions are queued as
+ * events and pulled by the host, so no host code ever runs inside.
+ */
+#include "frame.h"
+#include "internal.h"
+
+#include <openssl/rand.h>
+#include <proton/codec.h>
+#include <proton/condition.h>
+#include <proton/event.h>
+#include <proton/logger.h>
+#include <proton/sasl.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+/* ------------------------------------------------------------------ */
+/* Options and creation                                                */
+/* ------------------------------------------------------------------ */
+
+void sbus_conn_options_init(sbus_conn_options_t *o)
+{
+    memset(o, 0, sizeof *o);
+    o->use_tls = -1;
+    o->verify = 1;
+    o->retry_total = 3;
+    o->retry_backoff_ms = 800;
+    o->retry_backoff_max_ms = 120000;
+    o->operation_timeout_ms = 60000;
+    o->token_lifetime_s = 3600;
+}
+
+static int set_err(char *err, size_t errlen, int code, const char *text)
+{
+    if (err && errlen)
+        snprintf(err, errlen, "%s", text);
+    return code;
+}
+
+/* Takes host[:port] from a namespace, stripping any scheme:// prefix and
+ * any path. */
+static int parse_namespace(sbus_conn_t *c, const char *ns)
+{
+    const char *p = strstr(ns, "://");
+    p = p ? p + 3 : ns;
+    size_t n = strcspn(p, "/");
+    const char *colon = memchr(p, ':', n);
+    size_t hn = colon ? (size_t)(colon - p) : n;
+    if (!hn)
+        return SBUS_EINVAL;
+    if (colon)
+        c->port = atoi(colon + 1);
+    c->host = sbusi_strndup(p, hn);
+    return c->host ? 0 : SBUS_ENOMEM;
+}
+
+static int endpoint_from(sbus_conn_t *c, const sbus_conn_options_t *o,
+                         int *use_emulator, char *err, size_t errlen)
+{
+    if (o->connection_string) {
+        sbus_connstr_t cs;
+        int rc = sbus_connstr_parse(o->connection_string, &cs, err, errlen);
+        if (rc < 0)
+            return rc;
+        c->host = cs.host;
+        c->port = cs.port;
+        c->key_name = cs.key_name;
+        c->key = cs.key;
+        c->sas_token = cs.sas;
+        *use_emulator = cs.use_emulator;
+        cs.host = cs.key_name = cs.key = cs.sas = NULL;
+        sbus_connstr_clear(&cs);
+        return 0;
+    }
+    if (!o->namespace_)
+        return set_err(err, errlen, SBUS_EINVAL,
+                       "either connection_string or namespace_ is needed");
+    int rc = parse_namespace(c, o->namespace_);
+    if (rc < 0)
+        return set_err(err, errlen, rc, "invalid namespace");
+    int creds = (o->sas_key ? 1 : 0) + (o->sas_token ? 1 : 0) +
+                (o->host_tokens ? 1 : 0);
+    if (creds != 1 || (o->sas_key && !o->sas_key_name))
+        return set_err(err, errlen, SBUS_EINVAL,
+                       "exactly one credential is needed: sas_key_name + "
+                       "sas_key, sas_token, or host_tokens");
+    c->key_name = sbusi_strdup(o->sas_key_name);
+    c->key = sbusi_strdup(o->sas_key);
+    c->sas_token = sbusi_strdup(o->sas_token);
+    c->host_tokens = o->host_tokens;
+    if ((o->sas_key && (!c->key || !c->key_name)) ||
+        (o->sas_token && !c->sas_token))
+        return set_err(err, errlen, SBUS_ENOMEM, "out of memory");
+    return 0;
+}
+
+static char *make_container_id(void)
+{
+    uint8_t r[8];
+    char buf[32];
+    if (RAND_bytes(r, sizeof r) != 1)
+        memset(r, 0x5a, sizeof r);
+    snprintf(buf, sizeof buf, "sbus-%02x%02x%02x%02x%02x%02x%02x%02x", r[0],
+             r[1], r[2], r[3], r[4], r[5], r[6], r[7]);
+    return sbusi_strdup(buf);
+}
+
+static int configure(sbus_conn_t *c, const sbus_conn_options_t *o,
+                     int use_emulator, char *err, size_t errlen)
+{
+    if (o->transport == SBUS_TRANSPORT_WEBSOCKET || o->proxy_host)
+        return set_err(err, errlen, SBUS_ENOTSUP,
+                       "WebSocket and proxy transports are not available yet");
+    c->use_tls = o->use_tls < 0 ? !use_emulator : o->use_tls != 0;
+    if (c->use_tls)
+        return set_err(err, errlen, SBUS_ENOTSUP,
+                       "the TLS layer is not available yet");
+    if (o->port)
+        c->port = o->port;
+    else if (!use_emulator || !c->port)
+        c->port = c->use_tls ? 5671 : 5672;
+    c->retry_total = o->retry_total < 0 ? 0 : o->retry_total;
+    c->backoff_ms = o->retry_backoff_ms;
+    c->backoff_max_ms = o->retry_backoff_max_ms;
+    c->op_timeout_ms = o->operation_timeout_ms > 0 ? o->operation_timeout_ms
+                                                   : 60000;
+    c->token_lifetime_s = o->token_lifetime_s > 0 ? o->token_lifetime_s
+                                                  : 3600;
+    c->idle_timeout_ms = o->idle_timeout_ms;
+    c->trace = o->trace;
+    char ua[512];
+    snprintf(ua, sizeof ua, "%s%ssbus-c/%s", o->user_agent ? o->user_agent : "",
+             o->user_agent ? " " : "", SBUS_VERSION);
+    c->user_agent = sbusi_strdup(ua);
+    c->container_id = o->container_id ? sbusi_strdup(o->container_id)
+                                      : make_container_id();
+    c->frame = sbusi_calloc(1, sizeof *c->frame);
+    if (!c->user_agent || !c->container_id || !c->frame)
+        return set_err(err, errlen, SBUS_ENOMEM, "out of memory");
+    return 0;
+}
+
+int sbus_conn_new(sbus_conn_t **out, const sbus_conn_options_t *o, char *err,
+                  size_t errlen)
+{
+    if (!out || !o)
+        return set_err(err, errlen, SBUS_EINVAL, "no options");
+    sbus_conn_t *c = sbusi_calloc(1, sizeof *c);
+    if (!c)
+        return set_err(err, errlen, SBUS_ENOMEM, "out of memory");
+    c->ops.next = c->ops.prev = &c->ops;
+    c->next_req = 1;
+    c->next_uid = 1;
+    sbusi_owner_init(&c->cbs.snd, SBUSI_OWN_CBS);
+    sbusi_owner_init(&c->cbs.rcv, SBUSI_OWN_CBS);
+    int use_emulator = 0;
+    int rc = endpoint_from(c, o, &use_emulator, err, errlen);
+    if (rc == 0)
+        rc = configure(c, o, use_emulator, err, errlen);
+    if (rc < 0) {
+        sbus_conn_free(c);
+        return rc;
+    }
+    *out = c;
+    return 0;
+}
+
+int sbus_conn_is_open(const sbus_conn_t *c)
+{
+    return c && c->state == SBUSI_C_UP && c->wire_open;
+}
+
+const char *sbus_conn_host(const sbus_conn_t *c) { return c ? c->host : NULL; }
+
+int sbusi_wire_ready(const sbus_conn_t *c)
+{
+    return c->state == SBUSI_C_UP && c->wire_open && c->session;
+}
+
+/* ------------------------------------------------------------------ */
+/* Events                                                              */
+/* ------------------------------------------------------------------ */
+
+void sbusi_ev_push(sbus_conn_t *c, sbusi_ev_t *ev)
+{
+    if (ev->queued)
+        return;
+    ev->queued = 1;
+    ev->next = NULL;
+    if (c->evq_tail)
+        c->evq_tail->next = ev;
+    else
+        c->evq_head = ev;
+    c->evq_tail = ev;
+}
+
+static void release_current(sbus_conn_t *c)
+{
+    sbusi_ev_t *ev = c->current;
+    c->current = NULL;
+    if (ev && ev->release)
+        ev->release(ev);
+}
+
+int sbus_conn_next_event(sbus_conn_t *c, sbus_event_t *ev)
+{
+    if (!c || !ev)
+        return 0;
+    release_current(c);
+    sbusi_ev_t *e = c->evq_head;
+    if (!e)
+        return 0;
+    c->evq_head = e->next;
+    if (!c->evq_head)
+        c->evq_tail = NULL;
+    e->queued = 0;
+    e->next = NULL;
+    *ev = e->e;
+    c->current = e;
+    return 1;
+}
+
+sbus_event_type_t sbus_conn_peek_event(const sbus_conn_t *c)
+{
+    return c && c->evq_head ? c->evq_head->e.type : SBUS_EV_NONE;
+}
+
+static void log_release(sbusi_ev_t *ev) { sbusi_free(ev); }
+
+void sbusi_log(sbus_conn_t *c, const char *fmt, ...)
+{
+    if (!c->trace)
+        return;
+    sbusi_ev_t *ev = sbusi_calloc(1, sizeof *ev);
+    if (!ev)
+        return; /* a lost trace line is the only thing OOM may drop */
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(ev->desc, sizeof ev->desc, fmt, ap);
+    va_end(ap);
+    ev->e.type = SBUS_EV_LOG;
+    ev->e.text = ev->desc;
+    ev->release = log_release;
+    sbusi_ev_push(c, ev);
+}
+
+/* ------------------------------------------------------------------ */
+/* Operations                                                          */
+/* ------------------------------------------------------------------ */
+
+static void op_free(sbusi_op_t *op)
+{
+    sbusi_buf_free(&op->payload);
+    sbusi_free(op->msgs);
+    sbusi_free(op->seqs);
+    sbusi_free(op);
+}
+
+static void op_release(sbusi_ev_t *ev) { op_free(ev->owner); }
+
+sbusi_op_t *sbusi_op_new(sbus_conn_t *c, sbus_op_t kind, void *token,
+                         void *object)
+{
+    sbusi_op_t *op = sbusi_calloc(1, sizeof *op);
+    if (!op)
+        return NULL;
+    op->conn = c;
+    op->kind = kind;
+    op->token = token;
+    op->deadline = -1;
+    op->retry_at = -1;
+    op->ev.e.type = SBUS_EV_DONE;
+    op->ev.e.op = kind;
+    op->ev.e.token = token;
+    op->ev.e.object = object;
+    op->ev.release = op_release;
+    op->ev.owner = op;
+    return op;
+}
+
+/* Frees an op that was never started (a synchronous failure). */
+void sbusi_op_discard(sbusi_op_t *op) { op_free(op); }
+
+static void ensure_connecting(sbus_conn_t *c);
+
+void sbusi_op_start(sbus_conn_t *c, sbusi_op_t *op)
+{
+    op->prev = c->ops.prev;
+    op->next = &c->ops;
+    c->ops.prev->next = op;
+    c->ops.prev = op;
+    if (op->deadline < 0 && op->kind != SBUS_OP_RECEIVE)
+        op->deadline = c->now_mono + c->op_timeout_ms;
+    ensure_connecting(c);
+}
+
+static void op_unlink(sbusi_op_t *op)
+{
+    if (op->next) {
+        op->prev->next = op->next;
+        op->next->prev = op->prev;
+    }
+    op->next = op->prev = NULL;
+}
+
+/* Detaches an in-flight delivery from op so nothing refers back to it. */
+static void op_forget_delivery(sbusi_op_t *op)
+{
+    if (op->dlv && op->dlv_gen == (op->snd   ? op->snd->own.gen
+                                   : op->rcv ? op->rcv->own.gen
+                                             : op->dlv_gen))
+        pn_delivery_set_context(op->dlv, NULL);
+    op->dlv = NULL;
+}
+
+void sbusi_op_done(sbusi_op_t *op, int code, const char *cond,
+                   const char *desc)
+{
+    sbus_conn_t *c = op->conn;
+    op_unlink(op);
+    op_forget_delivery(op);
+    if (op->msg) {
+        sbusi_message_unref_op(op->msg, op);
+        op->msg = NULL;
+    }
+    sbus_event_t *e = &op->ev.e;
+    if (op->on_done) {
+        if (code || cond)
+            sbusi_error_set(&op->ev.err, op->ev.cond, sizeof op->ev.cond,
+                            op->ev.desc, sizeof op->ev.desc, code, cond, desc);
+        e->error = (code || cond) ? &op->ev.err : NULL;
+        op->on_done(op);
+        return;
+    }
+    if (code || cond) {
+        sbusi_error_set(&op->ev.err, op->ev.cond, sizeof op->ev.cond,
+                        op->ev.desc, sizeof op->ev.desc, code, cond, desc);
+        e->error = &op->ev.err;
+    }
+    if (op->kind == SBUS_OP_RECEIVE || op->kind == SBUS_OP_PEEK ||
+        op->kind == SBUS_OP_RECEIVE_DEFERRED) {
+        e->messages = op->msgs;
+        e->count = op->nmsgs;
+    } else if (op->kind == SBUS_OP_SCHEDULE) {
+        e->seqs = op->seqs;
+        e->count = code || cond ? 0 : op->nseqs;
+    }
+    sbusi_ev_push(c, &op->ev);
+}
+
+void sbusi_op_fail_from(sbusi_op_t *op, const sbusi_ev_t *src)
+{
+    sbusi_op_done(op, src->err.code, src->err.condition,
+                  src->err.description);
+}
+
+int64_t sbusi_backoff(const sbus_conn_t *c, int attempt)
+{
+    if (attempt <= 0)
+        return 0;
+    int64_t d = c->backoff_ms;
+    for (int i = 1; i < attempt && d < c->backoff_max_ms; i++)
+        d *= 2;
+    return d < c->backoff_max_ms ? d : c->backoff_max_ms;
+}
+
+void sbusi_op_retry_or_fail(sbusi_op_t *op, int code, const char *cond,
+                            const char *desc)
+{
+    sbus_error_t e;
+    char cb[SBUSI_COND_MAX], db[SBUSI_DESC_MAX];
+    sbusi_error_set(&e, cb, sizeof cb, db, sizeof db, code, cond, desc);
+    op_forget_delivery(op);
+    op->req_id = 0;
+    if (!e.retriable || op->attempts >= op->conn->retry_total) {
+        sbusi_op_done(op, e.code, e.condition, e.description);
+        return;
+    }
+    op->attempts++;
+    op->stage = SBUSI_S_BACKOFF;
+    op->retry_at = op->conn->now_mono + sbusi_backoff(op->conn, op->attempts);
+    op->deadline = -1;
+}
+
+/* Completes every pending op (optionally only those on one object). */
+static void fail_all(sbus_conn_t *c, void *object, int code, const char *cond,
+                     const char *desc, sbusi_op_t *except)
+{
+    sbusi_op_t *op = c->ops.next;
+    while (op != &c->ops) {
+        sbusi_op_t *next = op->next;
+        if (op != except && (!object || op->ev.e.object == object))
+            sbusi_op_done(op, code, cond, desc);
+        op = next;
+    }
+}
+
+void sbusi_fail_object(sbus_conn_t *c, void *object, int code,
+                       const char *desc)
+{
+    fail_all(c, object, code, NULL, desc, NULL);
+}
+
+void sbusi_fail_object_kind(sbus_conn_t *c, void *object, sbus_op_t kind,
+                            int code, const char *desc)
+{
+    sbusi_op_t *op = c->ops.next;
+    while (op != &c->ops) {
+        sbusi_op_t *next = op->next;
+        if (op->ev.e.object == object && op->kind == kind)
+            sbusi_op_done(op, code, NULL, desc);
+        op = next;
+    }
+}
+
+void sbusi_op_requeue(sbusi_op_t *op)
+{
+    if (op->kind == SBUS_OP_SEND && op->snd)
+        sbusi_sender_requeue(op->snd, op);
+}
+
+void sbusi_op_timeout(sbusi_op_t *op)
+{
+    if (op->kind == SBUS_OP_SEND && op->snd)
+        sbusi_sender_forget(op->snd, op);
+    sbusi_op_done(op, SBUS_ETIMEOUT, NULL,
+                  "the operation did not complete within operation_timeout");
+}
+
+static void cancel_op(sbusi_op_t *op);
+
+int sbus_conn_cancel(sbus_conn_t *c, void *token)
+{
+    if (!c)
+        return SBUS_EINVAL;
+    for (sbusi_op_t *op = c->ops.next; op != &c->ops; op = op->next) {
+        if (op->token != token)
+            continue;
+        cancel_op(op);
+        sbusi_process(c);
+        return 0;
+    }
+    return SBUS_ENOENT;
+}
+
+static void cancel_op(sbusi_op_t *op)
+{
+    if (op->kind == SBUS_OP_RECEIVE && op->rcv) {
+        sbusi_receiver_cancel(op->rcv, op);
+        return;
+    }
+    sbusi_op_done(op, SBUS_ECANCELLED, NULL, "cancelled by the caller");
+}
+
+/* ------------------------------------------------------------------ */
+/* Link owners                                                         */
+/* ------------------------------------------------------------------ */
+
+void sbusi_owner_init(sbusi_owner_t *o, int kind)
+{
+    memset(o, 0, sizeof *o);
+    o->kind = kind;
+    o->retry_at = -1;
+}
+
+void sbusi_owner_set_error(sbusi_owner_t *o, int code, const char *cond,
+                           const char *desc)
+{
+    sbusi_error_set(&o->last_err.err, o->last_err.cond,
+                    sizeof o->last_err.cond, o->last_err.desc,
+                    sizeof o->last_err.desc, code, cond, desc);
+    o->has_err = 1;
+}
+
+void sbusi_owner_error_from_link(sbusi_owner_t *o, pn_link_t *l)
+{
+    pn_condition_t *cond = pn_link_remote_condition(l);
+    if (cond && pn_condition_is_set(cond)) {
+        sbusi_owner_set_error(o, 0, pn_condition_get_name(cond),
+                              pn_condition_get_description(cond));
+        return;
+    }
+    o->has_err = 0;
+}
+
+/* The link went away (detach, or the transport with it). */
+void sbusi_owner_lost(sbusi_owner_t *o)
+{
+    if (o->link)
+        pn_link_set_context(o->link, NULL);
+    o->link = NULL;
+    o->gen++;
+}
+
+/* Detaches on our side (close/free); the link frees itself later. */
+void sbusi_owner_detach(sbusi_owner_t *o)
+{
+    pn_link_t *l = o->link;
+    sbusi_owner_lost(o);
+    if (l && pn_link_state(l) & PN_LOCAL_ACTIVE)
+        pn_link_close(l);
+}
+
+pn_link_t *sbusi_link_new(sbus_conn_t *c, sbusi_owner_t *o, int sender,
+                          const char *name)
+{
+    pn_link_t *l = sender ? pn_sender(c->session, name)
+                          : pn_receiver(c->session, name);
+    if (!l)
+        return NULL;
+    pn_link_set_context(l, o);
+    o->link = l;
+    o->state = SBUSI_L_ATTACHING;
+    return l;
+}
+
+/* Where an owner stands: 1 attached, 0 waiting, -1 failed (o->last_err),
+ * 2 ready to attach now (token in place, wire open). */
+int sbusi_owner_attach(sbus_conn_t *c, sbusi_owner_t *o)
+{
+    switch (o->state) {
+    case SBUSI_L_ATTACHED: return 1;
+    case SBUSI_L_ATTACHING: return 0;
+    case SBUSI_L_FAILED: return -1;
+    case SBUSI_L_CLOSING:
+    case SBUSI_L_CLOSED: return 0;
+    case SBUSI_L_BACKOFF:
+        if (c->now_mono < o->retry_at)
+            return 0;
+        o->state = SBUSI_L_WANT;
+        break;
+    default:
+        o->state = SBUSI_L_WANT;
+        break;
+    }
+    if (!sbusi_wire_ready(c))
+        return 0;
+    if (o->aud) {
+        int r = sbusi_audience_ready(c, o->aud);
+        if (r < 0) {
+            o->last_err.err = o->aud->fail.err;
+            sbusi_owner_set_error(o, o->aud->fail.err.code,
+                                  o->aud->fail.err.condition,
+                                  o->aud->fail.err.description);
+            o->state = SBUSI_L_FAILED;
+            return -1;
+        }
+        if (r == 0)
+            return 0;
+    }
+    return 2;
+}
+
+/* After a remote detach: back off and retry when retriable, else fail. */
+void sbusi_owner_after_detach(sbus_conn_t *c, sbusi_owner_t *o)
+{
+    if (o->state == SBUSI_L_CLOSING || o->state == SBUSI_L_CLOSED) {
+        o->state = SBUSI_L_CLOSED;
+        return;
+    }
+    if (!o->has_err) {
+        o->state = SBUSI_L_IDLE; /* plain detach: re-attach on next use */
+        return;
+    }
+    if (o->last_err.err.retriable && o->attempts < c->retry_total) {
+        o->attempts++;
+        o->state = SBUSI_L_BACKOFF;
+        o->retry_at = c->now_mono + sbusi_backoff(c, o->attempts);
+        return;
+    }
+    o->state = SBUSI_L_FAILED;
+}
+
+/* ------------------------------------------------------------------ */
+/* Transport life cycle                                                */
+/* ------------------------------------------------------------------ */
+
+static void emit_connect(sbus_conn_t *c)
+{
+    sbusi_ev_t *ev = &c->connect_ev;
+    ev->e.type = SBUS_EV_CONNECT;
+    ev->e.host = c->host;
+    ev->e.port = c->port;
+    c->state = SBUSI_C_CONNECTING;
+    sbusi_ev_push(c, ev);
+}
+
+static void ensure_connecting(sbus_conn_t *c)
+{
+    if (c->state == SBUSI_C_IDLE && c->opened)
+        emit_connect(c);
+}
+
+int sbus_conn_open(sbus_conn_t *c, void *token)
+{
+    if (!c)
+        return SBUS_EINVAL;
+    if (c->state == SBUSI_C_CLOSING || c->state == SBUSI_C_CLOSED)
+        return SBUS_ESTATE;
+    sbusi_op_t *op = sbusi_op_new(c, SBUS_OP_CONN_OPEN, token, NULL);
+    if (!op)
+        return SBUS_ENOMEM;
+    c->opened = 1;
+    sbusi_op_start(c, op);
+    sbusi_process(c);
+    return 0;
+}
+
+static void log_sink(intptr_t ctx, pn_log_subsystem_t sub, pn_log_level_t lvl,
+                     const char *msg)
+{
+    sbus_conn_t *c = (sbus_conn_t *)ctx;
+    char line[SBUSI_DESC_MAX];
+    snprintf(line, sizeof line, "%s", msg);
+    /* never let a signature reach a log: cut from "sig=" to the next
+     * separator */
+    for (char *p = strstr(line, "sig="); p; p = strstr(p + 4, "sig=")) {
+        char *q = p + 4;
+        size_t n = strcspn(q, "&\" \\");
+        memmove(q + 8, q + n, strlen(q + n) + 1 <= sizeof line - (size_t)(q + 8 - line)
+                                  ? strlen(q + n) + 1 : 0);
+        memcpy(q, "REDACTED", 8);
+    }
+    sbusi_log(c, "%s", line);
+}
+
+static int set_properties(sbus_conn_t *c, pn_connection_t *pc)
+{
+    pn_data_t *d = pn_connection_properties(pc);
+    pn_data_put_map(d);
+    pn_data_enter(d);
+    const char *kv[][2] = {{"product", "sbus-c"},
+                           {"version", SBUS_VERSION},
+                           {"framework", "C"},
+                           {"platform", "POSIX"},
+                           {"user-agent", c->user_agent}};
+    for (size_t i = 0; i < sizeof kv / sizeof kv[0]; i++) {
+        pn_data_put_symbol(d, pn_bytes(strlen(kv[i][0]), kv[i][0]));
+        pn_data_put_string(d, pn_bytes(strlen(kv[i][1]), kv[i][1]));
+    }
+    pn_data_exit(d);
+    return 0;
+}
+
+static int driver_start(sbus_conn_t *c)
+{
+    pn_connection_t *pc = pn_connection();
+    pn_transport_t *t = pn_transport();
+    if (!pc || !t || pn_connection_driver_init(&c->driver, pc, t) != 0) {
+        if (pc)
+            pn_connection_free(pc);
+        if (t)
+            pn_transport_free(t);
+        return SBUS_ENOMEM;
+    }
+    c->have_driver = 1;
+    pn_sasl_allowed_mechs(pn_sasl(t), "ANONYMOUS");
+    if (c->idle_timeout_ms)
+        pn_transport_set_idle_timeout(t, c->idle_timeout_ms);
+    if (c->trace) {
+        pn_logger_t *lg = pn_transport_logger(t);
+        pn_logger_set_log_sink(lg, log_sink, (intptr_t)c);
+        pn_logger_set_mask(lg, PN_SUBSYSTEM_AMQP | PN_SUBSYSTEM_SASL,
+                           PN_LEVEL_FRAME);
+    }
+    pn_connection_set_container(pc, c->container_id);
+    pn_connection_set_hostname(pc, c->host);
+    set_properties(c, pc);
+    pn_connection_open(pc);
+    c->session = pn_session(pc);
+    if (c->session) {
+        pn_session_set_incoming_capacity(c->session, 64u << 20);
+        pn_session_open(c->session);
+    }
+    return 0;
+}
+
+static void driver_stop(sbus_conn_t *c)
+{
+    if (!c->have_driver)
+        return;
+    /* every link goes with the driver: tell each owner first */
+    sbusi_cbs_lost(c);
+    sbusi_mgmt_lost(c);
+    for (sbus_sender_t *s = c->senders; s; s = s->next)
+        sbusi_sender_lost(s);
+    for (sbus_receiver_t *r = c->receivers; r; r = r->next)
+        sbusi_receiver_lost(r);
+    pn_connection_driver_destroy(&c->driver);
+    c->have_driver = 0;
+    c->session = NULL;
+    c->wire_open = 0;
+    sbusi_frame_reset(c->frame);
+    c->out.len = 0;
+    c->out_head = 0;
+}
+
+static void set_conn_error(sbus_conn_t *c, int code, const char *cond,
+                           const char *desc)
+{
+    sbusi_error_set(&c->conn_err.err, c->conn_err.cond, sizeof c->conn_err.cond,
+                    c->conn_err.desc, sizeof c->conn_err.desc, code, cond, desc);
+    c->has_conn_err = 1;
+}
+
+static int has_pending_work(sbus_conn_t *c)
+{
+    if (c->ops.next != &c->ops)
+        return 1;
+    for (sbus_receiver_t *r = c->receivers; r; r = r->next)
+        if (r->own.state == SBUSI_L_ATTACHED || r->own.state == SBUSI_L_WANT)
+            return 1;
+    for (sbus_sender_t *s = c->senders; s; s = s->next)
+        if (s->own.state == SBUSI_L_ATTACHED)
+            return 1;
+    return 0;
+}
+
+static void emit_disconnect(sbus_conn_t *c)
+{
+    c->disconnect_ev.e.type = SBUS_EV_DISCONNECT;
+    sbusi_ev_push(c, &c->disconnect_ev);
+}
+
+/* The transport is gone, for whatever reason. Decide what next. */
+static void transport_gone(sbus_conn_t *c, const char *why)
+{
+    int was_open = c->wire_open;
+    driver_stop(c);
+    if (c->state == SBUSI_C_CLOSING || c->state == SBUSI_C_CLOSED) {
+        fail_all(c, NULL, 0, NULL, NULL, NULL); /* close ops: success */
+        c->state = SBUSI_C_CLOSED;
+        return;
+    }
+    if (!c->has_conn_err)
+        set_conn_error(c, SBUS_ECONNECTION, NULL, why);
+    int fatal = c->conn_err.err.code != SBUS_ECONNECTION &&
+                !c->conn_err.err.retriable;
+    c->reconnects = was_open ? 1 : c->reconnects + 1;
+    if (fatal || c->reconnects > c->retry_total + (was_open ? 1 : 0) ||
+        !has_pending_work(c)) {
+        fail_all(c, NULL, c->conn_err.err.code, c->conn_err.err.condition,
+                 c->conn_err.err.description, NULL);
+        c->state = SBUSI_C_IDLE;
+        c->reconnects = 0;
+        c->has_conn_err = 0;
+        return;
+    }
+    c->state = SBUSI_C_BACKOFF;
+    c->reconnect_at = c->now_mono +
+                      (was_open ? 0 : sbusi_backoff(c, c->reconnects));
+    sbusi_log(c, "transport lost (%s); reconnecting", why ? why : "");
+}
+
+void sbus_conn_transport_up(sbus_conn_t *c)
+{
+    if (!c || c->state != SBUSI_C_CONNECTING)
+        return;
+    c->has_conn_err = 0;
+    if (driver_start(c) < 0) {
+        set_conn_error(c, SBUS_ENOMEM, NULL, "out of memory starting AMQP");
+        emit_disconnect(c);
+        transport_gone(c, "out of memory");
+        return;
+    }
+    c->state = SBUSI_C_UP;
+    sbusi_process(c);
+}
+
+void sbus_conn_transport_down(sbus_conn_t *c, const char *why)
+{
+    if (!c)
+        return;
+    if (c->state != SBUSI_C_UP && c->state != SBUSI_C_CONNECTING &&
+        c->state != SBUSI_C_CLOSING)
+        return;
+    transport_gone(c, why ? why : "connection lost");
+    sbusi_process(c);
+}
+
+int sbus_conn_close(sbus_conn_t *c, void *token)
+{
+    if (!c)
+        return SBUS_EINVAL;
+    sbusi_op_t *op = sbusi_op_new(c, SBUS_OP_CONN_CLOSE, token, NULL);
+    if (!op)
+        return SBUS_ENOMEM;
+    fail_all(c, NULL, SBUS_ECLOSED, NULL, "the connection was closed", NULL);
+    op->prev = c->ops.prev; /* not via op_start: no reconnect for close */
+    op->next = &c->ops;
+    c->ops.prev->next = op;
+    c->ops.prev = op;
+    op->deadline = c->now_mono + c->op_timeout_ms;
+    if (c->state == SBUSI_C_UP && c->have_driver) {
+        c->state = SBUSI_C_CLOSING;
+        pn_connection_close(c->driver.connection);
+    } else {
+        c->state = SBUSI_C_CLOSED;
+        sbusi_op_done(op, 0, NULL, NULL);
+    }
+    sbusi_process(c);
+    return 0;
+}
+
+void sbus_conn_abort(sbus_conn_t *c, const char *reason)
+{
+    if (!c)
+        return;
+    int had = c->have_driver || c->state == SBUSI_C_CONNECTING;
+    c->state = SBUSI_C_CLOSED;
+    driver_stop(c);
+    fail_all(c, NULL, SBUS_ECLOSED, NULL,
+             reason ? reason : "the connection was aborted", NULL);
+    if (had)
+        emit_disconnect(c);
+}
+
+/* ------------------------------------------------------------------ */
+/* Proton event dispatch                                               */
+/* ------------------------------------------------------------------ */
+
+static sbusi_owner_t *link_owner(pn_link_t *l)
+{
+    return l ? pn_link_get_context(l) : NULL;
+}
+
+static void on_remote_close_conn(sbus_conn_t *c)
+{
+    pn_connection_t *pc = c->driver.connection;
+    pn_condition_t *cond = pn_connection_remote_condition(pc);
+    if (cond && pn_condition_is_set(cond))
+        set_conn_error(c, 0, pn_condition_get_name(cond),
+                       pn_condition_get_description(cond));
+    if (c->state == SBUSI_C_CLOSING)
+        fail_all(c, NULL, 0, NULL, NULL, NULL);
+    if (pn_connection_state(pc) & PN_LOCAL_ACTIVE)
+        pn_connection_close(pc);
+}
+
+static void on_transport_error(sbus_conn_t *c)
+{
+    pn_condition_t *cond = pn_transport_condition(c->driver.transport);
+    if (!cond || !pn_condition_is_set(cond) || c->has_conn_err)
+        return;
+    const char *name = pn_condition_get_name(cond);
+    const char *desc = pn_condition_get_description(cond);
+    if (name && strstr(name, "unauthorized"))
+        set_conn_error(c, SBUS_EAUTH, name, desc);
+    else
+        set_conn_error(c, SBUS_ECONNECTION, name, desc);
+}
+
+static void on_link_event(sbus_conn_t *c, pn_event_t *e, pn_link_t *l)
+{
+    sbusi_owner_t *o = link_owner(l);
+    pn_event_type_t t = pn_event_type(e);
+    if (!o) {
+        if (t == PN_LINK_REMOTE_CLOSE || t == PN_LINK_REMOTE_DETACH) {
+            if (pn_link_state(l) & PN_LOCAL_ACTIVE)
+                pn_link_close(l);
+        } else if (t == PN_DELIVERY) {
+            pn_delivery_t *d = pn_event_delivery(e);
+            if (d && !pn_link_is_sender(l) && !pn_delivery_partial(d))
+                pn_delivery_settle(d); /* for nobody: drop */
+        }
+        return;
+    }
+    switch (o->kind) {
+    case SBUSI_OWN_SENDER: sbusi_sender_on_event((sbus_sender_t *)o, e); break;
+    case SBUSI_OWN_RECEIVER:
+        sbusi_receiver_on_event((sbus_receiver_t *)o, e);
+        break;
+    case SBUSI_OWN_CBS: sbusi_cbs_on_event(c, o, e); break;
+    case SBUSI_OWN_MGMT: sbusi_mgmt_on_event(c, o, e); break;
+    }
+}
+
+static void dispatch(sbus_conn_t *c, pn_event_t *e)
+{
+    switch (pn_event_type(e)) {
+    case PN_CONNECTION_REMOTE_OPEN:
+        c->wire_open = 1;
+        c->reconnects = 0;
+        for (sbusi_op_t *op = c->ops.next; op != &c->ops;) {
+            sbusi_op_t *next = op->next;
+            if (op->kind == SBUS_OP_CONN_OPEN)
+                sbusi_op_done(op, 0, NULL, NULL);
+            op = next;
+        }
+        break;
+    case PN_CONNECTION_REMOTE_CLOSE: on_remote_close_conn(c); break;
+    case PN_TRANSPORT_ERROR: on_transport_error(c); break;
+    case PN_LINK_REMOTE_OPEN:
+    case PN_LINK_REMOTE_CLOSE:
+    case PN_LINK_REMOTE_DETACH:
+    case PN_LINK_FLOW:
+    case PN_DELIVERY:
+        on_link_event(c, e, pn_event_link(e));
+        break;
+    default: break;
+    }
+}
+
+static void pump(sbus_conn_t *c)
+{
+    if (!sbusi_wire_ready(c))
+        return;
+    sbusi_cbs_pump(c);
+    for (sbus_sender_t *s = c->senders; s; s = s->next)
+        sbusi_sender_pump(s);
+    for (sbus_receiver_t *r = c->receivers; r; r = r->next)
+        sbusi_receiver_pump(r);
+    sbusi_mgmt_pump(c);
+}
+
+void sbusi_process(sbus_conn_t *c)
+{
+    if (c->in_process)
+        return;
+    c->in_process = 1;
+    for (int round = 0; round < 1000; round++) {
+        if (c->have_driver) {
+            pn_event_t *e;
+            while (c->have_driver &&
+                   (e = pn_connection_driver_next_event(&c->driver))) {
+                if (pn_event_type(e) == PN_TRANSPORT_CLOSED) {
+                    emit_disconnect(c);
+                    transport_gone(c, c->has_conn_err
+                                          ? c->conn_err.err.description
+                                          : "the connection was closed");
+                    break;
+                }
+                dispatch(c, e);
+            }
+        }
+        pump(c);
+        if (!c->have_driver || !pn_connection_driver_has_event(&c->driver))
+            break;
+    }
+    for (sbus_receiver_t *r = c->receivers; r; r = r->next)
+        sbusi_receiver_batch_end(r);
+    c->in_process = 0;
+    /* batch_end may have queued flows or drains */
+    if (c->have_driver && pn_connection_driver_has_event(&c->driver))
+        sbusi_process(c);
+}
+
+/* ------------------------------------------------------------------ */
+/* Bytes                                                               */
+/* ------------------------------------------------------------------ */
+
+uint8_t *sbus_conn_read_buffer(sbus_conn_t *c, size_t *cap)
+{
+    if (!c || !cap)
+        return NULL;
+    *cap = 0;
+    if (!c->have_driver)
+        return NULL;
+    pn_rwbytes_t rb = pn_connection_driver_read_buffer(&c->driver);
+    *cap = rb.size;
+    return (uint8_t *)rb.start;
+}
+
+void sbus_conn_read_done(sbus_conn_t *c, size_t n)
+{
+    if (!c || !c->have_driver)
+        return;
+    pn_connection_driver_read_done(&c->driver, n);
+    sbusi_process(c);
+}
+
+/* Moves Proton's output through the frame filter into c->out. */
+static void pull_output(sbus_conn_t *c)
+{
+    while (c->have_driver) {
+        pn_bytes_t wb = pn_connection_driver_write_buffer(&c->driver);
+        if (!wb.size)
+            return;
+        size_t keep = c->out.len;
+        sbusi_frame_feed(c->frame, (const uint8_t *)wb.start, wb.size, &c->out);
+        if (c->out.oom) {
+            c->out.oom = 0; /* retry later; nothing was consumed */
+            c->out.len = keep;
+            return;
+        }
+        pn_connection_driver_write_done(&c->driver, wb.size);
+    }
+}
+
+const uint8_t *sbus_conn_write_buffer(sbus_conn_t *c, size_t *len)
+{
+    if (!c || !len)
+        return NULL;
+    if (c->out_head == c->out.len) {
+        c->out.len = c->out_head = 0;
+        pull_output(c);
+        sbusi_process(c);
+    }
+    *len = c->out.len - c->out_head;
+    return c->out.p ? c->out.p + c->out_head : (const uint8_t *)"";
+}
+
+void sbus_conn_write_done(sbus_conn_t *c, size_t n)
+{
+    if (!c)
+        return;
+    size_t avail = c->out.len - c->out_head;
+    c->out_head += n < avail ? n : avail;
+    if (c->out_head == c->out.len)
+        c->out.len = c->out_head = 0;
+    sbusi_process(c);
+}
+
+/* ------------------------------------------------------------------ */
+/* Time                                                                */
+/* ------------------------------------------------------------------ */
+
+static int64_t min_deadline(int64_t a, int64_t b)
+{
+    if (a < 0)
+        return b;
+    if (b < 0)
+        return a;
+    return a < b ? a : b;
+}
+
+static void expire_ops(sbus_conn_t *c)
+{
+    sbusi_op_t *op = c->ops.next;
+    while (op != &c->ops) {
+        sbusi_op_t *next = op->next;
+        if (op->stage == SBUSI_S_BACKOFF && op->retry_at >= 0 &&
+            c->now_mono >= op->retry_at) {
+            op->stage = SBUSI_S_QUEUED;
+            op->retry_at = -1;
+            op->deadline = c->now_mono + c->op_timeout_ms;
+            sbusi_op_requeue(op);
+        } else if (op->deadline >= 0 && c->now_mono >= op->deadline &&
+                   op->kind != SBUS_OP_RECEIVE) {
+            sbusi_op_timeout(op);
+        }
+        op = next;
+    }
+}
+
+int64_t sbus_conn_tick(sbus_conn_t *c, int64_t mono_ms, int64_t unix_ms)
+{
+    if (!c)
+        return -1;
+    if (!c->ticked) {
+        /* deadlines set before the first tick counted from 0: shift them */
+        for (sbusi_op_t *op = c->ops.next; op != &c->ops; op = op->next) {
+            if (op->deadline >= 0)
+                op->deadline += mono_ms;
+            if (op->retry_at >= 0)
+                op->retry_at += mono_ms;
+        }
+        c->ticked = 1;
+    }
+    c->now_mono = mono_ms;
+    c->now_unix = unix_ms;
+    int64_t next = -1;
+    if (c->have_driver) {
+        int64_t t = pn_transport_tick(c->driver.transport, mono_ms);
+        if (t)
+            next = (int64_t)t;
+    }
+    if (c->state == SBUSI_C_BACKOFF && mono_ms >= c->reconnect_at)
+        emit_connect(c);
+    expire_ops(c);
+    sbusi_cbs_tick(c);
+    for (sbus_receiver_t *r = c->receivers; r; r = r->next)
+        sbusi_receiver_tick(r);
+    sbusi_process(c);
+    if (c->state == SBUSI_C_BACKOFF)
+        next = min_deadline(next, c->reconnect_at);
+    for (sbusi_op_t *op = c->ops.next; op != &c->ops; op = op->next) {
+        next = min_deadline(next, op->deadline);
+        next = min_deadline(next, op->retry_at);
+    }
+    next = min_deadline(next, sbusi_cbs_deadline(c));
+    for (sbus_receiver_t *r = c->receivers; r; r = r->next)
+        next = min_deadline(next, sbusi_receiver_deadline(r));
+    for (sbus_sender_t *s = c->senders; s; s = s->next)
+        if (s->own.state == SBUSI_L_BACKOFF)
+            next = min_deadline(next, s->own.retry_at);
+    return next;
+}
+
+/* ------------------------------------------------------------------ */
+/* Free                                                                */
+/* ------------------------------------------------------------------ */
+
+static void discard_events(sbus_conn_t *c)
+{
+    release_current(c);
+    while (c->evq_head) {
+        sbusi_ev_t *e = c->evq_head;
+        c->evq_head = e->next;
+        e->queued = 0;
+        for (size_t i = 0; e->e.messages && i < e->e.count; i++)
+            sbus_message_free(e->e.messages[i]);
+        if (e->release)
+            e->release(e);
+    }
+    c->evq_tail = NULL;
+}
+
+void sbus_conn_free(sbus_conn_t *c)
+{
+    if (!c)
+        return;
+    sbus_conn_abort(c, "the connection was freed");
+    while (c->senders)
+        sbus_sender_free(c->senders);
+    while (c->receivers)
+        sbus_receiver_free(c->receivers);
+    discard_events(c);
+    sbusi_cbs_free(c);
+    sbusi_mgmt_free(c);
+    discard_events(c);
+    if (c->frame)
+        sbusi_frame_reset(c->frame);
+    sbusi_free(c->frame);
+    sbusi_buf_free(&c->out);
+    sbusi_buf_free(&c->scratch);
+    sbusi_free(c->host);
+    sbusi_free(c->key_name);
+    if (c->key)
+        memset(c->key, 0, strlen(c->key));
+    sbusi_free(c->key);
+    sbusi_free(c->sas_token);
+    sbusi_free(c->container_id);
+    sbusi_free(c->user_agent);
+    sbusi_free(c);
+}

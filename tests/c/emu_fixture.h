@@ -1,0 +1,65 @@
+/*
+ * emu_fixture.h - helpers for C tests that run against the emulator
+ * binary: start it on a free port, build connections to it, and drive
+ * operations to their completion with the POSIX driver.
+ */
+#ifndef SBUS_TEST_EMU_FIXTURE_H
+#define SBUS_TEST_EMU_FIXTURE_H
+
+#include <sbus/io.h>
+#include <sbus/sbus.h>
+#include <stdio.h>
+
+extern int failures;
+
+#define CHECK(cond)                                                        \
+    do {                                                                   \
+        if (!(cond)) {                                                     \
+            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__,        \
+                    __LINE__, #cond);                                      \
+            failures++;                                                    \
+        }                                                                  \
+    } while (0)
+
+/* A running emulator. */
+typedef struct emu {
+    int pid;          /* its process id */
+    int port;         /* plain AMQP port */
+    char connstr[256]; /* a connection string for it */
+} emu_t;
+
+/* Starts the emulator (SBUS_EMULATOR, else SBUS_EMULATOR_DEFAULT) with
+ * SBUS_EMULATOR_CONFIG; 0 or -1. */
+int emu_start(emu_t *e);
+/* Stops it (SIGTERM, wait). */
+void emu_stop(emu_t *e);
+
+/* A connection with its driver. */
+typedef struct client {
+    sbus_conn_t *c;  /* the connection */
+    sbus_io_t *io;   /* its driver */
+} client_t;
+
+/* Connects with connection string cs (NULL: the emulator's) and opens. */
+int client_open(client_t *cl, const char *cs);
+void client_close(client_t *cl);
+
+/* The completion of one operation, copied out of its event. */
+typedef struct done {
+    int code;                 /* 0 or the error code */
+    char condition[128];      /* error condition, "" if none */
+    char description[400];    /* error description */
+    sbus_message_t **msgs;    /* messages (owned: free with done_clear) */
+    size_t count;             /* messages or sequence numbers */
+    int64_t seqs[64];         /* SCHEDULE results */
+    int64_t time_ms;          /* time result */
+    char data[256];           /* data result (session id / state) */
+    size_t len;               /* its length */
+    int has_data;             /* data was non-NULL */
+} done_t;
+
+/* Runs the driver until the op with `token` completes or timeout_ms. */
+int wait_done(client_t *cl, void *token, done_t *d, int64_t timeout_ms);
+void done_clear(done_t *d);
+
+#endif

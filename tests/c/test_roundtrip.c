@@ -1,0 +1,239 @@
+/*
+ * test_roundtrip.c - the engine against the emulator binary: send,
+ * receive, complete; a batch; receive-and-delete; an empty queue gives no
+ * messages after max_wait; a wrong key gives SBUS_EAUTH.
+ */
+#include "emu_fixture.h"
+
+#include <string.h>
+
+static emu_t emu;
+
+static sbus_message_t *text_message(const char *body, const char *id)
+{
+    sbus_message_t *m;
+    sbus_message_new(&m);
+    sbus_message_set_body(m, body, strlen(body));
+    if (id)
+        sbus_message_set_prop(m, SBUS_PROP_MESSAGE_ID, id, strlen(id));
+    return m;
+}
+
+static int body_is(const sbus_message_t *m, const char *want)
+{
+    const void *p;
+    size_t n;
+    return sbus_message_body_at(m, 0, &p, &n) == 0 && n == strlen(want) &&
+           memcmp(p, want, n) == 0;
+}
+
+/* Receives everything left in `queue` (RAD) so tests start clean. */
+static void drain_queue(client_t *cl, const char *queue)
+{
+    sbus_receiver_options_t ro;
+    sbus_receiver_options_init(&ro);
+    ro.entity = queue;
+    ro.mode = SBUS_RECEIVE_AND_DELETE;
+    sbus_receiver_t *r;
+    sbus_receiver_new(cl->c, &ro, &r);
+    for (int i = 0; i < 100; i++) {
+        int tok;
+        done_t d;
+        sbus_receiver_receive(r, 100, 300, &tok);
+        wait_done(cl, &tok, &d, 5000);
+        size_t n = d.count;
+        done_clear(&d);
+        if (!n)
+            break;
+    }
+    sbus_receiver_free(r);
+}
+
+static void test_send_receive_complete(void)
+{
+    client_t cl;
+    CHECK(client_open(&cl, emu.connstr) == 0);
+    drain_queue(&cl, "queue.1");
+    sbus_sender_options_t so;
+    sbus_sender_options_init(&so);
+    so.entity = "queue.1";
+    sbus_sender_t *s;
+    CHECK(sbus_sender_new(cl.c, &so, &s) == 0);
+    sbus_message_t *m = text_message("hello", "id-1");
+    sbus_value_t v = {.type = SBUS_VAL_INT, .u.i = 42};
+    sbus_message_set_property(m, "answer", 6, &v);
+    int tok;
+    done_t d;
+    CHECK(sbus_sender_send(s, &m, 1, &tok) == 0);
+    sbus_message_free(m);
+    CHECK(wait_done(&cl, &tok, &d, 10000) == 0);
+    CHECK(d.code == 0);
+    if (d.code)
+        fprintf(stderr, "send: %s %s\n", d.condition, d.description);
+    CHECK(sbus_sender_max_message_size(s) > 0);
+
+    sbus_receiver_options_t ro;
+    sbus_receiver_options_init(&ro);
+    ro.entity = "queue.1";
+    sbus_receiver_t *r;
+    CHECK(sbus_receiver_new(cl.c, &ro, &r) == 0);
+    CHECK(sbus_receiver_receive(r, 10, 5000, &tok) == 0);
+    CHECK(wait_done(&cl, &tok, &d, 10000) == 0);
+    CHECK(d.code == 0);
+    CHECK(d.count == 1);
+    if (d.count == 1) {
+        sbus_message_t *got = d.msgs[0];
+        const char *id;
+        size_t idn;
+        CHECK(body_is(got, "hello"));
+        CHECK(sbus_message_get_prop(got, SBUS_PROP_MESSAGE_ID, &id, &idn) == 0 &&
+              idn == 4 && memcmp(id, "id-1", 4) == 0);
+        int64_t seq, lu;
+        CHECK(sbus_message_get_field(got, SBUS_FIELD_SEQUENCE_NUMBER, &seq) == 0);
+        CHECK(sbus_message_get_field(got, SBUS_FIELD_LOCKED_UNTIL, &lu) == 0);
+        uint8_t lock[16];
+        CHECK(sbus_message_lock_token(got, lock) == 0);
+        CHECK(sbus_message_property_count(got) == 1);
+        CHECK(sbus_message_settle_state(got) == SBUS_MSG_UNSETTLED);
+        int stok;
+        done_t sd;
+        CHECK(sbus_receiver_settle(r, got, SBUS_COMPLETE, NULL, NULL, &stok) == 0);
+        CHECK(wait_done(&cl, &stok, &sd, 10000) == 0);
+        CHECK(sd.code == 0);
+        if (sd.code)
+            fprintf(stderr, "complete: %s %s\n", sd.condition, sd.description);
+        CHECK(sbus_receiver_settle(r, got, SBUS_COMPLETE, NULL, NULL, &stok) ==
+              SBUS_ESETTLED);
+    }
+    done_clear(&d);
+    /* completed: nothing left */
+    CHECK(sbus_receiver_receive(r, 10, 500, &tok) == 0);
+    CHECK(wait_done(&cl, &tok, &d, 10000) == 0);
+    CHECK(d.code == 0 && d.count == 0);
+    done_clear(&d);
+    sbus_receiver_free(r);
+    sbus_sender_free(s);
+    client_close(&cl);
+}
+
+static void test_batch_and_rad(void)
+{
+    client_t cl;
+    CHECK(client_open(&cl, emu.connstr) == 0);
+    drain_queue(&cl, "demo");
+    sbus_sender_options_t so;
+    sbus_sender_options_init(&so);
+    so.entity = "demo";
+    sbus_sender_t *s;
+    sbus_sender_new(cl.c, &so, &s);
+    sbus_message_t *ms[3] = {text_message("a", NULL), text_message("b", NULL),
+                             text_message("c", NULL)};
+    int tok;
+    done_t d;
+    CHECK(sbus_sender_send(s, ms, 3, &tok) == 0);
+    CHECK(wait_done(&cl, &tok, &d, 10000) == 0 && d.code == 0);
+    if (d.code)
+        fprintf(stderr, "batch: %s %s\n", d.condition, d.description);
+    sbus_batch_t *b;
+    sbus_batch_new(0, &b);
+    CHECK(sbus_batch_add(b, ms[0]) == 0);
+    CHECK(sbus_batch_add(b, ms[1]) == 0);
+    CHECK(sbus_batch_count(b) == 2);
+    CHECK(sbus_sender_send_batch(s, b, &tok) == 0);
+    CHECK(wait_done(&cl, &tok, &d, 10000) == 0 && d.code == 0);
+    sbus_batch_free(b);
+    for (int i = 0; i < 3; i++)
+        sbus_message_free(ms[i]);
+
+    sbus_receiver_options_t ro;
+    sbus_receiver_options_init(&ro);
+    ro.entity = "demo";
+    ro.mode = SBUS_RECEIVE_AND_DELETE;
+    sbus_receiver_t *r;
+    sbus_receiver_new(cl.c, &ro, &r);
+    size_t total = 0;
+    const char *want[5] = {"a", "b", "c", "a", "b"};
+    for (int round = 0; round < 10 && total < 5; round++) {
+        CHECK(sbus_receiver_receive(r, 5, 2000, &tok) == 0);
+        CHECK(wait_done(&cl, &tok, &d, 10000) == 0 && d.code == 0);
+        for (size_t i = 0; i < d.count && total < 5; i++, total++) {
+            CHECK(body_is(d.msgs[i], want[total]));
+            CHECK(sbus_message_settle_state(d.msgs[i]) == SBUS_MSG_PRESETTLED);
+            int st;
+            CHECK(sbus_receiver_settle(r, d.msgs[i], SBUS_COMPLETE, NULL, NULL,
+                                       &st) == SBUS_ESTATE);
+        }
+        done_clear(&d);
+    }
+    CHECK(total == 5);
+    sbus_receiver_free(r);
+    sbus_sender_free(s);
+    client_close(&cl);
+}
+
+static void test_empty_queue(void)
+{
+    client_t cl;
+    CHECK(client_open(&cl, emu.connstr) == 0);
+    drain_queue(&cl, "test-queue");
+    sbus_receiver_options_t ro;
+    sbus_receiver_options_init(&ro);
+    ro.entity = "test-queue";
+    sbus_receiver_t *r;
+    sbus_receiver_new(cl.c, &ro, &r);
+    int tok;
+    done_t d;
+    int64_t t0 = sbus_io_mono_ms();
+    CHECK(sbus_receiver_receive(r, 5, 700, &tok) == 0);
+    CHECK(wait_done(&cl, &tok, &d, 10000) == 0);
+    int64_t took = sbus_io_mono_ms() - t0;
+    CHECK(d.code == 0 && d.count == 0);
+    CHECK(took >= 650 && took < 5000);
+    sbus_receiver_free(r);
+    client_close(&cl);
+}
+
+static void test_wrong_key(void)
+{
+    char cs[300];
+    snprintf(cs, sizeof cs,
+             "Endpoint=sb://localhost:%d;SharedAccessKeyName="
+             "RootManageSharedAccessKey;SharedAccessKey=WRONG;"
+             "UseDevelopmentEmulator=true;",
+             emu.port);
+    client_t cl;
+    CHECK(client_open(&cl, cs) == 0); /* the connection itself opens */
+    sbus_sender_options_t so;
+    sbus_sender_options_init(&so);
+    so.entity = "queue.1";
+    sbus_sender_t *s;
+    sbus_sender_new(cl.c, &so, &s);
+    sbus_message_t *m = text_message("x", NULL);
+    int tok;
+    done_t d;
+    CHECK(sbus_sender_send(s, &m, 1, &tok) == 0);
+    CHECK(wait_done(&cl, &tok, &d, 10000) == 0);
+    CHECK(d.code == SBUS_EAUTH);
+    CHECK(strcmp(sbus_errname(d.code), "unauthorized") == 0);
+    fprintf(stderr, "wrong key -> %s: %s (%s)\n", sbus_errname(d.code),
+            d.description, d.condition);
+    sbus_message_free(m);
+    sbus_sender_free(s);
+    client_close(&cl);
+}
+
+int main(void)
+{
+    if (emu_start(&emu) < 0) {
+        fprintf(stderr, "cannot start the emulator\n");
+        return 1;
+    }
+    test_send_receive_complete();
+    test_batch_and_rad();
+    test_empty_queue();
+    test_wrong_key();
+    emu_stop(&emu);
+    if (failures)
+        fprintf(stderr, "%d failure(s)\n", failures);
+    return failures ? 1 : 0;
+}
