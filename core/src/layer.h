@@ -255,11 +255,14 @@ static inline int sbusi_layer_error(const sbusi_layer_t *l, const char **text)
 
 /*
  * Moves what `from` produced upward into `to` (from->up -> to->input),
- * consuming what `to` accepted. 0 or the error `to` returned.
+ * consuming what `to` accepted. 0 or the error `to` returned. Nothing is
+ * offered when from->up is empty.
  */
 static inline int sbusi_layer_pump_up(sbusi_layer_t *from, sbusi_layer_t *to)
 {
     size_t used = 0;
+    if (!sbusi_fifo_len(&from->up))
+        return 0;
     int rc = sbusi_layer_input(to, sbusi_fifo_data(&from->up),
                                sbusi_fifo_len(&from->up), &used);
     sbusi_fifo_consume(&from->up, used);
@@ -270,10 +273,42 @@ static inline int sbusi_layer_pump_up(sbusi_layer_t *from, sbusi_layer_t *to)
 static inline int sbusi_layer_pump_down(sbusi_layer_t *from, sbusi_layer_t *to)
 {
     size_t used = 0;
+    if (!sbusi_fifo_len(&from->down))
+        return 0;
     int rc = sbusi_layer_output(to, sbusi_fifo_data(&from->down),
                                 sbusi_fifo_len(&from->down), &used);
     sbusi_fifo_consume(&from->down, used);
     return rc;
+}
+
+/*
+ * Settles a stack v[0] (bottom, next to the wire) .. v[n-1] (top): moves
+ * every layer's up into the layer above and every down into the layer
+ * below until nothing moves (or a FIFO bound stops it). Afterwards the
+ * wire's bytes are in v[0]->down and the application's in v[n-1]->up.
+ * Call it after feeding v[0] from the socket or v[n-1] from above. 0, or
+ * the first error a layer returned (that layer is in ERROR: see its text).
+ */
+static inline int sbusi_stack_pump(sbusi_layer_t *const *v, size_t n)
+{
+    for (int moved = 1; moved;) {
+        moved = 0;
+        for (size_t i = 0; i + 1 < n; i++) {
+            size_t before = sbusi_fifo_len(&v[i]->up);
+            int rc = sbusi_layer_pump_up(v[i], v[i + 1]);
+            if (rc < 0)
+                return rc;
+            moved |= sbusi_fifo_len(&v[i]->up) != before;
+        }
+        for (size_t i = n; i-- > 1;) {
+            size_t before = sbusi_fifo_len(&v[i]->down);
+            int rc = sbusi_layer_pump_down(v[i], v[i - 1]);
+            if (rc < 0)
+                return rc;
+            moved |= sbusi_fifo_len(&v[i]->down) != before;
+        }
+    }
+    return 0;
 }
 
 /* For layer implementations: enters ERROR with code and a formatted reason,

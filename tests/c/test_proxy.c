@@ -458,6 +458,65 @@ static void test_ws_over_tunnel(void)
     sbusi_layer_free(ws);
 }
 
+/* The same through sbusi_stack_pump, with a fake proxy that reads the
+ * CONNECT head, answers 200 and then relays to a WebSocket server. */
+static void test_stack_pump(void)
+{
+    sbusi_proxy_opts_t po;
+    sbusi_proxy_opts_init(&po);
+    po.host = "localhost";
+    po.port = 443;
+    po.username = "u";
+    po.password = "p";
+    sbusi_ws_opts_t co, so;
+    sbusi_ws_opts_init(&co, SBUSI_WS_CLIENT);
+    co.host = "localhost";
+    co.out_fragment = 3;
+    sbusi_ws_opts_init(&so, SBUSI_WS_SERVER);
+    sbusi_layer_t *v[2] = {NULL, NULL}, *srv = NULL;
+    CHECK(sbusi_proxy_new(&po, &v[0]) == 0 && sbusi_ws_new(&co, &v[1]) == 0);
+    CHECK(sbusi_ws_new(&so, &srv) == 0);
+    size_t used;
+    CHECK(sbusi_layer_output(v[1], (const uint8_t *)"AMQP\0\1\0\0", 8,
+                             &used) == 0 && used == 8);
+    sbusi_http_reader_t rd = {0};
+    int tunnel_open = 0;
+    for (int round = 0; round < 20; round++) {
+        CHECK(sbusi_stack_pump(v, 2) == 0);
+        sbusi_fifo_t *wire = &v[0]->down;
+        if (!tunnel_open && sbusi_fifo_len(wire)) {
+            size_t head_len = 0;
+            int rc = sbusi_http_reader_feed(&rd, sbusi_fifo_data(wire),
+                                            sbusi_fifo_len(wire), &used,
+                                            &head_len);
+            sbusi_fifo_consume(wire, used);
+            if (rc == 1) {
+                const char *ok = "HTTP/1.1 200 Connection established\r\n\r\n";
+                CHECK(sbusi_layer_input(v[0], (const uint8_t *)ok, strlen(ok),
+                                        &used) == 0);
+                tunnel_open = 1;
+            }
+            continue;
+        }
+        CHECK(sbusi_layer_input(srv, sbusi_fifo_data(wire),
+                                sbusi_fifo_len(wire), &used) == 0);
+        sbusi_fifo_consume(wire, used);
+        if (sbusi_layer_ready(srv) && round == 6)
+            CHECK(sbusi_layer_output(srv, (const uint8_t *)"open", 4, &used) ==
+                  0);
+        CHECK(sbusi_layer_input(v[0], sbusi_fifo_data(&srv->down),
+                                sbusi_fifo_len(&srv->down), &used) == 0);
+        sbusi_fifo_consume(&srv->down, used);
+    }
+    sbusi_http_reader_reset(&rd);
+    CHECK(sbusi_layer_ready(v[0]) && sbusi_layer_ready(v[1]));
+    CHECK(up_is(srv, "AMQP\0\1\0\0", 8));
+    CHECK(up_is(v[1], "open", 4));
+    sbusi_layer_free(v[0]);
+    sbusi_layer_free(v[1]);
+    sbusi_layer_free(srv);
+}
+
 /* ------------------------------------------------------------------ */
 /* Allocation failures                                                 */
 /* ------------------------------------------------------------------ */
@@ -520,6 +579,9 @@ static void test_allocation_failures(void)
 /* Regressions found by fuzzing (tests/fuzz/fuzz_http.c)               */
 /* ------------------------------------------------------------------ */
 
+/* None in the layer so far. The one crash the fuzzers found was in the
+ * harness (an empty round trip closed before the handshake had run). */
+
 int main(void)
 {
     test_head_end();
@@ -532,6 +594,7 @@ int main(void)
     test_end_of_stream();
     test_backpressure();
     test_ws_over_tunnel();
+    test_stack_pump();
     test_allocation_failures();
     if (failures) {
         fprintf(stderr, "test_proxy: %d check(s) failed\n", failures);
