@@ -680,13 +680,13 @@ static void apply_props(emu_msg_t *m, pn_data_t *map, const char **reason, const
     if (!pn_data_next(map)) break;
     pn_type_t vt = pn_data_type(map);
     if (reason && (strcmp(key, "DeadLetterReason") == 0 || strcmp(key, "DeadLetterErrorDescription") == 0)) {
-      char *dst = key[12] == 'R' ? rbuf : dbuf;
+      char *dst = key[10] == 'R' ? rbuf : dbuf;
       if (vt == PN_STRING) {
         pn_bytes_t s = pn_data_get_string(map);
         size_t sl = s.size < n - 1 ? s.size : n - 1;
         memcpy(dst, s.start, sl);
         dst[sl] = 0;
-        if (key[12] == 'R') *reason = rbuf;
+        if (key[10] == 'R') *reason = rbuf;
         else *desc = dbuf;
       }
       continue;

@@ -12,6 +12,7 @@ import json
 import os
 import random
 import subprocess
+import time
 import urllib.request
 import uuid
 
@@ -61,6 +62,15 @@ class Emulator:
 
     def entities(self):
         return self.call("GET", "/entities")[1]
+
+    def wait_count(self, entity, key, value, timeout=5.0):
+        """Poll /entities until entity[key] == value (settlements are asynchronous in uamqp)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            got = self.entities()[entity][key]
+            if got == value or time.monotonic() > deadline:
+                return got
+            time.sleep(0.05)
 
     def advance(self, seconds):
         status, body = self.call("POST", "/clock", {"advance_ms": int(seconds * 1000)})

@@ -54,7 +54,7 @@ async def test_batch_is_split_into_messages_with_own_sequence_numbers(client, qu
                     await r.complete_message(m)
         assert [b for _, b in got] == ["b0", "b1", "b2", "b3", "b4", "l0", "l1", "l2"]
         assert [s for s, _ in got] == list(range(1, 9))
-        assert emulator.entities()[queue]["total"] == 0
+        assert emulator.wait_count(queue, "total", 0) == 0
 
 
 async def test_receive_and_delete_removes_on_delivery(client, queue, emulator):
@@ -69,7 +69,7 @@ async def test_receive_and_delete_removes_on_delivery(client, queue, emulator):
                 got += [str(m) for m in msgs]
                 assert all(m.lock_token is None for m in msgs)
         assert got == ["x0", "x1", "x2"]
-        assert emulator.entities()[queue]["total"] == 0
+        assert emulator.wait_count(queue, "total", 0) == 0
 
 
 async def test_peek_returns_messages_without_locking(client, queue, emulator):
