@@ -407,6 +407,11 @@ static int read_messages(sbusi_op_t *op, const sbusi_item_t *list, int peek)
         if (rc < 0)
             return rc;
         op->msgs[op->nmsgs++] = m;
+        int64_t seq;
+        if (op->rcv && sbus_message_get_field(m, SBUS_FIELD_SEQUENCE_NUMBER,
+                                              &seq) == 0 &&
+            seq > op->rcv->last_seq)
+            op->rcv->last_seq = seq; /* the next peek from 0 starts after it */
         if (peek) {
             m->state = SBUS_MSG_PEEKED;
             m->has_lock = 0;

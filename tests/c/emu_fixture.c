@@ -4,7 +4,10 @@
 #define _POSIX_C_SOURCE 200809L
 #include "emu_fixture.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
@@ -36,7 +39,8 @@ int emu_start(emu_t *e)
         close(fds[0]);
         close(fds[1]);
         execl(emulator_path(), "sbus-emulator", "--config", cfg, "--host",
-              "127.0.0.1", "--amqp-port", "0", (char *)NULL);
+              "127.0.0.1", "--amqp-port", "0", "--control-port", "0",
+              (char *)NULL);
         _exit(127);
     }
     close(fds[1]);
@@ -48,6 +52,9 @@ int emu_start(emu_t *e)
         if (strncmp(line, "sbus-emulator ready", 19) == 0 && p) {
             char *colon = strchr(p + 5, ':');
             e->port = colon ? atoi(colon + 1) : 0;
+            char *ctl = strstr(line, "control=");
+            char *cc = ctl ? strchr(ctl + 8, ':') : NULL;
+            e->control = cc ? atoi(cc + 1) : 0;
             break;
         }
     }
@@ -74,16 +81,55 @@ void emu_stop(emu_t *e)
     e->pid = 0;
 }
 
+int emu_post(emu_t *e, const char *path, const char *json)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {0};
+    a.sin_family = AF_INET;
+    a.sin_port = htons((uint16_t)e->control);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof a) < 0) {
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    char req[1024];
+    int n = snprintf(req, sizeof req,
+                     "POST %s HTTP/1.1\r\nHost: localhost\r\n"
+                     "Content-Type: application/json\r\nContent-Length: %zu\r\n"
+                     "Connection: close\r\n\r\n%s",
+                     path, strlen(json), json);
+    if (write(fd, req, (size_t)n) != n) {
+        close(fd);
+        return -1;
+    }
+    char resp[2048];
+    ssize_t got = 0, r;
+    while ((r = read(fd, resp + got, sizeof resp - 1 - (size_t)got)) > 0)
+        got += r;
+    close(fd);
+    resp[got] = 0;
+    int status = 0;
+    sscanf(resp, "HTTP/1.%*d %d", &status);
+    return status;
+}
+
 int client_open(client_t *cl, const char *cs)
 {
-    memset(cl, 0, sizeof *cl);
     sbus_conn_options_t o;
     sbus_conn_options_init(&o);
     o.connection_string = cs;
-    o.operation_timeout_ms = 10000;
-    o.trace = getenv("SBUS_TRACE") != NULL;
+    return client_open_opts(cl, &o);
+}
+
+int client_open_opts(client_t *cl, sbus_conn_options_t *o)
+{
+    memset(cl, 0, sizeof *cl);
+    if (!o->operation_timeout_ms || o->operation_timeout_ms == 60000)
+        o->operation_timeout_ms = 10000;
+    o->trace = o->trace || getenv("SBUS_TRACE") != NULL;
     char err[256];
-    if (sbus_conn_new(&cl->c, &o, err, sizeof err) < 0) {
+    if (sbus_conn_new(&cl->c, o, err, sizeof err) < 0) {
         fprintf(stderr, "conn_new: %s\n", err);
         return -1;
     }
@@ -172,4 +218,80 @@ void done_clear(done_t *d)
     free(d->msgs);
     d->msgs = NULL;
     d->count = 0;
+}
+
+int body_is(const sbus_message_t *m, const char *want)
+{
+    const void *p;
+    size_t n;
+    return sbus_message_body_at(m, 0, &p, &n) == 0 && n == strlen(want) &&
+           memcmp(p, want, n) == 0;
+}
+
+int send_text(client_t *cl, sbus_sender_t *s, const char *body, const char *id)
+{
+    sbus_message_t *m;
+    sbus_message_new(&m);
+    sbus_message_set_body(m, body, strlen(body));
+    if (id)
+        sbus_message_set_prop(m, SBUS_PROP_MESSAGE_ID, id, strlen(id));
+    static int tok;
+    done_t d;
+    int rc = sbus_sender_send(s, &m, 1, &tok);
+    sbus_message_free(m);
+    if (rc < 0)
+        return rc;
+    if (wait_done(cl, &tok, &d, 15000) < 0)
+        return -9999;
+    if (d.code)
+        fprintf(stderr, "send: %s %s\n", d.condition, d.description);
+    return d.code;
+}
+
+int receive_n(client_t *cl, sbus_receiver_t *r, uint32_t n, int64_t wait_ms,
+              done_t *d)
+{
+    static int tok;
+    int rc = sbus_receiver_receive(r, n, wait_ms, &tok);
+    if (rc < 0) {
+        memset(d, 0, sizeof *d);
+        d->code = rc;
+        return rc;
+    }
+    return wait_done(cl, &tok, d, wait_ms + 15000);
+}
+
+int settle_wait(client_t *cl, sbus_receiver_t *r, sbus_message_t *m,
+                sbus_outcome_t how, const char *reason, const char *desc)
+{
+    static int tok;
+    int rc = sbus_receiver_settle(r, m, how, reason, desc, &tok);
+    if (rc < 0)
+        return rc;
+    done_t d;
+    if (wait_done(cl, &tok, &d, 15000) < 0)
+        return -9999;
+    if (d.code)
+        fprintf(stderr, "settle: %s %s\n", d.condition, d.description);
+    return d.code;
+}
+
+void drain_queue(client_t *cl, const char *queue)
+{
+    sbus_receiver_options_t ro;
+    sbus_receiver_options_init(&ro);
+    ro.entity = queue;
+    ro.mode = SBUS_RECEIVE_AND_DELETE;
+    sbus_receiver_t *r;
+    if (sbus_receiver_new(cl->c, &ro, &r) < 0)
+        return;
+    for (int i = 0; i < 100; i++) {
+        done_t d;
+        receive_n(cl, r, 100, 300, &d);
+        size_t n = d.count;
+        done_clear(&d);
+        if (!n)
+            break;
+    }
+    sbus_receiver_free(r);
 }

@@ -25,6 +25,7 @@ extern int failures;
 typedef struct emu {
     int pid;          /* its process id */
     int port;         /* plain AMQP port */
+    int control;      /* control HTTP port */
     char connstr[256]; /* a connection string for it */
 } emu_t;
 
@@ -33,6 +34,8 @@ typedef struct emu {
 int emu_start(emu_t *e);
 /* Stops it (SIGTERM, wait). */
 void emu_stop(emu_t *e);
+/* POSTs a JSON body to the control surface; returns the HTTP status. */
+int emu_post(emu_t *e, const char *path, const char *json);
 
 /* A connection with its driver. */
 typedef struct client {
@@ -57,6 +60,21 @@ typedef struct done {
     size_t len;               /* its length */
     int has_data;             /* data was non-NULL */
 } done_t;
+
+/* Opens a connection with extra options (retry/timeout/trace...). */
+int client_open_opts(client_t *cl, sbus_conn_options_t *o);
+/* Sends one text message (body, optional message id) and waits. */
+int send_text(client_t *cl, sbus_sender_t *s, const char *body, const char *id);
+/* Receives up to n messages within wait_ms. */
+int receive_n(client_t *cl, sbus_receiver_t *r, uint32_t n, int64_t wait_ms,
+              done_t *d);
+/* Settles and waits; returns the completion's code. */
+int settle_wait(client_t *cl, sbus_receiver_t *r, sbus_message_t *m,
+                sbus_outcome_t how, const char *reason, const char *desc);
+/* Empties a queue (receive-and-delete). */
+void drain_queue(client_t *cl, const char *queue);
+/* 1 if m's first data section equals `want`. */
+int body_is(const sbus_message_t *m, const char *want);
 
 /* Runs the driver until the op with `token` completes or timeout_ms. */
 int wait_done(client_t *cl, void *token, done_t *d, int64_t timeout_ms);

@@ -19,36 +19,6 @@ static sbus_message_t *text_message(const char *body, const char *id)
     return m;
 }
 
-static int body_is(const sbus_message_t *m, const char *want)
-{
-    const void *p;
-    size_t n;
-    return sbus_message_body_at(m, 0, &p, &n) == 0 && n == strlen(want) &&
-           memcmp(p, want, n) == 0;
-}
-
-/* Receives everything left in `queue` (RAD) so tests start clean. */
-static void drain_queue(client_t *cl, const char *queue)
-{
-    sbus_receiver_options_t ro;
-    sbus_receiver_options_init(&ro);
-    ro.entity = queue;
-    ro.mode = SBUS_RECEIVE_AND_DELETE;
-    sbus_receiver_t *r;
-    sbus_receiver_new(cl->c, &ro, &r);
-    for (int i = 0; i < 100; i++) {
-        int tok;
-        done_t d;
-        sbus_receiver_receive(r, 100, 300, &tok);
-        wait_done(cl, &tok, &d, 5000);
-        size_t n = d.count;
-        done_clear(&d);
-        if (!n)
-            break;
-    }
-    sbus_receiver_free(r);
-}
-
 static void test_send_receive_complete(void)
 {
     client_t cl;
