@@ -396,6 +396,8 @@ static int proxy_input(sbusi_layer_t *l, const uint8_t *p, size_t n,
 {
     proxy_t *x = (proxy_t *)l;
     *used = 0;
+    if (!p) /* NULL with n == 0: no pointer arithmetic on NULL below */
+        p = (const uint8_t *)"", n = 0;
     if (l->state == SBUSI_LAYER_ERROR)
         return l->code;
     if (l->state == SBUSI_LAYER_CLOSED)

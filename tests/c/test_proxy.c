@@ -408,6 +408,36 @@ static void test_backpressure(void)
     sbusi_layer_free(l);
 }
 
+/* Held output larger than down's room once the tunnel opens: later
+ * output waits behind it. */
+static void test_held_keeps_order(void)
+{
+    sbusi_proxy_opts_t o;
+    sbusi_proxy_opts_init(&o);
+    o.host = "h";
+    o.port = 1;
+    o.buf_max = 4;
+    sbusi_layer_t *l = NULL;
+    CHECK(sbusi_proxy_new(&o, &l) == 0);
+    size_t used = 0;
+    CHECK(sbusi_layer_output(l, (const uint8_t *)"abcd", 4, &used) == 0 &&
+          used == 4); /* held; the request still fills down */
+    const char *a = "HTTP/1.1 200 OK\r\n\r\n";
+    CHECK(sbusi_layer_input(l, (const uint8_t *)a, strlen(a), &used) == 0);
+    CHECK(sbusi_layer_ready(l) && sbusi_fifo_len(&l->down) > 4);
+    CHECK(sbusi_layer_output(l, (const uint8_t *)"ef", 2, &used) == 0 &&
+          used == 0);
+    sbusi_fifo_consume(&l->down, sbusi_fifo_len(&l->down) - 1);
+    CHECK(sbusi_layer_input(l, NULL, 0, &used) == 0); /* flushes 3 */
+    CHECK(sbusi_layer_output(l, (const uint8_t *)"ef", 2, &used) == 0 &&
+          used == 0);
+    sbusi_fifo_consume(&l->down, 4);
+    CHECK(sbusi_layer_output(l, (const uint8_t *)"ef", 2, &used) == 0 &&
+          used == 2);
+    CHECK(down_is(l, "def"));
+    sbusi_layer_free(l);
+}
+
 /* ------------------------------------------------------------------ */
 /* A stack: WebSocket over the tunnel                                  */
 /* ------------------------------------------------------------------ */
@@ -593,6 +623,7 @@ int main(void)
     test_refusals();
     test_end_of_stream();
     test_backpressure();
+    test_held_keeps_order();
     test_ws_over_tunnel();
     test_stack_pump();
     test_allocation_failures();

@@ -893,6 +893,84 @@ static void test_backpressure(void)
     sbusi_layer_free(s);
 }
 
+/* Output held before the upgrade is larger than down's room afterwards:
+ * later output must wait behind it, never overtake it. */
+static void test_held_output_keeps_order(void)
+{
+    sbusi_ws_opts_t o;
+    client_opts(&o);
+    o.buf_max = 64;
+    sbusi_layer_t *c = client_with(&o);
+    sbusi_fifo_consume(&c->down, (size_t)-1);
+    uint8_t held[64], got[256];
+    for (int i = 0; i < 64; i++)
+        held[i] = (uint8_t)i;
+    size_t used = 0, n = 0;
+    CHECK(sbusi_layer_output(c, held, 64, &used) == 0 && used == 64);
+    char ans[512];
+    answer_101(ans, sizeof ans, "", "AMQPWSB10");
+    CHECK(feed_str(c, ans) == 0 && sbusi_layer_ready(c));
+    CHECK(sbusi_fifo_len(&c->down) <= 64);
+    CHECK(sbusi_layer_output(c, (const uint8_t *)"after", 5, &used) == 0 &&
+          used == 0);
+    /* a server drains the frames; the payload arrives in order */
+    sbusi_layer_t *s = ready_server(NULL);
+    for (int round = 0; round < 10; round++) {
+        CHECK(move(c, s, 1000) == 0);
+        if (round == 0)
+            CHECK(sbusi_layer_input(c, NULL, 0, &used) == 0); /* flushes */
+        if (round == 1)
+            CHECK(sbusi_layer_output(c, (const uint8_t *)"after", 5, &used) ==
+                      0 && used == 5);
+    }
+    n = take_up(s, got, sizeof got);
+    CHECK(n == 69 && !memcmp(got, held, 64) && !memcmp(got + 64, "after", 5));
+    sbusi_layer_free(c);
+    sbusi_layer_free(s);
+}
+
+/* A peer that pings while the host never drains down: pongs may exceed
+ * the bound by 1 KiB, then the layer fails instead of growing. */
+static void test_ping_flood(void)
+{
+    sbusi_ws_opts_t o;
+    client_opts(&o);
+    o.buf_max = 64;
+    sbusi_layer_t *c = ready_client(&o);
+    uint8_t f[200], pl[125];
+    memset(pl, 'p', sizeof pl);
+    size_t n = frame(f, 0x89, 0, pl, sizeof pl, 0);
+    int rc = 0, i;
+    for (i = 0; i < 100 && rc == 0; i++)
+        rc = feed(c, f, n, (size_t)-1);
+    CHECK(rc == SBUS_ETOOBIG && i > 5);
+    CHECK_TEXT(c, "output buffer full");
+    CHECK(sbusi_fifo_len(&c->down) <= 64 + 1024);
+    CHECK(sbusi_layer_eof(c) == SBUS_ETOOBIG); /* sticky */
+    sbusi_layer_free(c);
+}
+
+static void test_close_reason_utf8(void)
+{
+    const char reason[] = "caf\xc3\xa9 \xe2\x9c\x93 \xf0\x9d\x84\x9e";
+    uint8_t f[64], pl[64];
+    pl[0] = 0x0f; /* 4000 */
+    pl[1] = 0xa0;
+    memcpy(pl + 2, reason, sizeof reason - 1);
+    size_t n = frame(f, 0x88, 0, pl, sizeof reason + 1, 0);
+    sbusi_layer_t *c = ready_client(NULL);
+    CHECK(feed(c, f, n, 2) == 0 && sbusi_layer_closed(c));
+    const char *why;
+    CHECK(sbusi_ws_peer_close(c, &why) == 4000 && !strcmp(why, reason));
+    int op;
+    unsigned code;
+    CHECK(first_frame(c, &op, &code) == 0 && op == 8 && code == 4000);
+    sbusi_layer_free(c);
+    c = ready_client(NULL);
+    CHECK(sbusi_ws_close(c, 1000, reason) == 0);
+    sbusi_layer_free(c);
+}
+
 /* ------------------------------------------------------------------ */
 /* Allocation failures                                                 */
 /* ------------------------------------------------------------------ */
@@ -985,6 +1063,9 @@ int main(void)
     test_close_rules();
     test_masks();
     test_backpressure();
+    test_held_output_keeps_order();
+    test_ping_flood();
+    test_close_reason_utf8();
     test_allocation_failures();
     if (failures) {
         fprintf(stderr, "test_ws: %d check(s) failed\n", failures);
