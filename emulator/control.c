@@ -138,6 +138,8 @@ int emu_control_handle(emu_broker_t *b, const char *method, const char *path, co
 {
   if (!strcmp(method, "GET") && !strcmp(path, "/health")) return answer(resp, 200, json_pack("{s:s}", "status", "healthy"));
   if (!strcmp(method, "GET") && !strcmp(path, "/entities")) return get_entities(b, resp);
+  if (!strcmp(method, "GET") && !strcmp(path, "/clock"))
+    return answer(resp, 200, json_pack("{s:I,s:I}", "skew_ms", (json_int_t)b->skew_ms, "now_ms", (json_int_t)emu_now(b)));
   if (!strcmp(method, "DELETE") && !strncmp(path, "/entities/", 10)) return delete_entity(b, path + 10, resp);
   if (strcmp(method, "POST") != 0) return error(resp, 404, "unknown endpoint");
   json_error_t je;

@@ -72,6 +72,12 @@ class Emulator:
                 return got
             time.sleep(0.05)
 
+    def now(self):
+        """The emulator clock (real time plus every POST /clock advance so far)."""
+        import datetime
+        ms = self.call("GET", "/clock")[1]["now_ms"]
+        return datetime.datetime.fromtimestamp(ms / 1000, datetime.timezone.utc)
+
     def advance(self, seconds):
         status, body = self.call("POST", "/clock", {"advance_ms": int(seconds * 1000)})
         assert status == 200, body

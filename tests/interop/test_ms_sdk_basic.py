@@ -5,7 +5,7 @@ import uuid
 from azure.servicebus import ServiceBusMessage, ServiceBusReceiveMode
 
 
-async def test_round_trip_keeps_every_property(client, queue):
+async def test_round_trip_keeps_every_property(client, queue, emulator):
     async with client:
         async with client.get_queue_sender(queue) as s:
             await s.send_messages(ServiceBusMessage(
@@ -28,7 +28,7 @@ async def test_round_trip_keeps_every_property(client, queue):
             assert m.sequence_number == 1
             assert m.delivery_count == 0
             assert isinstance(m.lock_token, uuid.UUID)
-            now = datetime.datetime.now(datetime.timezone.utc)
+            now = emulator.now()
             assert abs((m.enqueued_time_utc - now).total_seconds()) < 30
             assert 20 < (m.locked_until_utc - now).total_seconds() <= 31
             await r.complete_message(m)
