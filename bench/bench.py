@@ -69,7 +69,7 @@ def settings():
         "latency_rate": 200,
         "idle_s": 2 if quick else 10,
         "broker_n": 20000 if quick else 200000,
-        "run_timeout_s": 60 if quick else 240,
+        "run_timeout_s": 20 if quick else 60,
         "budget_s": float(os.environ.get("BENCH_BUDGET_S", "55" if quick else "560")),
     }
     return s

@@ -207,6 +207,7 @@ static long w_send(const char *queue, long n, size_t per_call, meter_t *mt) {
     sbus_sender_t *s = open_sender(queue);
     sbus_message_t *msgs[100];
     for (size_t i = 0; i < per_call; i++) msgs[i] = make_message(NULL);
+    if (getenv("SB_BATCH_DEBUG")) per_call = (size_t)atoi(getenv("SB_BATCH_DEBUG"));
     send_n(s, msgs, 1); /* warm-up, not counted */
     meter_start(mt);
     for (long done = 0; done < n;) {
