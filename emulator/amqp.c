@@ -143,7 +143,8 @@ void emu_conn_drop(emu_conn_t *c, const char *cond, const char *desc)
   if (cond) pn_condition_set_name(pc, cond);
   if (desc) pn_condition_set_description(pc, desc);
   pn_connection_close(c->driver.connection);
-  pn_connection_driver_close(&c->driver);
+  /* the close frame goes out first; a peer that never answers is cut off after 2 s */
+  if (!c->kill_at) c->kill_at = emu_mono_ms() + 2000;
 }
 
 /* ---------------------------------------------------------------- helpers */

@@ -242,6 +242,7 @@ struct emu_conn {
   int64_t opened_mono;       /* creation time (real monotonic ms) */
   bool authed;               /* a valid token was put */
   bool dead;                 /* transport closed; host should free it */
+  int64_t kill_at;           /* real monotonic ms after which the host closes the socket (0: never) */
   emu_link_t *links;         /* our link contexts */
   emu_delayed_t *delayed;    /* delayed dispositions */
   void *host;                /* the network owner (net.c), or test harness */

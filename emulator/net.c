@@ -314,6 +314,7 @@ static void process_all(emu_net_t *n)
     if (s->kind == NET_CONTROL) http_try(n, s);
     else amqp_output(s);
     flush_out(s);
+    if (s->conn && s->conn->kill_at && emu_mono_ms() >= s->conn->kill_at) s->eof = true;
     bool finished = s->conn && pn_connection_driver_finished(&s->conn->driver);
     if ((finished || s->done || s->eof) && (!s->out.len || s->eof) && (!s->conn || finished || s->eof)) {
       if (s->conn && !finished) {
@@ -338,6 +339,7 @@ static int next_timeout(emu_net_t *n)
       int64_t c = s->conn->opened_mono + n->b->opt.cbs_timeout_ms - mono + 1;
       if (c < best) best = c;
     }
+    if (s->conn->kill_at && s->conn->kill_at - mono < best) best = s->conn->kill_at - mono;
     for (emu_delayed_t *x = s->conn->delayed; x; x = x->next)
       if (x->due_ms - mono < best) best = x->due_ms - mono;
   }

@@ -1,0 +1,256 @@
+/*
+ * test_emu_broker.c: the emulator's AMQP behaviour, in memory.
+ *
+ * Each test wires a Proton client driver to an emulator connection (see
+ * test_emu_harness.h) and checks what crosses the wire: CBS put-token status,
+ * refusals with the right condition, multi-frame transfers, peek-lock
+ * delivery tags and annotations, the settle-mode second reply, RAD, drain,
+ * lock expiry under the emulator clock, oversize rejection, batches, and
+ * that garbage input closes only the offending connection.
+ */
+#include "test_emu_harness.h"
+
+static emu_broker_t *broker_with_queue(const char *name, int max_delivery)
+{
+  emu_broker_t *b = h_broker();
+  emu_props_t p;
+  emu_props_default(&p);
+  p.lock_ms = 30000;
+  p.max_delivery = max_delivery;
+  emu_entity_add(b, ENT_QUEUE, name, NULL, &p);
+  return b;
+}
+
+static void test_cbs_and_refusals(void)
+{
+  emu_broker_t *b = broker_with_queue("q1", 10);
+  harness_t h;
+  h_open(&h, b);
+  pn_link_t *s = h_sender(&h, "early", "q1");
+  CHECK(pn_link_state(s) & PN_REMOTE_CLOSED);
+  CHECK(!strcmp(pn_condition_get_name(pn_link_remote_condition(s)), "amqp:unauthorized-access"));
+  char tok[1024];
+  h_sas(tok, sizeof tok, "sb://localhost/q1", "RootManageSharedAccessKey", "WRONG", 3600);
+  CHECK(h_put_token(&h, "sb://localhost/q1", tok) == 401);
+  h_sas(tok, sizeof tok, "sb://localhost/q1", "RootManageSharedAccessKey", "SAS_KEY_VALUE", -10);
+  CHECK(h_put_token(&h, "sb://localhost/q1", tok) == 401);
+  h_sas(tok, sizeof tok, "sb://localhost/q1", "RootManageSharedAccessKey", "SAS_KEY_VALUE", 3600);
+  CHECK(h_put_token(&h, "sb://localhost/other", tok) == 401); /* audience outside sr */
+  CHECK(h_put_token(&h, "amqps://127.0.0.1:5671/Q1", tok) == 202); /* host, port, case ignored */
+  s = h_sender(&h, "ok", "amqps://localhost/q1");
+  CHECK(pn_link_state(s) & PN_REMOTE_ACTIVE);
+  CHECK(!(pn_link_state(s) & PN_REMOTE_CLOSED));
+  CHECK(pn_link_remote_max_message_size(s) == 262144);
+  CHECK(pn_link_credit(s) > 100);
+  pn_link_t *nf = h_sender(&h, "nf", "missing");
+  CHECK(pn_link_state(nf) & PN_REMOTE_CLOSED);
+  CHECK(!strcmp(pn_condition_get_name(pn_link_remote_condition(nf)), "amqp:not-found"));
+  CHECK(strstr(pn_condition_get_description(pn_link_remote_condition(nf)), "The messaging entity 'missing' could not be found") != NULL);
+  CHECK(pn_terminus_get_type(pn_link_remote_target(nf)) == PN_UNSPECIFIED);
+  h_close(&h);
+  emu_broker_free(b);
+}
+
+static void test_peek_lock_round_trip(void)
+{
+  emu_broker_t *b = broker_with_queue("q1", 10);
+  harness_t h;
+  h_open(&h, b);
+  CHECK(h_auth(&h, "q1") == 202);
+  pn_link_t *s = h_sender(&h, "s", "q1");
+  /* a 200 KB body crosses several 64 KB frames both ways */
+  char *big = malloc(200001);
+  memset(big, 'z', 200000);
+  big[200000] = 0;
+  pn_delivery_t *d = h_send_text(&h, s, big, "id-big");
+  CHECK(pn_delivery_remote_state(d) == PN_ACCEPTED);
+  CHECK(pn_delivery_settled(d));
+  h_send_text(&h, s, "second", NULL);
+  CHECK(b->entities->counts.active == 2 || emu_entity_find(b, "q1")->counts.active == 2);
+  pn_link_t *r = h_receiver(&h, "r", "q1", false, 1);
+  CHECK(h.nrx >= 2); /* 2 CBS replies + 1 message */
+  rx_t *m = &h.rx[h.nrx - 1];
+  char body[200010];
+  h_body(m, body, sizeof body);
+  CHECK(strlen(body) == 200000);
+  pn_delivery_tag_t tag = pn_delivery_tag(m->d);
+  CHECK(tag.size == 16);
+  emu_entity_t *q = emu_entity_find(b, "q1");
+  CHECK(q->counts.locked == 1);
+  /* the tag is the lock token in .NET byte order */
+  unsigned char tok[16];
+  guid_swap(tok, (const unsigned char *)tag.start);
+  CHECK(emu_find_token(b, tok) != NULL);
+  pn_message_t *pm = pn_message();
+  CHECK(pn_message_decode(pm, (char *)m->data, m->len) == 0);
+  pn_data_t *ann = pn_message_annotations(pm);
+  pn_data_rewind(ann);
+  CHECK(pn_data_next(ann) && pn_data_type(ann) == PN_MAP);
+  size_t cnt = pn_data_get_map(ann);
+  pn_data_enter(ann);
+  int found = 0;
+  for (size_t i = 0; i < cnt / 2; i++) {
+    pn_data_next(ann);
+    pn_bytes_t k = pn_data_get_symbol(ann);
+    pn_data_next(ann);
+    if (k.size == 21 && !memcmp(k.start, "x-opt-sequence-number", 21)) found += pn_data_type(ann) == PN_LONG && pn_data_get_long(ann) == 1;
+    if (k.size == 19 && !memcmp(k.start, "x-opt-enqueued-time", 19)) found += pn_data_type(ann) == PN_TIMESTAMP;
+    if (k.size == 18 && !memcmp(k.start, "x-opt-locked-until", 18)) found += pn_data_type(ann) == PN_TIMESTAMP;
+  }
+  CHECK(found == 3);
+  pn_message_free(pm);
+  /* settle-mode second: the client's unsettled accept gets a settled accept back */
+  pn_delivery_update(m->d, PN_ACCEPTED);
+  h_pump(&h);
+  CHECK(pn_delivery_settled(m->d));
+  CHECK(pn_delivery_remote_state(m->d) == PN_ACCEPTED);
+  pn_delivery_settle(m->d);
+  CHECK(q->counts.total == 1);
+  /* abandon: delivery count +1 on redelivery */
+  pn_link_flow(r, 1);
+  h_pump(&h);
+  rx_t *m2 = &h.rx[h.nrx - 1];
+  h_body(m2, body, sizeof body);
+  CHECK(!strcmp(body, "second"));
+  pn_delivery_update(m2->d, PN_MODIFIED);
+  pn_disposition_set_failed(pn_delivery_local(m2->d), true);
+  h_pump(&h);
+  pn_delivery_settle(m2->d);
+  pn_link_flow(r, 1);
+  h_pump(&h);
+  pn_message_t *pm3 = pn_message();
+  pn_message_decode(pm3, (char *)h.rx[h.nrx - 1].data, h.rx[h.nrx - 1].len);
+  CHECK(pn_message_get_delivery_count(pm3) == 1);
+  pn_message_free(pm3);
+  /* lock expiry under the emulator clock: redelivered with count 2, old settle -> lock lost */
+  rx_t *m3 = &h.rx[h.nrx - 1];
+  b->skew_ms += 31000;
+  emu_tick(b);
+  CHECK(q->counts.locked == 0);
+  pn_delivery_update(m3->d, PN_ACCEPTED);
+  h_pump(&h);
+  CHECK(pn_delivery_remote_state(m3->d) == PN_REJECTED);
+  CHECK(!strcmp(pn_condition_get_name(pn_disposition_condition(pn_delivery_remote(m3->d))), "com.microsoft:message-lock-lost"));
+  CHECK(q->counts.total == 1);
+  free(big);
+  h_close(&h);
+  emu_broker_free(b);
+}
+
+static void test_rad_and_drain(void)
+{
+  emu_broker_t *b = broker_with_queue("q1", 10);
+  harness_t h;
+  h_open(&h, b);
+  h_auth(&h, "q1");
+  pn_link_t *s = h_sender(&h, "s", "q1");
+  for (int i = 0; i < 5; i++) h_send_text(&h, s, "m", NULL);
+  int before = h.nrx;
+  pn_link_t *r = h_receiver(&h, "r", "q1", true, 3);
+  CHECK(h.nrx - before == 3);
+  CHECK(h.rx[h.nrx - 1].settled);
+  emu_entity_t *q = emu_entity_find(b, "q1");
+  CHECK(q->counts.total == 2);
+  /* drain with 10 credit: 2 messages, then credit returned */
+  pn_link_drain(r, 10);
+  h_pump(&h);
+  CHECK(h.nrx - before == 5);
+  CHECK(pn_link_credit(r) == 0);
+  CHECK(!pn_link_draining(r));
+  CHECK(q->counts.total == 0);
+  h_close(&h);
+  emu_broker_free(b);
+}
+
+static void test_oversize_and_batch(void)
+{
+  emu_broker_t *b = broker_with_queue("q1", 10);
+  harness_t h;
+  h_open(&h, b);
+  h_auth(&h, "q1");
+  pn_link_t *s = h_sender(&h, "s", "q1");
+  char *big = malloc(300001);
+  memset(big, 'x', 300000);
+  big[300000] = 0;
+  pn_delivery_t *d = h_send_text(&h, s, big, NULL);
+  CHECK(pn_delivery_remote_state(d) == PN_REJECTED);
+  CHECK(!strcmp(pn_condition_get_name(pn_disposition_condition(pn_delivery_remote(d))), "amqp:link:message-size-exceeded"));
+  free(big);
+  /* batch: an envelope whose data sections are complete messages */
+  emu_buf_t env = {0};
+  for (int i = 0; i < 3; i++) {
+    pn_message_t *m = pn_message();
+    char t[8];
+    snprintf(t, sizeof t, "b%d", i);
+    pn_data_put_binary(pn_message_body(m), pn_bytes(2, t));
+    char *inner;
+    size_t n = h_encode(m, &inner);
+    enc_descriptor(&env, SEC_DATA);
+    enc_bin(&env, inner, n);
+    free(inner);
+    pn_message_free(m);
+  }
+  d = h_send_bytes(&h, s, (char *)env.p, env.len);
+  CHECK(pn_delivery_remote_state(d) == PN_ACCEPTED);
+  emu_entity_t *q = emu_entity_find(b, "q1");
+  CHECK(q->counts.active == 3);
+  CHECK(emu_find_seq(q, 1) && emu_find_seq(q, 3));
+  buf_free(&env);
+  /* garbage as a message: rejected with decode-error, link stays usable */
+  d = h_send_bytes(&h, s, "\x00\x53\x75\xff", 4);
+  CHECK(pn_delivery_remote_state(d) == PN_REJECTED);
+  h_close(&h);
+  emu_broker_free(b);
+}
+
+static void test_garbage_closes_only_that_connection(void)
+{
+  emu_broker_t *b = broker_with_queue("q1", 10);
+  harness_t good;
+  h_open(&good, b);
+  CHECK(h_auth(&good, "q1") == 202);
+  emu_conn_t *bad = emu_conn_new(b, NULL);
+  const char junk[] = "AMQP\x03\x01\x00\x00garbage-garbage-garbage-garbage";
+  pn_rwbytes_t in = pn_connection_driver_read_buffer(&bad->driver);
+  memcpy(in.start, junk, sizeof junk);
+  pn_connection_driver_read_done(&bad->driver, sizeof junk);
+  emu_conn_process(bad);
+  pn_bytes_t out;
+  while ((out = pn_connection_driver_write_buffer(&bad->driver)).size) pn_connection_driver_write_done(&bad->driver, out.size);
+  emu_conn_process(bad);
+  CHECK(pn_connection_driver_finished(&bad->driver));
+  emu_conn_free(bad);
+  pn_link_t *s = h_sender(&good, "s", "q1");
+  pn_delivery_t *d = h_send_text(&good, s, "still fine", NULL);
+  CHECK(pn_delivery_remote_state(d) == PN_ACCEPTED);
+  h_close(&good);
+  emu_broker_free(b);
+}
+
+static void test_cbs_timeout_closes_connection(void)
+{
+  emu_broker_t *b = broker_with_queue("q1", 10);
+  b->opt.cbs_timeout_ms = 1;
+  harness_t h;
+  h_open(&h, b);
+  struct timespec ts = {0, 3000000};
+  nanosleep(&ts, NULL); /* the CBS deadline is on the real clock, 1 ms here */
+  h_pump(&h);
+  CHECK(pn_connection_state(h.client.connection) & PN_REMOTE_CLOSED);
+  CHECK(!strcmp(pn_condition_get_name(pn_connection_remote_condition(h.client.connection)), "amqp:unauthorized-access"));
+  h_close(&h);
+  emu_broker_free(b);
+}
+
+int main(void)
+{
+  test_cbs_and_refusals();
+  test_peek_lock_round_trip();
+  test_rad_and_drain();
+  test_oversize_and_batch();
+  test_garbage_closes_only_that_connection();
+  test_cbs_timeout_closes_connection();
+  if (g_failures) fprintf(stderr, "%d check(s) failed\n", g_failures);
+  else printf("test_emu_broker: all passed\n");
+  return g_failures ? 1 : 0;
+}
