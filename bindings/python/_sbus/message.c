@@ -1,0 +1,498 @@
+/*
+ * message.c - Message: one sbus_message_t, for sending and as received.
+ *
+ * The package's Message / ReceivedMessage / PeekedMessage classes subclass
+ * this type (with empty __slots__), so a received message is one object
+ * and nothing is decoded until a property is read. String properties and
+ * integer fields are C getters/setters over the engine's accessors; the
+ * package turns milliseconds into datetime/timedelta. Application
+ * properties become a dict the first time they are read or set; a changed
+ * dict is written back just before the message is sent or batched
+ * (sbpy_message_sync), so `msg.application_properties["k"] = v` works.
+ */
+#include "sbuspy.h"
+
+PyObject *sbpy_message_wrap(PyTypeObject *type, sbus_message_t *m,
+                            PyObject *receiver)
+{
+    MessageObject *self = (MessageObject *)type->tp_alloc(type, 0);
+    if (!self) {
+        sbus_message_free(m);
+        return NULL;
+    }
+    self->msg = m;
+    self->receiver = receiver ? Py_NewRef(receiver) : NULL;
+    return (PyObject *)self;
+}
+
+int sbpy_message_sync(MessageObject *self)
+{
+    if (!self->props)
+        return 0;
+    if (!PyDict_Check(self->props)) {
+        PyErr_SetString(PyExc_TypeError,
+                        "application_properties must be a dict");
+        return -1;
+    }
+    /* remove what the message holds, then write the dict */
+    while (sbus_message_property_count(self->msg) > 0) {
+        const char *k;
+        size_t kl;
+        sbus_value_t v;
+        char buf[256];
+        if (sbus_message_property_at(self->msg, 0, &k, &kl, &v) < 0)
+            break;
+        char *copy = kl < sizeof buf ? buf : PyMem_Malloc(kl + 1);
+        if (!copy) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        memcpy(copy, k, kl);
+        int rc = sbus_message_del_property(self->msg, copy, kl);
+        if (copy != buf)
+            PyMem_Free(copy);
+        if (rc < 0)
+            break;
+    }
+    PyObject *key, *val;
+    Py_ssize_t pos = 0;
+    while (PyDict_Next(self->props, &pos, &key, &val)) {
+        Py_ssize_t kl;
+        const char *k;
+        sbus_value_t v;
+        PyObject *ks = NULL;
+        if (PyUnicode_Check(key)) {
+            k = PyUnicode_AsUTF8AndSize(key, &kl);
+        } else if (PyBytes_Check(key)) {
+            k = PyBytes_AS_STRING(key);
+            kl = PyBytes_GET_SIZE(key);
+        } else {
+            ks = PyObject_Str(key);
+            k = ks ? PyUnicode_AsUTF8AndSize(ks, &kl) : NULL;
+        }
+        if (!k || sbpy_to_value(val, &v) < 0) {
+            Py_XDECREF(ks);
+            return -1;
+        }
+        int rc = sbus_message_set_property(self->msg, k, (size_t)kl, &v);
+        Py_XDECREF(ks);
+        if (rc < 0) {
+            PyErr_Format(PyExc_ValueError,
+                         "application property %R: %s", key,
+                         sbus_strerror(rc));
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------------- */
+
+static PyObject *msg_get_prop(MessageObject *self, void *closure)
+{
+    const char *s;
+    size_t n;
+    if (sbus_message_get_prop(self->msg, (sbus_prop_t)(intptr_t)closure, &s,
+                              &n) != 0)
+        Py_RETURN_NONE;
+    return PyUnicode_DecodeUTF8(s, (Py_ssize_t)n, "surrogateescape");
+}
+
+static int msg_set_prop(MessageObject *self, PyObject *v, void *closure)
+{
+    const char *s = NULL;
+    Py_ssize_t n = 0;
+    PyObject *str = NULL;
+    if (v && v != Py_None) {
+        if (PyUnicode_Check(v)) {
+            str = Py_NewRef(v);
+        } else if (PyBytes_Check(v)) {
+            str = PyUnicode_FromEncodedObject(v, "utf-8", "strict");
+        } else {
+            str = PyObject_Str(v); /* e.g. a UUID message_id */
+        }
+        if (!str)
+            return -1;
+        s = PyUnicode_AsUTF8AndSize(str, &n);
+        if (!s) {
+            Py_DECREF(str);
+            return -1;
+        }
+    }
+    int rc = sbus_message_set_prop(self->msg, (sbus_prop_t)(intptr_t)closure,
+                                   s, (size_t)n);
+    Py_XDECREF(str);
+    if (rc < 0) {
+        if (rc == SBUS_EINVAL)
+            PyErr_Format(PyExc_ValueError,
+                         "invalid value (read-only property, or longer than "
+                         "128 characters): %s",
+                         sbus_strerror(rc));
+        else
+            sbpy_raise(SBUS_OP_NONE, rc);
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *msg_get_field(MessageObject *self, void *closure)
+{
+    int64_t v;
+    if (sbus_message_get_field(self->msg, (sbus_field_t)(intptr_t)closure,
+                               &v) != 0)
+        Py_RETURN_NONE;
+    return PyLong_FromLongLong(v);
+}
+
+static int msg_set_field(MessageObject *self, PyObject *v, void *closure)
+{
+    sbus_field_t f = (sbus_field_t)(intptr_t)closure;
+    int rc;
+    if (!v || v == Py_None) {
+        rc = sbus_message_clear_field(self->msg, f);
+        if (rc == SBUS_ENOENT)
+            rc = 0;
+    } else {
+        long long x = PyLong_AsLongLong(v);
+        if (x == -1 && PyErr_Occurred())
+            return -1;
+        rc = sbus_message_set_field(self->msg, f, (int64_t)x);
+    }
+    if (rc < 0) {
+        PyErr_Format(PyExc_ValueError, "cannot set this field: %s",
+                     sbus_strerror(rc));
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *msg_get_body(MessageObject *self, void *c)
+{
+    sbus_body_kind_t kind = sbus_message_body_kind(self->msg);
+    if (kind == SBUS_BODY_VALUE) {
+        sbus_value_t v;
+        int rc = sbus_message_body_value(self->msg, &v);
+        if (rc < 0) {
+            PyErr_Format(PyExc_ValueError, "cannot decode the body: %s",
+                         sbus_strerror(rc));
+            return NULL;
+        }
+        return sbpy_from_value(&v);
+    }
+    size_t n = sbus_message_body_count(self->msg);
+    if (n == 1) {
+        const void *p;
+        size_t len;
+        if (sbus_message_body_at(self->msg, 0, &p, &len) < 0)
+            return PyBytes_FromStringAndSize("", 0);
+        return PyBytes_FromStringAndSize(p, (Py_ssize_t)len);
+    }
+    PyObject *l = PyList_New((Py_ssize_t)n);
+    if (!l)
+        return NULL;
+    for (size_t i = 0; i < n; i++) {
+        const void *p = "";
+        size_t len = 0;
+        sbus_message_body_at(self->msg, i, &p, &len);
+        PyObject *b = PyBytes_FromStringAndSize(p, (Py_ssize_t)len);
+        if (!b) {
+            Py_DECREF(l);
+            return NULL;
+        }
+        PyList_SET_ITEM(l, (Py_ssize_t)i, b);
+    }
+    return l;
+}
+
+static int body_section(MessageObject *self, PyObject *o, int first)
+{
+    Py_buffer view;
+    PyObject *enc = NULL;
+    int rc;
+    if (PyUnicode_Check(o)) {
+        enc = PyUnicode_AsUTF8String(o);
+        if (!enc)
+            return -1;
+        o = enc;
+    }
+    if (PyObject_GetBuffer(o, &view, PyBUF_SIMPLE) < 0) {
+        Py_XDECREF(enc);
+        PyErr_Format(PyExc_TypeError,
+                     "a message body must be str, bytes or a list of them, "
+                     "not %.100s",
+                     Py_TYPE(o)->tp_name);
+        return -1;
+    }
+    rc = first ? sbus_message_set_body(self->msg, view.buf, (size_t)view.len)
+               : sbus_message_add_body_section(self->msg, view.buf,
+                                               (size_t)view.len);
+    PyBuffer_Release(&view);
+    Py_XDECREF(enc);
+    if (rc < 0) {
+        sbpy_raise(SBUS_OP_NONE, rc);
+        return -1;
+    }
+    return 0;
+}
+
+static int msg_set_body(MessageObject *self, PyObject *v, void *c)
+{
+    if (!v) {
+        PyErr_SetString(PyExc_AttributeError, "cannot delete the body");
+        return -1;
+    }
+    if (v == Py_None) {
+        sbus_value_t nv;
+        memset(&nv, 0, sizeof nv);
+        nv.type = SBUS_VAL_NULL;
+        int rc = sbus_message_set_body_value(self->msg, &nv);
+        if (rc < 0) {
+            sbpy_raise(SBUS_OP_NONE, rc);
+            return -1;
+        }
+        return 0;
+    }
+    if (PyList_Check(v) || PyTuple_Check(v)) {
+        Py_ssize_t n = PySequence_Fast_GET_SIZE(v);
+        if (n == 0) {
+            int rc = sbus_message_set_body(self->msg, "", 0);
+            if (rc < 0) {
+                sbpy_raise(SBUS_OP_NONE, rc);
+                return -1;
+            }
+            return 0;
+        }
+        for (Py_ssize_t i = 0; i < n; i++)
+            if (body_section(self, PySequence_Fast_GET_ITEM(v, i), i == 0) < 0)
+                return -1;
+        return 0;
+    }
+    return body_section(self, v, 1);
+}
+
+static PyObject *msg_get_props(MessageObject *self, void *c)
+{
+    if (!self->props) {
+        size_t n = sbus_message_property_count(self->msg);
+        PyObject *d = PyDict_New();
+        if (!d)
+            return NULL;
+        for (size_t i = 0; i < n; i++) {
+            const char *k;
+            size_t kl;
+            sbus_value_t v;
+            if (sbus_message_property_at(self->msg, i, &k, &kl, &v) < 0)
+                continue;
+            PyObject *key = PyUnicode_DecodeUTF8(k, (Py_ssize_t)kl,
+                                                 "surrogateescape");
+            PyObject *val = key ? sbpy_from_value(&v) : NULL;
+            if (!val || PyDict_SetItem(d, key, val) < 0) {
+                Py_XDECREF(key);
+                Py_XDECREF(val);
+                Py_DECREF(d);
+                return NULL;
+            }
+            Py_DECREF(key);
+            Py_DECREF(val);
+        }
+        self->props = d;
+    }
+    return Py_NewRef(self->props);
+}
+
+static int msg_set_props(MessageObject *self, PyObject *v, void *c)
+{
+    PyObject *d;
+    if (!v || v == Py_None) {
+        d = PyDict_New();
+    } else {
+        d = PyDict_New();
+        if (d && PyDict_Update(d, v) < 0)
+            Py_CLEAR(d);
+    }
+    if (!d)
+        return -1;
+    Py_XSETREF(self->props, d);
+    return 0;
+}
+
+static PyObject *msg_get_lock_token(MessageObject *self, void *c)
+{
+    uint8_t tok[16];
+    if (sbus_message_lock_token(self->msg, tok) != 0)
+        Py_RETURN_NONE;
+    return PyBytes_FromStringAndSize((const char *)tok, 16);
+}
+
+static PyObject *msg_get_settle_state(MessageObject *self, void *c)
+{
+    return PyLong_FromLong(sbus_message_settle_state(self->msg));
+}
+
+static PyObject *msg_get_body_kind(MessageObject *self, void *c)
+{
+    return PyLong_FromLong(sbus_message_body_kind(self->msg));
+}
+
+static PyObject *msg_get_receiver(MessageObject *self, void *c)
+{
+    return Py_NewRef(self->receiver ? self->receiver : Py_None);
+}
+
+static PyObject *msg_encoded_size(MessageObject *self, PyObject *unused)
+{
+    if (sbpy_message_sync(self) < 0)
+        return NULL;
+    return PyLong_FromSize_t(sbus_message_encoded_size(self->msg));
+}
+
+/* A fresh outgoing copy (no receiver identity), of `type` or Message. */
+static PyObject *msg_copy(MessageObject *self, PyObject *args)
+{
+    PyObject *type = (PyObject *)&SbpyMessage_Type;
+    sbus_message_t *m;
+    if (!PyArg_ParseTuple(args, "|O!", &PyType_Type, &type))
+        return NULL;
+    if (!PyType_IsSubtype((PyTypeObject *)type, &SbpyMessage_Type)) {
+        PyErr_SetString(PyExc_TypeError, "not a Message type");
+        return NULL;
+    }
+    if (sbpy_message_sync(self) < 0)
+        return NULL;
+    int rc = sbus_message_copy(self->msg, &m);
+    if (rc < 0)
+        return sbpy_raise(SBUS_OP_NONE, rc);
+    return sbpy_message_wrap((PyTypeObject *)type, m, NULL);
+}
+
+static PyObject *msg_new(PyTypeObject *type, PyObject *args, PyObject *kw)
+{
+    MessageObject *self = (MessageObject *)type->tp_alloc(type, 0);
+    if (!self)
+        return NULL;
+    int rc = sbus_message_new(&self->msg);
+    if (rc < 0) {
+        self->msg = NULL;
+        Py_DECREF(self);
+        return sbpy_raise(SBUS_OP_NONE, rc);
+    }
+    return (PyObject *)self;
+}
+
+static int msg_init(PyObject *self, PyObject *args, PyObject *kw)
+{
+    return 0; /* subclasses set their fields in __init__ */
+}
+
+static int msg_traverse(MessageObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->receiver);
+    Py_VISIT(self->props);
+    return 0;
+}
+
+static int msg_clear(MessageObject *self)
+{
+    Py_CLEAR(self->receiver);
+    Py_CLEAR(self->props);
+    return 0;
+}
+
+static void msg_dealloc(MessageObject *self)
+{
+    PyObject_GC_UnTrack(self);
+    msg_clear(self);
+    sbus_message_free(self->msg);
+    self->msg = NULL;
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+#define PROP(name, which, doc)                                            \
+    {name, (getter)msg_get_prop, (setter)msg_set_prop, doc,               \
+     (void *)(intptr_t)(which)}
+#define PROP_RO(name, which, doc)                                         \
+    {name, (getter)msg_get_prop, NULL, doc, (void *)(intptr_t)(which)}
+#define FIELD(name, which, doc)                                           \
+    {name, (getter)msg_get_field, (setter)msg_set_field, doc,             \
+     (void *)(intptr_t)(which)}
+#define FIELD_RO(name, which, doc)                                        \
+    {name, (getter)msg_get_field, NULL, doc, (void *)(intptr_t)(which)}
+
+static PyGetSetDef msg_getset[] = {
+    PROP("message_id", SBUS_PROP_MESSAGE_ID, "The id to identify the message."),
+    PROP("correlation_id", SBUS_PROP_CORRELATION_ID,
+         "The correlation identifier."),
+    PROP("content_type", SBUS_PROP_CONTENT_TYPE,
+         "The content type descriptor (RFC 2045), e.g. application/json."),
+    PROP("subject", SBUS_PROP_SUBJECT,
+         "The application specific subject (formerly label)."),
+    PROP("to", SBUS_PROP_TO, "The to address."),
+    PROP("reply_to", SBUS_PROP_REPLY_TO,
+         "The address of an entity to send replies to."),
+    PROP("reply_to_session_id", SBUS_PROP_REPLY_TO_SESSION_ID,
+         "The session identifier augmenting the reply_to address."),
+    PROP("session_id", SBUS_PROP_SESSION_ID,
+         "The session identifier of the message for a sessionful entity."),
+    PROP("partition_key", SBUS_PROP_PARTITION_KEY,
+         "The partition key for sending to a partitioned entity."),
+    PROP("via_partition_key", SBUS_PROP_VIA_PARTITION_KEY,
+         "The partition key for sending via a partitioned transfer queue."),
+    PROP_RO("dead_letter_reason", SBUS_PROP_DEAD_LETTER_REASON,
+            "Dead letter reason, for a message from a dead-letter queue."),
+    PROP_RO("dead_letter_error_description",
+            SBUS_PROP_DEAD_LETTER_DESCRIPTION,
+            "Dead letter error description."),
+    PROP_RO("dead_letter_source", SBUS_PROP_DEAD_LETTER_SOURCE,
+            "The entity the message was dead-lettered on (auto-forwarded)."),
+    FIELD("_ttl_ms", SBUS_FIELD_TIME_TO_LIVE, "time to live, ms"),
+    FIELD("_scheduled_ms", SBUS_FIELD_SCHEDULED_ENQUEUE_TIME,
+          "scheduled enqueue time, Unix ms"),
+    FIELD_RO("sequence_number", SBUS_FIELD_SEQUENCE_NUMBER,
+             "The unique number assigned to a message by Service Bus."),
+    FIELD_RO("enqueued_sequence_number", SBUS_FIELD_ENQUEUED_SEQUENCE_NUMBER,
+             "The original sequence number of an auto-forwarded message."),
+    FIELD_RO("_enqueued_ms", SBUS_FIELD_ENQUEUED_TIME,
+             "enqueued time, Unix ms"),
+    FIELD_RO("_locked_until_ms", SBUS_FIELD_LOCKED_UNTIL,
+             "locked until, Unix ms"),
+    FIELD_RO("delivery_count", SBUS_FIELD_DELIVERY_COUNT,
+             "Number of deliveries that have been attempted for this "
+             "message."),
+    FIELD_RO("_expires_ms", SBUS_FIELD_EXPIRES_AT, "expires at, Unix ms"),
+    FIELD_RO("_state", SBUS_FIELD_STATE,
+             "0 active, 1 deferred, 2 scheduled"),
+    {"body", (getter)msg_get_body, (setter)msg_set_body,
+     "The body: bytes (one data section), a list of bytes (several), or a "
+     "value (amqp-value body).",
+     NULL},
+    {"application_properties", (getter)msg_get_props, (setter)msg_set_props,
+     "The user defined properties on the message (a dict).", NULL},
+    {"_lock_token_bytes", (getter)msg_get_lock_token, NULL,
+     "lock token, 16 bytes RFC 4122 order, or None", NULL},
+    {"_settle_state", (getter)msg_get_settle_state, NULL,
+     "settlement state (MSG_*)", NULL},
+    {"_body_kind", (getter)msg_get_body_kind, NULL, "BODY_*", NULL},
+    {"_receiver_handle", (getter)msg_get_receiver, NULL,
+     "the engine Receiver it came from, or None", NULL},
+    {NULL, NULL, NULL, NULL, NULL}};
+
+static PyMethodDef msg_methods[] = {
+    {"_encoded_size", (PyCFunction)msg_encoded_size, METH_NOARGS,
+     "size in bytes once encoded as an AMQP message"},
+    {"_copy", (PyCFunction)msg_copy, METH_VARARGS,
+     "_copy([type]) -> a new outgoing message with the same content"},
+    {NULL, NULL, 0, NULL}};
+
+PyTypeObject SbpyMessage_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "servicebus._sbus.Message",
+    .tp_basicsize = sizeof(MessageObject),
+    .tp_dealloc = (destructor)msg_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "An engine message (base of servicebus.Message).",
+    .tp_traverse = (traverseproc)msg_traverse,
+    .tp_clear = (inquiry)msg_clear,
+    .tp_getset = msg_getset,
+    .tp_methods = msg_methods,
+    .tp_init = msg_init,
+    .tp_new = msg_new,
+};

@@ -1,0 +1,342 @@
+"""Messages: Message (to send), ReceivedMessage, PeekedMessage, BatchMessage.
+
+Every message class subclasses the extension's ``_sbus.Message``, which
+wraps one engine message: a received message is a single Python object,
+and its properties are decoded only when read. Settlement is the engine's;
+the methods here only pass the call on.
+"""
+
+import datetime
+import uuid
+from typing import Any, Dict, List, Optional, Union
+
+from . import _sbus
+from ._common import ServiceBusMessageState, datetime_to_ms, ms_to_datetime
+from .exceptions import MessageSettleFailed
+
+__all__ = [
+    "Message",
+    "ServiceBusMessage",
+    "ReceivedMessage",
+    "ServiceBusReceivedMessage",
+    "PeekedMessage",
+    "BatchMessage",
+    "ServiceBusMessageBatch",
+]
+
+BodyType = Union[str, bytes, bytearray, memoryview, None, List[Union[str, bytes]]]
+
+
+class Message(_sbus.Message):
+    """A Service Bus message.
+
+    :param body: The message body: ``str`` (encoded with ``encoding``),
+        ``bytes``, a list of them (one data section each), or None.
+    :keyword str encoding: Encoding of a ``str`` body. Default UTF-8.
+    :keyword dict application_properties: User properties (alias: ``properties``).
+    :keyword str session_id: The session of a sessionful entity.
+    :keyword str message_id: The message id (at most 128 characters).
+    :keyword datetime scheduled_enqueue_time_utc: When the service should enqueue it.
+    :keyword timedelta time_to_live: How long the message lives.
+    :keyword str content_type: e.g. ``application/json``.
+    :keyword str correlation_id: The correlation id.
+    :keyword str subject: The subject (alias: ``label``).
+    :keyword str partition_key: The partition key.
+    :keyword str via_partition_key: The via-partition key.
+    :keyword str to: The to address.
+    :keyword str reply_to: The reply-to address.
+    :keyword str reply_to_session_id: The reply-to session id.
+    """
+
+    __slots__ = ()
+
+    def __init__(
+        self,
+        body: BodyType = None,
+        *,
+        encoding: str = "UTF-8",
+        application_properties: Optional[Dict[Union[str, bytes], Any]] = None,
+        properties: Optional[Dict[Union[str, bytes], Any]] = None,
+        session_id: Optional[str] = None,
+        message_id: Optional[str] = None,
+        scheduled_enqueue_time_utc: Optional[datetime.datetime] = None,
+        time_to_live: Optional[datetime.timedelta] = None,
+        content_type: Optional[str] = None,
+        correlation_id: Optional[str] = None,
+        subject: Optional[str] = None,
+        label: Optional[str] = None,
+        partition_key: Optional[str] = None,
+        via_partition_key: Optional[str] = None,
+        to: Optional[str] = None,
+        reply_to: Optional[str] = None,
+        reply_to_session_id: Optional[str] = None,
+        **kwargs: Any
+    ) -> None:
+        if kwargs:
+            raise TypeError("unexpected keyword argument(s): %s" % ", ".join(sorted(kwargs)))
+        if isinstance(body, str) and encoding.upper().replace("-", "") != "UTF8":
+            body = body.encode(encoding)
+        self.body = body  # type: ignore[assignment]
+        props = application_properties if application_properties is not None else properties
+        if props is not None:
+            self.application_properties = props
+        for name, value in (
+            ("session_id", session_id),
+            ("message_id", message_id),
+            ("content_type", content_type),
+            ("correlation_id", correlation_id),
+            ("subject", subject if subject is not None else label),
+            ("partition_key", partition_key),
+            ("via_partition_key", via_partition_key),
+            ("to", to),
+            ("reply_to", reply_to),
+            ("reply_to_session_id", reply_to_session_id),
+        ):
+            if value is not None:
+                setattr(self, name, value)
+        if scheduled_enqueue_time_utc is not None:
+            self.scheduled_enqueue_time_utc = scheduled_enqueue_time_utc
+        if time_to_live is not None:
+            self.time_to_live = time_to_live
+
+    # -- azure-servicebus 7.0 spellings ------------------------------------
+
+    @property
+    def label(self) -> Optional[str]:
+        """The application specific label (the AMQP subject)."""
+        return self.subject
+
+    @label.setter
+    def label(self, value: Optional[str]) -> None:
+        self.subject = value
+
+    @property
+    def properties(self) -> Dict[Any, Any]:
+        """The user defined properties on the message (alias of application_properties)."""
+        return self.application_properties
+
+    @properties.setter
+    def properties(self, value: Optional[Dict[Any, Any]]) -> None:
+        self.application_properties = value  # type: ignore[assignment]
+
+    @property
+    def time_to_live(self) -> Optional[datetime.timedelta]:
+        """The life duration of a message."""
+        ms = self._ttl_ms
+        return None if ms is None else datetime.timedelta(milliseconds=ms)
+
+    @time_to_live.setter
+    def time_to_live(self, value: Union[datetime.timedelta, int, float, None]) -> None:
+        if value is None:
+            self._ttl_ms = None
+        elif isinstance(value, datetime.timedelta):
+            self._ttl_ms = int(value / datetime.timedelta(milliseconds=1))
+        else:
+            self._ttl_ms = int(value * 1000)
+
+    @property
+    def scheduled_enqueue_time_utc(self) -> Optional[datetime.datetime]:
+        """The UTC time at which the service enqueues the message, or None."""
+        return ms_to_datetime(self._scheduled_ms)
+
+    @scheduled_enqueue_time_utc.setter
+    def scheduled_enqueue_time_utc(self, value: Optional[datetime.datetime]) -> None:
+        self._scheduled_ms = None if value is None else datetime_to_ms(value)
+
+    def schedule(self, schedule_time_utc: datetime.datetime) -> None:
+        """Set the scheduled enqueue time (azure-servicebus 7.0 helper)."""
+        self.scheduled_enqueue_time_utc = schedule_time_utc
+
+    @property
+    def size_in_bytes(self) -> int:
+        """The size of the message once encoded, in bytes."""
+        return self._encoded_size()
+
+    def __str__(self) -> str:
+        body = self.body
+        if isinstance(body, (bytes, bytearray)):
+            return bytes(body).decode("utf-8", "replace")
+        if isinstance(body, list):
+            return "".join(b.decode("utf-8", "replace") for b in body)
+        return str(body)
+
+    def __repr__(self) -> str:
+        body = self.body
+        if isinstance(body, (bytes, bytearray)) and len(body) > 40:
+            body = bytes(body[:40]) + b"..."
+        return "%s(message_id=%r, session_id=%r, body=%r)" % (
+            type(self).__name__,
+            self.message_id,
+            self.session_id,
+            body,
+        )
+
+
+ServiceBusMessage = Message
+
+
+class PeekedMessage(Message):
+    """A message browsed with peek_messages: read-only, cannot be settled."""
+
+    __slots__ = ()
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:  # pragma: no cover - made by the engine
+        raise TypeError("PeekedMessage objects come from peek_messages()")
+
+    @property
+    def enqueued_time_utc(self) -> Optional[datetime.datetime]:
+        """The UTC datetime at which the message was accepted and stored."""
+        return ms_to_datetime(self._enqueued_ms)
+
+    @property
+    def expires_at_utc(self) -> Optional[datetime.datetime]:
+        """The UTC datetime at which the message expires (enqueued + TTL)."""
+        return ms_to_datetime(self._expires_ms)
+
+    @property
+    def locked_until_utc(self) -> Optional[datetime.datetime]:
+        """The UTC datetime until which the message is locked, or None."""
+        return ms_to_datetime(self._locked_until_ms)
+
+    @property
+    def state(self) -> ServiceBusMessageState:
+        """Active, deferred or scheduled."""
+        return ServiceBusMessageState(self._state or 0)
+
+    @property
+    def lock_token(self) -> Optional[uuid.UUID]:
+        """The lock token of a peek-locked message (None otherwise)."""
+        raw = self._lock_token_bytes
+        return None if raw is None else uuid.UUID(bytes=raw)
+
+    def _outgoing(self) -> Message:
+        """A new Message with the same content, to send again."""
+        return self._copy(Message)
+
+
+class ReceivedMessage(PeekedMessage):
+    """A Service Bus message received from the service side.
+
+    In PeekLock mode, settle it with :meth:`complete`, :meth:`abandon`,
+    :meth:`defer` or :meth:`dead_letter` before its lock expires.
+    """
+
+    __slots__ = ("_auto_renew_error",)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:  # pragma: no cover - made by the engine
+        raise TypeError("ReceivedMessage objects come from a receiver")
+
+    @property
+    def auto_renew_error(self) -> Optional[BaseException]:
+        """The error that stopped automatic lock renewal, if any."""
+        return getattr(self, "_auto_renew_error", None)
+
+    @auto_renew_error.setter
+    def auto_renew_error(self, value: Optional[BaseException]) -> None:
+        self._auto_renew_error = value
+
+    def _handle(self) -> Any:
+        handle = self._receiver_handle
+        if handle is None:
+            raise MessageSettleFailed("This message was not received from a receiver: it cannot be settled.")
+        return handle
+
+    async def complete(self) -> None:
+        """Complete the message: this removes the message from the queue.
+
+        :raises MessageAlreadySettled: if the message has been settled.
+        :raises MessageLockExpired: if the message lock has already expired.
+        :raises SessionLockExpired: if the session lock has already expired.
+        :raises MessageSettleFailed: if the settle operation fails.
+        """
+        await self._handle().settle(self, _sbus.COMPLETE)
+
+    async def abandon(self) -> None:
+        """Abandon the message: it returns to the queue, available again.
+
+        :raises MessageAlreadySettled: if the message has been settled.
+        :raises MessageLockExpired: if the message lock has already expired.
+        :raises MessageSettleFailed: if the settle operation fails.
+        """
+        await self._handle().settle(self, _sbus.ABANDON)
+
+    async def defer(self) -> None:
+        """Defer the message: it stays in the queue, received only by sequence number.
+
+        :raises MessageAlreadySettled: if the message has been settled.
+        :raises MessageLockExpired: if the message lock has already expired.
+        :raises MessageSettleFailed: if the settle operation fails.
+        """
+        await self._handle().settle(self, _sbus.DEFER)
+
+    async def dead_letter(self, reason: Optional[str] = None, error_description: Optional[str] = None) -> None:
+        """Move the message to the dead-letter sub-queue.
+
+        :param str reason: The reason for dead-lettering the message.
+        :param str error_description: The detailed error description.
+        :raises MessageAlreadySettled: if the message has been settled.
+        :raises MessageLockExpired: if the message lock has already expired.
+        :raises MessageSettleFailed: if the settle operation fails.
+        """
+        await self._handle().settle(self, _sbus.DEAD_LETTER, reason, error_description)
+
+    async def renew_lock(self) -> datetime.datetime:
+        """Renew the message lock; returns the UTC time it now expires at.
+
+        :raises TypeError: if the message is sessionful (renew the session instead).
+        :raises MessageLockExpired: if the message lock has already expired.
+        :raises MessageAlreadySettled: if the message has already been settled.
+        """
+        handle = self._handle()
+        if handle.session_id is not None:
+            raise TypeError(
+                "Session messages cannot be renewed. Please renew the session lock instead "
+                "(receiver.session.renew_lock())."
+            )
+        until = await handle.renew_lock(self)
+        result = ms_to_datetime(until)
+        assert result is not None
+        return result
+
+
+ServiceBusReceivedMessage = ReceivedMessage
+
+
+class BatchMessage(_sbus.Batch):
+    """Messages sent together as one transfer, up to ``max_size_in_bytes``.
+
+    Size accounting is the engine's (each message's encoded size plus the
+    batch envelope). Create one with ``await sender.create_batch()``.
+
+    :param int max_size_in_bytes: The maximum size; None means the link's
+        limit (256 KiB until the sender knows better).
+    """
+
+    __slots__ = ()
+
+    def __init__(self, max_size_in_bytes: Optional[int] = None) -> None:
+        pass  # the size is taken by _sbus.Batch.__new__
+
+    def add(self, message: Message) -> None:
+        """Add a message to the batch.
+
+        :raises MessageContentTooLarge: (a ValueError) if it does not fit;
+            the batch is unchanged.
+        """
+        if not isinstance(message, _sbus.Message):
+            raise TypeError("BatchMessage.add expects a Message, got %s" % type(message).__name__)
+        self._add(message)
+
+    def add_message(self, message: Message) -> None:
+        """Add a message (azure-servicebus 7.x spelling of :meth:`add`)."""
+        self.add(message)
+
+    def __repr__(self) -> str:
+        return "BatchMessage(count=%d, size_in_bytes=%d, max_size_in_bytes=%d)" % (
+            len(self),
+            self.size_in_bytes,
+            self.max_size_in_bytes,
+        )
+
+
+ServiceBusMessageBatch = BatchMessage

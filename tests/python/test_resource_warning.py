@@ -1,0 +1,36 @@
+"""Clients, senders and receivers left open emit ResourceWarning."""
+
+import asyncio
+import gc
+
+import pytest
+
+from servicebus.aio import ServiceBusClient, ServiceBusReceiver
+
+
+async def test_unclosed_client_warns(connection_string: str, queue: str) -> None:
+    client = ServiceBusClient.from_connection_string(connection_string)
+    receiver = client.get_queue_receiver(queue)
+    await receiver.receive_messages(max_wait_time=0.1)
+    with pytest.warns(ResourceWarning):
+        del client, receiver
+        gc.collect()
+    await asyncio.sleep(0.05)
+
+
+async def test_unclosed_receiver_from_connection_string_warns(connection_string: str, queue: str) -> None:
+    receiver = ServiceBusReceiver.from_connection_string(connection_string, queue_name=queue)
+    await receiver.receive_messages(max_wait_time=0.1)
+    with pytest.warns(ResourceWarning):
+        del receiver
+        gc.collect()
+    await asyncio.sleep(0.05)
+
+
+async def test_closed_client_does_not_warn(connection_string: str, queue: str, recwarn) -> None:  # type: ignore[no-untyped-def]
+    async with ServiceBusClient.from_connection_string(connection_string) as client:
+        async with client.get_queue_receiver(queue) as receiver:
+            await receiver.receive_messages(max_wait_time=0.1)
+    del client, receiver
+    gc.collect()
+    assert not [w for w in recwarn if issubclass(w.category, ResourceWarning)]
