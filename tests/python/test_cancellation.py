@@ -8,6 +8,8 @@ import pytest
 from servicebus import Message
 from servicebus.aio import ServiceBusClient
 
+from conftest import drain_queue
+
 
 def _pending(client: ServiceBusClient) -> int:
     handle = client._connection._handle
@@ -56,7 +58,9 @@ async def test_cancelled_send_leaves_no_pending_operation(connection_string: str
             assert _pending(client) == 0
 
 
-async def test_objects_dropped_in_odd_orders(connection_string: str, queue: str) -> None:
+async def test_objects_dropped_in_odd_orders(connection_string: str) -> None:
+    queue = "queue.1"  # leaves a locked message behind: not the shared test queue
+    await drain_queue(connection_string, queue)
     client = ServiceBusClient.from_connection_string(connection_string)
     sender = client.get_queue_sender(queue)
     receiver = client.get_queue_receiver(queue)

@@ -40,3 +40,13 @@ def test_on_uvloop(connection_string: str) -> None:
     finally:
         loop.close()
     asyncio.set_event_loop(None)
+
+
+async def test_the_requested_loop_runs_the_suite() -> None:
+    import os
+
+    loop = asyncio.get_running_loop()
+    if os.environ.get("SBUS_TEST_LOOP") == "uvloop":
+        assert type(loop).__module__.startswith("uvloop")
+    else:
+        assert type(loop).__module__.startswith("asyncio")
