@@ -132,16 +132,36 @@ def proc_cpu_s(pid):
         return None
 
 
-def run_json(cmd, env=None, timeout=60, cwd=None):
-    """Runs cmd in its own process group; returns (dict from its last JSON line, stderr tail)."""
+def run_json(cmd, env=None, timeout=60, cwd=None, progress=None, stall_s=8.0):
+    """Runs cmd in its own process group; returns (dict from its last JSON line, stderr tail).
+
+    progress, when given, is polled twice a second and returns a value that changes while
+    the run moves messages (a queue's count); a run whose value stays the same for stall_s
+    is stopped as stalled, so that a hung client costs seconds, not the whole timeout.
+    """
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                          env=env, cwd=cwd, start_new_session=True)
-    try:
-        out, err = p.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(p.pid, signal.SIGKILL)
-        out, err = p.communicate()
-        return {"ok": False, "error": f"timeout after {timeout} s"}, (err or "")[-600:]
+    t0 = time.monotonic()
+    last, last_change, why = None, t0, None
+    while True:
+        try:
+            out, err = p.communicate(timeout=0.5)
+            break
+        except subprocess.TimeoutExpired:
+            pass
+        now = time.monotonic()
+        if now - t0 > timeout:
+            why = f"timeout after {timeout} s"
+        elif progress is not None:
+            value = progress()
+            if value != last:
+                last, last_change = value, now
+            elif now - last_change > stall_s:
+                why = f"stalled: no message moved for {stall_s:.0f} s (queue count stuck at {value})"
+        if why:
+            os.killpg(p.pid, signal.SIGKILL)
+            out, err = p.communicate()
+            return {"ok": False, "error": why}, (err or "")[-600:]
     for line in reversed(out.strip().splitlines()):
         if line.startswith("{"):
             try:
@@ -353,7 +373,13 @@ def client_run(env, s, pool, client, workload, n=None):
                    SB_IDLE_S=str(s["idle_s"]))
     e0 = proc_cpu_s(env.emu_pid)
     t0 = time.monotonic()
-    res, err = run_json(client.command(workload, queue, n), env=cmd_env, timeout=s["run_timeout_s"])
+    progress = None
+    if workload != "latency" and env.control_port:
+        def progress():
+            c = env.entity_counts(queue)
+            return None if c is None else c.get("total", c.get("active"))
+    res, err = run_json(client.command(workload, queue, n), env=cmd_env, timeout=s["run_timeout_s"],
+                        progress=progress)
     rec["wall_s"] = time.monotonic() - t0
     e1 = proc_cpu_s(env.emu_pid)
     rec.update(res)
@@ -557,9 +583,10 @@ def main_run():
                 if over_budget():
                     skipped += 1
                     continue
-                # a client that timed out on this workload is not given another 4 minutes
+                # a client that hung on this workload is not given the time again
                 prior = [r for r in runs if r["client"] == c.name and r["workload"] == w]
-                if any("timeout" in (r.get("error") or "") for r in prior):
+                if any(("timeout" in (r.get("error") or "") or "stalled" in (r.get("error") or ""))
+                       for r in prior):
                     continue
                 rec = client_run(env, s, pool, c, w)
                 runs.append(rec)

@@ -7,7 +7,8 @@
  * Usage: sbbench WORKLOAD QUEUE N
  *   WORKLOAD  send_batch | send_single | recv_peeklock | recv_rad | latency | idle
  * Environment: SB_CONN (connection string), SB_CA (CA file, optional),
- * SB_LAT_RATE (latency workload, messages/s), SB_IDLE_S (idle wait, s).
+ * SB_LAT_RATE (latency workload, messages/s), SB_IDLE_S (idle wait, s),
+ * SB_BATCH (messages per batch in send_batch, 1..100, default 100).
  *
  * The call pattern is the Python client's: one batch (or one message) in
  * flight at a time when sending; when receiving, one receive of up to 300
@@ -207,7 +208,10 @@ static long w_send(const char *queue, long n, size_t per_call, meter_t *mt) {
     sbus_sender_t *s = open_sender(queue);
     sbus_message_t *msgs[100];
     for (size_t i = 0; i < per_call; i++) msgs[i] = make_message(NULL);
-    if (getenv("SB_BATCH_DEBUG")) per_call = (size_t)atoi(getenv("SB_BATCH_DEBUG"));
+    if (per_call > 1 && getenv("SB_BATCH")) { /* batch size override, for bisecting */
+        long b = atol(getenv("SB_BATCH"));
+        if (b >= 1 && b <= 100) per_call = (size_t)b;
+    }
     send_n(s, msgs, 1); /* warm-up, not counted */
     meter_start(mt);
     for (long done = 0; done < n;) {
