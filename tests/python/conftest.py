@@ -5,13 +5,14 @@ under the repository root. SBUS_TEST_LOOP=uvloop runs every test on uvloop.
 """
 
 import asyncio
+import json
 import os
 import re
 import selectors
 import subprocess
 import time
 from dataclasses import dataclass
-from typing import Iterator, Optional
+from typing import Any, Iterator, Optional, Tuple
 
 import pytest
 
@@ -26,7 +27,7 @@ class Emulator:
 
     host: str
     port: int
-    control: Optional[str]
+    control_addr: Optional[str]
     process: "subprocess.Popen[str]"
 
     @property
@@ -38,6 +39,25 @@ class Emulator:
 
     def connection_string_with_key(self, key: str) -> str:
         return self.connection_string.replace(SAS_KEY, key)
+
+    async def control(self, method: str, path: str, body: Optional[dict] = None) -> Tuple[int, Any]:
+        """One request to the emulator's HTTP control surface (asyncio streams)."""
+        assert self.control_addr, "the emulator has no control port"
+        host, port = self.control_addr.rsplit(":", 1)
+        data = json.dumps(body).encode() if body is not None else b""
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(
+            b"%s %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
+            b"Connection: close\r\n\r\n%s" % (method.encode(), path.encode(), len(data), data)
+        )
+        raw = await reader.read()
+        writer.close()
+        head, _, payload = raw.partition(b"\r\n\r\n")
+        status = int(head.split(b" ", 2)[1])
+        try:
+            return status, json.loads(payload) if payload.strip() else None
+        except ValueError:
+            return status, payload.decode("utf-8", "replace")
 
 
 def _emulator_binary() -> str:
