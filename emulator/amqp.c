@@ -188,6 +188,7 @@ bool emu_fault_take(emu_broker_t *b, const char *op, const char **cond)
 static int session_filter(pn_link_t *pl, char *id, size_t n, bool *null_id, uint64_t *desc)
 {
   pn_data_t *f = pn_terminus_filter(pn_link_remote_source(pl));
+  if (!f) return 0;
   pn_data_rewind(f);
   if (!pn_data_next(f) || pn_data_type(f) != PN_MAP) return 0;
   size_t count = pn_data_get_map(f);
@@ -240,6 +241,7 @@ static void set_locked_until_prop(pn_link_t *pl, int64_t until_ms)
 {
   const char *key = "com.microsoft:locked-until-utc";
   pn_data_t *p = pn_link_properties(pl);
+  if (!p) return;
   pn_data_clear(p);
   pn_data_put_map(p);
   pn_data_enter(p);
@@ -251,6 +253,7 @@ static void set_locked_until_prop(pn_link_t *pl, int64_t until_ms)
 static int64_t link_timeout_prop(pn_link_t *pl)
 {
   pn_data_t *p = pn_link_remote_properties(pl);
+  if (!p) return -1;
   pn_data_rewind(p);
   if (!pn_data_next(p) || pn_data_type(p) != PN_MAP) return -1;
   size_t count = pn_data_get_map(p);
@@ -361,16 +364,25 @@ fail:
   free(node);
 }
 
-/* Lock a session for a consumer; returns false when refused (link closed). */
-static bool attach_session(emu_conn_t *c, pn_link_t *pl, emu_link_t *l, int form, uint64_t desc,
-                           const char *id, bool null_id)
+static void lock_session(emu_broker_t *b, emu_link_t *l, emu_sess_t *s)
+{
+  s->owner = l;
+  s->locked_until = emu_now(b) + l->ent->props.lock_ms;
+  l->sess = s;
+  echo_session_filter(l->pn, l->session_form ? l->session_form : 1, l->session_desc, s->id);
+  set_locked_until_prop(l->pn, s->locked_until);
+}
+
+/* Lock a session for a consumer; returns false when refused (link closed) or waiting. */
+static bool attach_session(emu_conn_t *c, pn_link_t *pl, emu_link_t *l, const char *id, bool null_id)
 {
   emu_broker_t *b = c->broker;
   emu_sess_t *s = null_id ? emu_sess_next_free(b, l->ent) : emu_sess_get(l->ent, id, true);
   if (!s) {
     int64_t wait = link_timeout_prop(pl);
-    (void)wait;
-    refuse(pl, "com.microsoft:timeout", "There are no available sessions to accept.");
+    l->waiting = true;
+    l->wait_until = emu_now(b) + (wait > 0 ? wait : NEXT_SESSION_WAIT_MS);
+    consumer_link(l);
     return false;
   }
   if (s->owner) {
@@ -378,14 +390,50 @@ static bool attach_session(emu_conn_t *c, pn_link_t *pl, emu_link_t *l, int form
     snprintf(d, sizeof d, "The requested session '%s' cannot be accepted. It may be locked by another receiver.", s->id);
     refuse(pl, "com.microsoft:session-cannot-be-locked", d);
     emu_sess_maybe_free(s);
+    l->refused = true;
     return false;
   }
-  s->owner = l;
-  s->locked_until = emu_now(b) + l->ent->props.lock_ms;
-  l->sess = s;
-  echo_session_filter(pl, form ? form : 1, desc, s->id);
-  set_locked_until_prop(pl, s->locked_until);
+  lock_session(b, l, s);
   return true;
+}
+
+/* Answer waiting next-available session receivers of e: a free session, or the timeout. */
+static void serve_waiting(emu_broker_t *b, emu_entity_t *e)
+{
+  if (!e->consumers) return;
+  int64_t now = emu_now(b);
+  emu_link_t *l = e->consumers;
+  do {
+    emu_link_t *next = l->cnext;
+    if (l->waiting) {
+      emu_sess_t *s = emu_sess_next_free(b, e);
+      if (s) {
+        l->waiting = false;
+        lock_session(b, l, s);
+        pn_link_open(l->pn);
+      } else if (now >= l->wait_until) {
+        l->waiting = false;
+        l->refused = true;
+        consumer_unlink(l);
+        refuse(l->pn, "com.microsoft:timeout", "There are no available sessions to accept.");
+        if (!e->consumers) return;
+        if (next == l) return;
+      }
+    }
+    l = next;
+  } while (e->consumers && l != e->consumers);
+}
+
+int64_t emu_waiting_deadline(emu_entity_t *e)
+{
+  int64_t d = INT64_MAX;
+  emu_link_t *l = e->consumers;
+  if (!l) return d;
+  do {
+    if (l->waiting && l->wait_until < d) d = l->wait_until;
+    l = l->cnext;
+  } while (l != e->consumers);
+  return d;
 }
 
 static void attach_consumer(emu_conn_t *c, pn_link_t *pl, emu_entity_t *e, char *node)
@@ -411,13 +459,12 @@ static void attach_consumer(emu_conn_t *c, pn_link_t *pl, emu_entity_t *e, char 
   }
   emu_link_t *l = link_new(c, pl, LINK_CONSUMER, node);
   l->ent = e;
+  l->session_form = form;
+  l->session_desc = desc;
   open_echo(pl);
-  if (sessionful && !attach_session(c, pl, l, form, desc, id, null_id)) {
-    l->refused = true;
-    return;
-  }
   l->rad = pn_link_remote_snd_settle_mode(pl) == PN_SND_SETTLED;
   pn_link_set_max_message_size(pl, c->broker->opt.max_message_size);
+  if (sessionful && !attach_session(c, pl, l, id, null_id)) return;
   pn_link_open(pl);
   consumer_link(l);
   return;
@@ -598,7 +645,7 @@ static void deliver(emu_link_t *l, emu_msg_t *m)
 
 static bool consumer_ready(emu_link_t *l)
 {
-  if (l->refused || !(pn_link_state(l->pn) & PN_LOCAL_ACTIVE) || (pn_link_state(l->pn) & PN_REMOTE_CLOSED))
+  if (l->refused || l->waiting || !(pn_link_state(l->pn) & PN_LOCAL_ACTIVE) || (pn_link_state(l->pn) & PN_REMOTE_CLOSED))
     return false;
   return pn_link_credit(l->pn) > 0;
 }
@@ -625,6 +672,7 @@ static void finish_drain(emu_link_t *l)
 void emu_dispatch(emu_broker_t *b, emu_entity_t *e)
 {
   e->dirty = false;
+  serve_waiting(b, e);
   bool progress = true;
   while (progress && e->consumers) {
     progress = false;

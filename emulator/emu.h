@@ -217,6 +217,10 @@ struct emu_link {
   char *target;              /* remote target address as sent (reply routing) */
   bool rad;                  /* consumer in ReceiveAndDelete mode */
   bool refused;              /* refused at attach; ignore further events */
+  bool waiting;              /* session receiver waiting for a free session (attach unanswered) */
+  int64_t wait_until;        /* emulator ms when a waiting attach times out */
+  int session_form;          /* filter encoding sent by the client: 1 plain, 2 described */
+  uint64_t session_desc;     /* descriptor of a described session filter */
   emu_sess_t *sess;          /* consumer holding a session lock */
   emu_buf_t rx;              /* bytes of the incoming delivery in progress */
   bool rx_oversize;          /* the delivery in progress exceeded the limit */
@@ -358,6 +362,7 @@ void emu_link_send_message(emu_link_t *l, const unsigned char *p, size_t n, bool
 emu_link_t *emu_reply_link(emu_conn_t *c, const char *reply_to, const char *node);
 bool emu_fault_take(emu_broker_t *b, const char *op, const char **cond);
 void emu_conn_release_session_links(emu_sess_t *s);
+int64_t emu_waiting_deadline(emu_entity_t *e);
 
 /* ---- CBS (cbs.c) */
 void emu_cbs_request(emu_link_t *l, const unsigned char *p, size_t n);

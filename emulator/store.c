@@ -1292,6 +1292,7 @@ static void entity_tick(emu_broker_t *b, emu_entity_t *e, int64_t now)
 {
   while (e->lock_head && e->lock_head->locked_until <= now) emu_unlock(b, e->lock_head, true);
   while (e->sched_head && e->sched_head->scheduled_ms <= now) activate(b, e->sched_head);
+  if (emu_waiting_deadline(e) <= now) e->dirty = true;
   for (emu_sess_t *s = e->sessions, *n; s; s = n) {
     n = s->next;
     if (s->owner && s->locked_until <= now) session_lock_expired(b, s);
@@ -1313,6 +1314,8 @@ int64_t emu_next_deadline(emu_broker_t *b)
     if (e->sched_head && e->sched_head->scheduled_ms < d) d = e->sched_head->scheduled_ms;
     for (emu_sess_t *s = e->sessions; s; s = s->next)
       if (s->owner && s->locked_until < d) d = s->locked_until;
+    int64_t w = emu_waiting_deadline(e);
+    if (w < d) d = w;
   }
   return d;
 }

@@ -242,8 +242,95 @@ static void test_cbs_timeout_closes_connection(void)
   emu_broker_free(b);
 }
 
+static pn_link_t *session_receiver(harness_t *h, const char *name, const char *addr, const char *sid)
+{
+  pn_link_t *l = pn_receiver(h->ssn, name);
+  pn_terminus_set_address(pn_link_source(l), addr);
+  pn_data_t *f = pn_terminus_filter(pn_link_source(l));
+  pn_data_put_map(f);
+  pn_data_enter(f);
+  pn_data_put_symbol(f, pn_bytes(28, "com.microsoft:session-filter"));
+  if (sid) pn_data_put_string(f, pn_bytes(strlen(sid), sid));
+  else pn_data_put_null(f);
+  pn_data_exit(f);
+  pn_link_set_rcv_settle_mode(l, PN_RCV_SECOND);
+  pn_link_open(l);
+  pn_link_flow(l, 10);
+  h_pump(h);
+  return l;
+}
+
+static void send_in_session(harness_t *h, pn_link_t *s, const char *sid, const char *body)
+{
+  pn_message_t *m = pn_message();
+  pn_message_set_group_id(m, sid);
+  pn_data_put_binary(pn_message_body(m), pn_bytes(strlen(body), body));
+  char *buf;
+  size_t n = h_encode(m, &buf);
+  pn_delivery_t *d = h_send_bytes(h, s, buf, n);
+  CHECK(pn_delivery_remote_state(d) == PN_ACCEPTED);
+  free(buf);
+  pn_message_free(m);
+}
+
+static void test_sessions(void)
+{
+  emu_broker_t *b = h_broker();
+  emu_props_t p;
+  emu_props_default(&p);
+  p.requires_session = true;
+  p.lock_ms = 30000;
+  emu_entity_t *q = emu_entity_add(b, ENT_QUEUE, "sq", NULL, &p);
+  harness_t h;
+  h_open(&h, b);
+  CHECK(h_auth(&h, "sq") == 202);
+  pn_link_t *s = h_sender(&h, "s", "sq");
+  /* next-available waits while no session has messages, then takes the first one */
+  pn_link_t *r = session_receiver(&h, "r1", "sq", NULL);
+  CHECK(!(pn_link_state(r) & PN_REMOTE_ACTIVE));
+  int before = h.nrx;
+  send_in_session(&h, s, "S1", "hello");
+  CHECK(pn_link_state(r) & PN_REMOTE_ACTIVE);
+  pn_data_t *f = pn_terminus_filter(pn_link_remote_source(r));
+  pn_data_rewind(f);
+  CHECK(pn_data_next(f) && pn_data_get_map(f) == 2);
+  pn_data_enter(f);
+  pn_data_next(f);
+  pn_data_next(f);
+  CHECK(pn_data_type(f) == PN_STRING && !strncmp(pn_data_get_string(f).start, "S1", 2));
+  pn_data_exit(f);
+  CHECK(h.nrx == before + 1);
+  /* the same session cannot be locked twice */
+  pn_link_t *r2 = session_receiver(&h, "r2", "sq", "S1");
+  CHECK(pn_link_state(r2) & PN_REMOTE_CLOSED);
+  CHECK(!strcmp(pn_condition_get_name(pn_link_remote_condition(r2)), "com.microsoft:session-cannot-be-locked"));
+  CHECK(pn_terminus_get_type(pn_link_remote_source(r2)) == PN_UNSPECIFIED);
+  /* a plain receiver is refused by a sessionful entity */
+  pn_link_t *plain = h_receiver(&h, "plain", "sq", false, 1);
+  CHECK(!strcmp(pn_condition_get_name(pn_link_remote_condition(plain)), "amqp:not-allowed"));
+  /* no session free: times out on the emulator clock */
+  pn_link_t *r3 = session_receiver(&h, "r3", "sq", NULL);
+  CHECK(!(pn_link_state(r3) & PN_REMOTE_ACTIVE));
+  b->skew_ms += 16000;
+  emu_tick(b);
+  h_pump(&h);
+  CHECK(pn_link_state(r3) & PN_REMOTE_CLOSED);
+  CHECK(!strcmp(pn_condition_get_name(pn_link_remote_condition(r3)), "com.microsoft:timeout"));
+  /* the session lock lapses: the holder is detached with session-lock-lost */
+  b->skew_ms += 31000;
+  emu_tick(b);
+  h_pump(&h);
+  CHECK(pn_link_state(r) & PN_REMOTE_CLOSED);
+  CHECK(!strcmp(pn_condition_get_name(pn_link_remote_condition(r)), "com.microsoft:session-lock-lost"));
+  CHECK(q->counts.locked == 0 && q->counts.active == 1);
+  CHECK(q->head && q->head->delivery_count == 1);
+  h_close(&h);
+  emu_broker_free(b);
+}
+
 int main(void)
 {
+  test_sessions();
   test_cbs_and_refusals();
   test_peek_lock_round_trip();
   test_rad_and_drain();
