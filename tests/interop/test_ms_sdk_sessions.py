@@ -60,7 +60,9 @@ async def test_next_available_session_picks_a_session_with_messages(client, sque
             await r.complete_message(msgs[0])
 
 
-async def test_a_locked_session_cannot_be_accepted_twice(client, squeue):
+async def test_a_locked_session_cannot_be_accepted_twice(emulator, squeue):
+    from azure.servicebus.aio import ServiceBusClient
+    client = ServiceBusClient.from_connection_string(emulator.conn_str, connection_verify=emulator.ca, retry_total=0)
     async with client:
         async with client.get_queue_sender(squeue) as s:
             await s.send_messages(ServiceBusMessage("x", session_id="L1"))
