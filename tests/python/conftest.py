@@ -28,6 +28,8 @@ class Emulator:
     host: str
     port: int
     control_addr: Optional[str]
+    amqps_port: Optional[int]
+    ca_file: Optional[str]
     process: "subprocess.Popen[str]"
 
     @property
@@ -84,6 +86,8 @@ def emulator() -> Iterator[Emulator]:
             "0",
             "--control-port",
             "0",
+            "--amqps-port",
+            "0",
         ],
         stdout=subprocess.PIPE,
         text=True,
@@ -106,7 +110,16 @@ def emulator() -> Iterator[Emulator]:
         proc.wait()
         raise RuntimeError("sbus-emulator did not print its ready line (got %r)" % line)
     c = re.search(r"control=(\S+)", line)
-    emu = Emulator(m.group(1), int(m.group(2)), c.group(1) if c else None, proc)
+    s = re.search(r"amqps=[^\s:]+:(\d+)", line)
+    ca = re.search(r"ca=(\S+)", line)
+    emu = Emulator(
+        m.group(1),
+        int(m.group(2)),
+        c.group(1) if c else None,
+        int(s.group(1)) if s else None,
+        ca.group(1) if ca else None,
+        proc,
+    )
     try:
         yield emu
     finally:

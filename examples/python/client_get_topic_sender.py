@@ -1,0 +1,27 @@
+"""Create a new instance of the ServiceBusSender from ServiceBusClient (topic).
+
+From azure-servicebus-aio-api.txt (ServiceBusClient.get_topic_sender). The block between the
+"example" markers is the documented example verbatim, with only the import
+changed from azure.servicebus to servicebus; the rest is scaffolding that
+gives it the variables it uses. Environment: SERVICE_BUS_CONNECTION_STR, SERVICE_BUS_TOPIC_NAME.
+"""
+import asyncio
+import os
+
+
+
+async def main() -> None:
+
+    # --- example (verbatim) ---
+    import os
+    from servicebus.aio import ServiceBusClient
+    servicebus_connection_str = os.environ['SERVICE_BUS_CONNECTION_STR']
+    topic_name = os.environ['SERVICE_BUS_TOPIC_NAME']
+    servicebus_client = ServiceBusClient.from_connection_string(conn_str=servicebus_connection_str)
+    async with servicebus_client:
+        topic_sender = servicebus_client.get_topic_sender(topic_name=topic_name)
+    # --- end of example ---
+    print("ok", topic_sender.entity_name)
+
+if __name__ == "__main__":
+    asyncio.run(main())
