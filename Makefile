@@ -27,12 +27,15 @@ deps: .deps.stamp
 	@touch $@
 
 build: deps
-	cmake -S . -B $(BUILD) $(CMAKE_FLAGS) >/dev/null
-	cmake --build $(BUILD) -j $(JOBS)
+	@mkdir -p $(BUILD)
+	@echo "building into $(BUILD)/ (log: $(BUILD)/build.log)"
+	@cmake -S . -B $(BUILD) $(CMAKE_FLAGS) >$(BUILD)/build.log 2>&1 || { cat $(BUILD)/build.log; exit 1; }
+	@cmake --build $(BUILD) -j $(JOBS) >>$(BUILD)/build.log 2>&1 || { tail -60 $(BUILD)/build.log; exit 1; }
 
 python: deps $(VENV)/.sbus-installed
 $(VENV)/.sbus-installed: setup.py $(ENGINE_SRC)
-	$(PY) -m pip install -q --no-build-isolation --no-index --no-deps --force-reinstall .
+	@echo "installing the servicebus package into $(VENV)/"
+	@$(PY) -m pip install -q --no-build-isolation --no-index --no-deps --force-reinstall . >$(VENV)/pip.log 2>&1 || { tail -60 $(VENV)/pip.log; exit 1; }
 	@touch $@
 
 test: build python
