@@ -1,0 +1,120 @@
+-- helper.lua: what every Lua spec needs.
+--
+--   local helper = require "helper"
+--   local emu = helper.start_emulator()  -- sbus-emulator on a free port
+--   emu.connection_string                 -- for servicebus.from_connection_string
+--   emu:stop()
+--   helper.client(emu)                    -- a connected client (asserts)
+--   helper.unique(prefix)                 -- a fresh message id / marker
+--   helper.drain(client, queue)           -- empties a queue (receive_and_delete)
+--
+-- The emulator binary is $SBUS_EMULATOR, else $SBUS_BUILD_DIR/emulator/
+-- sbus-emulator, else <repo>/build/emulator/sbus-emulator. It is started
+-- with io.popen through `sh -c 'echo $$; exec ...'` so that the first line
+-- is its pid and the second its ready line.
+local sb = require "servicebus"
+
+local M = {}
+
+local function here()
+  local src = debug.getinfo(1, "S").source:sub(2)
+  return src:match("^(.*)/[^/]*$") or "."
+end
+
+M.root = here() .. "/../.."
+M.config = M.root .. "/examples/emulator-config.json"
+M.key = "SAS_KEY_VALUE"
+
+local function exists(path)
+  local f = io.open(path, "rb")
+  if f then f:close() end
+  return f ~= nil
+end
+
+function M.emulator_path()
+  local env = os.getenv("SBUS_EMULATOR")
+  if env and env ~= "" then return env end
+  local bd = os.getenv("SBUS_BUILD_DIR")
+  if bd and exists(bd .. "/emulator/sbus-emulator") then
+    return bd .. "/emulator/sbus-emulator"
+  end
+  return M.root .. "/build/emulator/sbus-emulator"
+end
+
+function M.connection_string(port, key)
+  return ("Endpoint=sb://localhost:%d;SharedAccessKeyName=RootManageSharedAccessKey;"
+          .. "SharedAccessKey=%s;UseDevelopmentEmulator=true;"):format(port, key or M.key)
+end
+
+local Emulator = {}
+Emulator.__index = Emulator
+
+function Emulator:stop()
+  if self.pid then
+    os.execute("kill " .. self.pid .. " 2>/dev/null")
+    self.proc:close()
+    self.pid = nil
+  end
+end
+
+-- Starts the emulator; extra: more command-line arguments (string).
+function M.start_emulator(extra)
+  local bin = M.emulator_path()
+  assert(exists(bin), "sbus-emulator not found at " .. bin
+         .. " (build it or set SBUS_EMULATOR)")
+  local log = os.tmpname()
+  local cmd = ("sh -c 'echo $$; exec \"$0\" --config \"$1\" --host 127.0.0.1 "
+               .. "--amqp-port 0 %s 2>>\"$2\"' '%s' '%s' '%s'")
+              :format(extra or "", bin, M.config, log)
+  local proc = assert(io.popen(cmd, "r"))
+  local pid = proc:read("*l")
+  local ready = proc:read("*l")
+  if not ready or not ready:match("^sbus%-emulator ready") then
+    local f = io.open(log)
+    local err = f and f:read("*a") or ""
+    if f then f:close() end
+    proc:close()
+    error("sbus-emulator did not start: " .. tostring(ready) .. "\n" .. err)
+  end
+  local port = assert(tonumber(ready:match("amqp=[^%s:]+:(%d+)")), ready)
+  local emu = setmetatable({
+    pid = pid, proc = proc, port = port, ready = ready, log = log,
+    control = ready:match("control=(%S+)"),
+  }, Emulator)
+  emu.connection_string = M.connection_string(port)
+  return emu
+end
+
+function M.client(emu, opts)
+  local client, err, code = sb.from_connection_string(emu.connection_string, opts)
+  assert(client, ("connect: %s (%s)"):format(tostring(err), tostring(code)))
+  return client
+end
+
+local counter = 0
+function M.unique(prefix)
+  counter = counter + 1
+  return ("%s-%d-%d-%d"):format(prefix or "m", os.time(), math.random(1, 1e6), counter)
+end
+
+-- Removes every message from queue (returns how many).
+function M.drain(client, queue, opts)
+  local o = { mode = "receive_and_delete" }
+  for k, v in pairs(opts or {}) do o[k] = v end
+  local rx = assert(client:receiver(queue, o))
+  local n = 0
+  while true do
+    local msgs = assert(rx:receive(100, 0.2))
+    if #msgs == 0 then break end
+    n = n + #msgs
+  end
+  rx:close()
+  return n
+end
+
+-- Which module file got loaded (run.sh checks it is the one it built).
+function M.module_path()
+  return package.searchpath and package.searchpath("servicebus", package.cpath)
+end
+
+return M
