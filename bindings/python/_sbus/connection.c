@@ -459,7 +459,8 @@ void sbpy_conn_pump(ConnObject *self)
     int64_t deadline = -1;
     for (int round = 0; round < 64 && self->conn; round++) {
         self->need_pump = 0;
-        deadline = sbus_conn_tick(self->conn, sbpy_mono_ms(), sbpy_unix_ms());
+        self->last_tick = sbpy_mono_ms();
+        deadline = sbus_conn_tick(self->conn, self->last_tick, sbpy_unix_ms());
         int n = drain(self);
         flush_output(self);
         if (n == 0 && !self->need_pump)
@@ -498,8 +499,13 @@ PyObject *sbpy_op_begin(ConnObject *c, PyObject *ctx)
         Py_DECREF(fut);
         return NULL;
     }
-    /* time may have moved since the last pump */
-    sbus_conn_tick(c->conn, sbpy_mono_ms(), sbpy_unix_ms());
+    /* time may have moved since the last pump (the pump after the
+     * operation ticks again; skip this one when the clock has not moved) */
+    int64_t now = sbpy_mono_ms();
+    if (now != c->last_tick) {
+        c->last_tick = now;
+        sbus_conn_tick(c->conn, now, sbpy_unix_ms());
+    }
     return fut;
 }
 

@@ -44,6 +44,7 @@ typedef struct ConnObject {
     PyObject *connect_task;   /* the create_connection task, if any */
     PyObject *timer;          /* TimerHandle following the deadline */
     int64_t timer_deadline;   /* deadline (ms) the timer is armed for */
+    int64_t last_tick;        /* monotonic ms of the last sbus_conn_tick */
     int transport_state;      /* 0 none, 1 connecting, 2 up */
     int lost_pending;         /* connection_lost calls to ignore */
     int write_paused;         /* the transport asked us to pause */
