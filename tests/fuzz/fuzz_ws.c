@@ -16,6 +16,9 @@
  *   3 server already READY (the bytes are client frames)
  *   4 round trip: the bytes are payload, sent client->server and back with
  *     fragmentation and backpressure; what arrives must equal what left.
+ *   5 like 0-3 (picked by the third byte), with the engine's allocator
+ *     failing after a number of allocations (the fourth byte): every
+ *     failure must surface as an error, never a crash or a leak.
  * Beyond the sanitizers, it checks the layer's contract: *used never
  * exceeds what was offered, FIFOs stay near their bound, an ERROR carries a
  * negative code and a reason, and errors are sticky.
@@ -37,6 +40,29 @@
     } while (0)
 
 static const uint8_t KEY[16] = "the sample nonce";
+
+/* The engine's allocator hook (alloc.c) and a budget for mode 5. */
+void sbus_set_allocator(void *(*m)(size_t), void *(*r)(void *, size_t),
+                        void (*f)(void *));
+static long budget = -1; /* allocations left; -1: unlimited */
+
+static void *budget_malloc(size_t n)
+{
+    if (budget == 0)
+        return NULL;
+    if (budget > 0)
+        budget--;
+    return malloc(n);
+}
+
+static void *budget_realloc(void *p, size_t n)
+{
+    if (budget == 0)
+        return NULL;
+    if (budget > 0)
+        budget--;
+    return realloc(p, n);
+}
 
 static const char REQUEST[] =
     "GET /$servicebus/websocket/ HTTP/1.1\r\nHost: h\r\n"
@@ -74,7 +100,8 @@ static sbusi_layer_t *make(sbusi_ws_role_t role, size_t bound, size_t frag)
     o.max_frame = 4096;
     o.max_message = 16384;
     sbusi_layer_t *l = NULL;
-    ASSERT(sbusi_ws_new(&o, &l) == 0);
+    int rc = sbusi_ws_new(&o, &l);
+    ASSERT(rc == 0 || (budget >= 0 && rc == SBUS_ENOMEM && l == NULL));
     return l;
 }
 
@@ -105,15 +132,19 @@ static void one_side(sbusi_ws_role_t role, int ready, const uint8_t *p,
                      size_t n, size_t chunk, size_t bound)
 {
     sbusi_layer_t *l = make(role, bound, chunk % 7);
+    if (!l)
+        return;
     if (ready) {
         const char *h = role == SBUSI_WS_CLIENT ? ANSWER : REQUEST;
         feed(l, (const uint8_t *)h, strlen(h), 4096, bound);
-        ASSERT(sbusi_layer_ready(l));
+        ASSERT(sbusi_layer_ready(l) ||
+               (budget >= 0 && sbusi_layer_error(l, NULL) == SBUS_ENOMEM));
     }
     feed(l, p, n, chunk, bound);
     size_t used = 0;
     if (sbusi_layer_ready(l)) {
-        ASSERT(sbusi_layer_output(l, p, n, &used) == 0 && used <= n);
+        int rc = sbusi_layer_output(l, p, n, &used);
+        ASSERT((rc == 0 || (budget >= 0 && rc == SBUS_ENOMEM)) && used <= n);
         ASSERT(sbusi_ws_ping(l, p, n < 125 ? n : 125) == 0 ||
                l->state == SBUSI_LAYER_ERROR);
     }
@@ -179,7 +210,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size < 2)
         return 0;
-    int mode = data[0] % 5;
+    int mode = data[0] % 6;
     size_t chunk = (size_t)data[1] % 64 + 1;
     size_t bound = data[1] & 0x80 ? 4096 : (size_t)data[1] % 61 + 64;
     data += 2;
@@ -197,8 +228,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     case 3:
         one_side(SBUSI_WS_SERVER, 1, data, n, chunk, bound);
         break;
-    default:
+    case 4:
         round_trip(data, n, chunk, bound);
+        break;
+    default:
+        if (n < 2)
+            return 0;
+        sbus_set_allocator(budget_malloc, budget_realloc, free);
+        budget = data[1] % 24;
+        one_side(data[0] & 1 ? SBUSI_WS_SERVER : SBUSI_WS_CLIENT,
+                 data[0] >> 1 & 1, data + 2, n - 2, chunk, bound);
+        budget = -1;
+        sbus_set_allocator(NULL, NULL, NULL);
     }
     return 0;
 }
