@@ -331,6 +331,8 @@ void sbusi_op_done(sbusi_op_t *op, int code, const char *cond,
 {
     sbus_conn_t *c = op->conn;
     op_unlink(op);
+    if (op->queued && op->snd)
+        sbusi_sender_forget(op->snd, op);
     op_forget_delivery(op);
     if (op->msg) {
         sbusi_message_unref_op(op->msg, op);

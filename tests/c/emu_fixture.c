@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 int failures;
@@ -76,6 +77,19 @@ void emu_stop(emu_t *e)
 {
     if (e->pid > 0) {
         kill(e->pid, SIGTERM);
+        /* SIGTERM should be enough; do not hang the suite if it is not */
+        for (int i = 0; i < 200; i++) {
+            if (waitpid(e->pid, NULL, WNOHANG) == e->pid) {
+                e->pid = 0;
+                return;
+            }
+            if (i % 20 == 19)
+                kill(e->pid, SIGTERM);
+            struct timespec ts = {0, 10000000};
+            nanosleep(&ts, NULL);
+        }
+        fprintf(stderr, "emulator did not exit on SIGTERM; killing it\n");
+        kill(e->pid, SIGKILL);
         waitpid(e->pid, NULL, 0);
     }
     e->pid = 0;

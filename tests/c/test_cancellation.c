@@ -1,0 +1,172 @@
+/*
+ * test_cancellation.c - exactly one completion per accepted operation on
+ * the paths that are not success: cancel (SBUS_ECANCELLED, credit
+ * withdrawn), receiver free and close (SBUS_ECLOSED), connection abort
+ * (everything pending completes with SBUS_ECLOSED), and an unknown token
+ * (SBUS_ENOENT, no event).
+ */
+#include "emu_fixture.h"
+
+#include <string.h>
+
+static emu_t emu;
+
+/* Counts DONE events per token among `n` tokens until all arrived or
+ * timeout; returns how many arrived. */
+static int collect(client_t *cl, int *tokens, int *seen, int *codes, int n,
+                   int64_t timeout_ms)
+{
+    int64_t end = sbus_io_mono_ms() + timeout_ms;
+    int got = 0;
+    while (sbus_io_mono_ms() < end) {
+        sbus_event_t ev;
+        while (sbus_io_next_event(cl->io, &ev)) {
+            if (ev.type != SBUS_EV_DONE)
+                continue;
+            for (size_t i = 0; ev.messages && i < ev.count; i++)
+                sbus_message_free(ev.messages[i]);
+            for (int i = 0; i < n; i++)
+                if (ev.token == &tokens[i]) {
+                    seen[i]++;
+                    codes[i] = ev.error ? ev.error->code : 0;
+                    got++;
+                }
+        }
+        int all = 1;
+        for (int i = 0; i < n; i++)
+            all &= seen[i] > 0;
+        if (all)
+            break;
+        sbus_io_wait(cl->io, 50);
+    }
+    return got;
+}
+
+static void test_cancel_receive(void)
+{
+    client_t cl;
+    CHECK(client_open(&cl, emu.connstr) == 0);
+    drain_queue(&cl, "test-queue");
+    sbus_receiver_options_t ro;
+    sbus_receiver_options_init(&ro);
+    ro.entity = "test-queue";
+    sbus_receiver_t *r;
+    sbus_receiver_new(cl.c, &ro, &r);
+    int tok[1], seen[1] = {0}, codes[1];
+    CHECK(sbus_receiver_receive(r, 5, -1, &tok[0]) == 0);
+    sbus_io_wait(cl.io, 200); /* let the credit reach the broker */
+    CHECK(sbus_conn_cancel(cl.c, &tok[0]) == 0);
+    CHECK(sbus_conn_cancel(cl.c, &tok[0]) == SBUS_ENOENT);
+    collect(&cl, tok, seen, codes, 1, 2000);
+    CHECK(seen[0] == 1 && codes[0] == SBUS_ECANCELLED);
+    /* a message sent now is not locked for the cancelled call */
+    sbus_sender_options_t so;
+    sbus_sender_options_init(&so);
+    so.entity = "test-queue";
+    sbus_sender_t *s;
+    sbus_sender_new(cl.c, &so, &s);
+    CHECK(send_text(&cl, s, "after cancel", NULL) == 0);
+    sbus_receiver_t *r2;
+    sbus_receiver_new(cl.c, &ro, &r2);
+    done_t d;
+    receive_n(&cl, r2, 1, 3000, &d);
+    CHECK(d.count == 1);
+    if (d.count) {
+        int64_t dc = -1;
+        sbus_message_get_field(d.msgs[0], SBUS_FIELD_DELIVERY_COUNT, &dc);
+        CHECK(dc == 0);
+        CHECK(settle_wait(&cl, r2, d.msgs[0], SBUS_COMPLETE, NULL, NULL) == 0);
+    }
+    done_clear(&d);
+    sbus_receiver_free(r2);
+    sbus_sender_free(s);
+    sbus_receiver_free(r);
+    client_close(&cl);
+}
+
+static void test_free_and_close_complete_pending(void)
+{
+    client_t cl;
+    CHECK(client_open(&cl, emu.connstr) == 0);
+    sbus_receiver_options_t ro;
+    sbus_receiver_options_init(&ro);
+    ro.entity = "test-queue-2";
+    sbus_receiver_t *r1, *r2;
+    sbus_receiver_new(cl.c, &ro, &r1);
+    sbus_receiver_new(cl.c, &ro, &r2);
+    int tok[3], seen[3] = {0}, codes[3];
+    CHECK(sbus_receiver_receive(r1, 1, -1, &tok[0]) == 0);
+    CHECK(sbus_receiver_receive(r2, 1, -1, &tok[1]) == 0);
+    sbus_io_wait(cl.io, 100);
+    sbus_receiver_free(r1);
+    CHECK(sbus_receiver_close(r2, &tok[2]) == 0);
+    collect(&cl, tok, seen, codes, 3, 3000);
+    CHECK(seen[0] == 1 && codes[0] == SBUS_ECLOSED);
+    CHECK(seen[1] == 1 && codes[1] == SBUS_ECLOSED);
+    CHECK(seen[2] == 1 && codes[2] == 0);
+    sbus_receiver_free(r2);
+    client_close(&cl);
+}
+
+static void test_abort_completes_everything(void)
+{
+    client_t cl;
+    CHECK(client_open(&cl, emu.connstr) == 0);
+    sbus_receiver_options_t ro;
+    sbus_receiver_options_init(&ro);
+    ro.entity = "test-queue-2";
+    sbus_receiver_t *r;
+    sbus_receiver_new(cl.c, &ro, &r);
+    sbus_sender_options_t so;
+    sbus_sender_options_init(&so);
+    so.entity = "test-queue-2";
+    sbus_sender_t *s;
+    sbus_sender_new(cl.c, &so, &s);
+    sbus_message_t *m;
+    sbus_message_new(&m);
+    int tok[3], seen[3] = {0}, codes[3];
+    CHECK(sbus_receiver_receive(r, 1, -1, &tok[0]) == 0);
+    CHECK(sbus_sender_send(s, &m, 1, &tok[1]) == 0);
+    CHECK(sbus_receiver_peek(r, 1, 1, &tok[2]) == 0);
+    sbus_message_free(m);
+    sbus_conn_abort(cl.c, "test abort");
+    /* events stay pullable after abort */
+    sbus_event_t ev;
+    int disconnects = 0;
+    while (sbus_conn_next_event(cl.c, &ev)) {
+        if (ev.type == SBUS_EV_DISCONNECT)
+            disconnects++;
+        for (int i = 0; i < 3; i++)
+            if (ev.type == SBUS_EV_DONE && ev.token == &tok[i]) {
+                seen[i]++;
+                codes[i] = ev.error ? ev.error->code : 0;
+            }
+        for (size_t i = 0; ev.messages && i < ev.count; i++)
+            sbus_message_free(ev.messages[i]);
+    }
+    for (int i = 0; i < 3; i++)
+        CHECK(seen[i] == 1 && codes[i] == SBUS_ECLOSED);
+    CHECK(disconnects == 1);
+    /* nothing is accepted any more */
+    CHECK(sbus_receiver_receive(r, 1, 10, &tok[0]) == SBUS_ESTATE ||
+          sbus_receiver_receive(r, 1, 10, &tok[0]) == 0);
+    sbus_sender_free(s);
+    sbus_receiver_free(r);
+    sbus_io_free(cl.io);
+    sbus_conn_free(cl.c);
+}
+
+int main(void)
+{
+    if (emu_start(&emu) < 0) {
+        fprintf(stderr, "cannot start the emulator\n");
+        return 1;
+    }
+    test_cancel_receive();
+    test_free_and_close_complete_pending();
+    test_abort_completes_everything();
+    emu_stop(&emu);
+    if (failures)
+        fprintf(stderr, "%d failure(s)\n", failures);
+    return failures ? 1 : 0;
+}
