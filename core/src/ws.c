@@ -433,12 +433,13 @@ static int on_close_frame(ws_t *ws)
     if (n > 2)
         memcpy(ws->peer_reason, p + 2, n - 2);
     ws->peer_reason[n > 2 ? n - 2 : 0] = 0;
-    if (!ws->sent_code && put_close(ws, n ? code : 1000, NULL) < 0)
+    int ours = ws->sent_code != 0; /* the peer answers our close */
+    if (!ours && put_close(ws, n ? code : 1000, NULL) < 0)
         return ws->base.code;
     ws->base.state = SBUSI_LAYER_CLOSED;
-    snprintf(ws->base.text, sizeof ws->base.text,
-             "websocket closed by the peer: %u%s%s", (unsigned)code,
-             ws->peer_reason[0] ? " " : "", ws->peer_reason);
+    snprintf(ws->base.text, sizeof ws->base.text, "websocket closed %s: %u%s%s",
+             ours ? "(the peer answered our close)" : "by the peer",
+             (unsigned)code, ws->peer_reason[0] ? " " : "", ws->peer_reason);
     return 0;
 }
 
@@ -911,7 +912,7 @@ static int put_request(ws_t *ws, const sbusi_ws_opts_t *o)
     sbusi_http_head_t h;
     size_t next;
     if (sbusi_http_head_end(w, (size_t)n, 0, &next) != (size_t)n ||
-        sbusi_http_parse(w, (size_t)n, 1, &h) < 0 || h.nfields < 6)
+        sbusi_http_parse(w, (size_t)n, 1, &h) < 0)
         return SBUS_EINVAL;
     sbusi_fifo_commit(&ws->base.down, (size_t)n);
     return 0;

@@ -392,7 +392,8 @@ static void round_trip(size_t chunk, size_t frag_c, size_t frag_s)
     const char *why;
     CHECK(sbusi_ws_peer_close(s, &why) == 1001 && !strcmp(why, "going away"));
     CHECK(sbusi_ws_peer_close(c, NULL) == 1001); /* the server echoed it */
-    CHECK(strstr(s->text, "1001 going away") != NULL);
+    CHECK(strstr(s->text, "closed by the peer: 1001 going away") != NULL);
+    CHECK(strstr(c->text, "the peer answered our close") != NULL);
     CHECK(sbusi_layer_input(c, (const uint8_t *)"x", 1, &used) == 0 &&
           used == 1); /* ignored after the close */
     CHECK(sbusi_layer_eof(c) == 0);
