@@ -4,11 +4,12 @@
 local helper = require "helper"
 
 local function sh(cmd)
-  local p = assert(io.popen(cmd .. " 2>&1"))
+  -- the exit status travels as a last line: LuaJIT's pclose does not give it
+  local p = assert(io.popen("(" .. cmd .. ") 2>&1; echo \"@rc=$?\""))
   local out = p:read("*a")
-  local ok, _, rc = p:close()
-  if type(ok) == "number" then rc = ok end -- LuaJIT's close returns the status
-  return out, rc
+  p:close()
+  local body, rc = out:match("^(.-)@rc=(%d+)%s*$")
+  return body or out, tonumber(rc)
 end
 
 local function free_port()
@@ -40,6 +41,7 @@ env SBUS_CONN;
 events { worker_connections 256; }
 http {
   access_log off;
+  lua_socket_log_errors off;
   client_body_temp_path %s/tmp/body;
   proxy_temp_path %s/tmp/proxy;
   fastcgi_temp_path %s/tmp/fastcgi;
@@ -89,7 +91,11 @@ describe("OpenResty", function()
   end)
 
   teardown(function()
-    if nginx_pid then sh("kill -QUIT " .. nginx_pid .. "; sleep 0.5; kill " .. nginx_pid .. " 2>/dev/null") end
+    if nginx_pid then
+      -- graceful stop: the background timers see ngx.worker.exiting()
+      sh("kill -QUIT " .. nginx_pid .. "; for i in $(seq 50); do kill -0 " .. nginx_pid
+         .. " 2>/dev/null || break; sleep 0.1; done; kill " .. nginx_pid .. " 2>/dev/null")
+    end
     if prefix then
       local log = sh("cat " .. prefix .. "/logs/error.log")
       if log:find("%[error%]") or log:find("%[alert%]") or log:find("%[crit%]") then
@@ -173,13 +179,19 @@ asyncio.run(main())
     else
       -- the Python module is not built here: send from plain Lua instead
       io.stderr:write("note: .venv has no servicebus module; sending from lua5.4\n")
-      script = ([[LUA_CPATH_5_4='%s/lua54/?.so;;' lua5.4 -e '
+      local tmp = os.tmpname()
+      local f = assert(io.open(tmp, "w"))
+      f:write([[
 local sb = require "servicebus"
 local c = assert(sb.from_connection_string(arg[1]))
 local s = assert(c:sender("demo"))
 for i = 2, #arg do assert(s:send(arg[i])) end
-c:close()' '%s' %s]]):format(os.getenv("SBUS_BUILD_DIR") or (root .. "/build"),
-                              emu.connection_string, table.concat(bodies, " "))
+c:close()
+]])
+      f:close()
+      script = ("LUA_CPATH_5_4='%s/lua54/?.so;;' lua5.4 %s '%s' %s; rm -f %s"):format(
+        os.getenv("SBUS_BUILD_DIR") or (root .. "/build"), tmp,
+        emu.connection_string, table.concat(bodies, " "), tmp)
     end
     local out, rc = sh(script)
     assert.are.equal(0, rc, out)

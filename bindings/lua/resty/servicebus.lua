@@ -72,8 +72,14 @@ end
 function _M:_open_socket(host, port)
   local sock = tcp()
   sock:settimeouts(self.connect_timeout, self.send_timeout, self.read_timeout)
-  local ok, err = sock:connect(self.connect_host or host, port)
-  if not ok then return nil, "connect " .. host .. ":" .. port .. ": " .. tostring(err) end
+  -- nginx resolves names only with a `resolver` directive; spare the
+  -- development emulator that requirement.
+  local addr = self.connect_host or (host == "localhost" and "127.0.0.1") or host
+  local ok, err = sock:connect(addr, port)
+  if not ok then
+    ngx.log(ngx.WARN, "servicebus: connect ", addr, ":", port, ": ", err)
+    return nil, "connect " .. host .. ":" .. port .. ": " .. tostring(err)
+  end
   if self.tls then
     local sess
     sess, err = sock:sslhandshake(nil, self.server_name or host, self.ssl_verify ~= false)
@@ -93,39 +99,52 @@ function _M:_close_socket()
   end
 end
 
+-- One round of the host's chores: answer connect/disconnect requests and
+-- write everything the engine wrote. Returns true if it did anything.
+function _M:_service(c)
+  local acted = false
+  local host, port = c:connect_request()
+  if host then
+    acted = true
+    self:_close_socket()
+    local ok, err = self:_open_socket(host, port)
+    if ok then c:transport_up() else c:transport_down(err) end
+  end
+  if c:disconnect_request() then
+    acted = true
+    local out = c:take_output()
+    if out and self.sock then self.sock:send(out) end
+    self:_close_socket()
+  end
+  local out = c:take_output()
+  while out do
+    acted = true
+    if not self.sock then break end -- no transport: the engine knows
+    local ok, err = self.sock:send(out)
+    if not ok then
+      self:_close_socket()
+      c:transport_down("send: " .. tostring(err))
+      break
+    end
+    out = c:take_output()
+  end
+  return acted
+end
+
 -- Moves bytes until op completes or timeout (seconds) passes. This is the
 -- host's half of the engine contract (sbus.h): connect when asked, write
 -- what the engine wrote, read into it, tick its clock.
-function _M:_pump(op, timeout)
-  local c = self.client
+function _M:_pump(op, timeout, client)
+  local c = client or self.client
   local deadline = timeout and now() + timeout
   while not op.done and not c:is_closed() do
-    local host, port = c:connect_request()
-    if host then
-      self:_close_socket()
-      local ok, err = self:_open_socket(host, port)
-      if ok then c:transport_up() else c:transport_down(err) end
-    end
-    if c:disconnect_request() then
-      local out = c:take_output()
-      if out and self.sock then self.sock:send(out) end
-      self:_close_socket()
-    end
-    local out = c:take_output()
-    while out and self.sock do
-      local ok, err = self.sock:send(out)
-      if not ok then
-        self:_close_socket()
-        c:transport_down("send: " .. tostring(err))
-        break
-      end
-      out = c:take_output()
-    end
+    local t
+    repeat
+      t = c:tick()
+    until not self:_service(c) or op.done or c:is_closed()
     if op.done or c:is_closed() then break end
     local wait = self.read_timeout / 1000
-    local t = c:tick()
     if t then wait = min(wait, t) end
-    if op.done then break end
     if deadline then
       local left = deadline - now()
       if left <= 0 then break end
@@ -176,7 +195,7 @@ function _M:connect(conn_str, opts)
   c, err, code = sb.new(o)
   if not c then return nil, err, code end
   self.client = c
-  c:set_host_wait(function(_, op, timeout) return self:_pump(op, timeout) end)
+  c:set_host_wait(function(cl, op, timeout) return self:_pump(op, timeout, cl) end)
   local ok
   ok, err, code = c:open()
   if not ok then
