@@ -160,8 +160,11 @@ int client_open_opts(client_t *cl, sbus_conn_options_t *o)
     return 0;
 }
 
+static void stash_forget(sbus_conn_t *c);
+
 void client_close(client_t *cl)
 {
+    stash_forget(cl->c);
     static int tok;
     if (cl->c && sbus_conn_close(cl->c, &tok) == 0) {
         done_t d;
@@ -196,9 +199,43 @@ static void copy_done(const sbus_event_t *ev, done_t *d)
         memcpy(d->data, ev->data, d->len);
 }
 
+/* Completions that arrived while waiting for another token. */
+static struct {
+    sbus_conn_t *c;  /* connection it came from */
+    void *token;     /* its token */
+    done_t d;        /* its copy */
+} stash[32];
+
+static int from_stash(client_t *cl, void *token, done_t *d)
+{
+    for (size_t i = 0; i < sizeof stash / sizeof stash[0]; i++)
+        if (stash[i].token == token && stash[i].c == cl->c) {
+            *d = stash[i].d;
+            stash[i].token = NULL;
+            return 1;
+        }
+    return 0;
+}
+
+static void to_stash(client_t *cl, const sbus_event_t *ev)
+{
+    for (size_t i = 0; i < sizeof stash / sizeof stash[0]; i++)
+        if (!stash[i].token) {
+            stash[i].c = cl->c;
+            stash[i].token = ev->token;
+            memset(&stash[i].d, 0, sizeof stash[i].d);
+            copy_done(ev, &stash[i].d);
+            return;
+        }
+    for (size_t i = 0; ev->messages && i < ev->count; i++)
+        sbus_message_free(ev->messages[i]);
+}
+
 int wait_done(client_t *cl, void *token, done_t *d, int64_t timeout_ms)
 {
     memset(d, 0, sizeof *d);
+    if (from_stash(cl, token, d))
+        return 0;
     int64_t end = sbus_io_mono_ms() + timeout_ms;
     for (;;) {
         sbus_event_t ev;
@@ -212,8 +249,7 @@ int wait_done(client_t *cl, void *token, done_t *d, int64_t timeout_ms)
                 return 0;
             }
             if (ev.type == SBUS_EV_DONE)
-                for (size_t i = 0; i < ev.count && ev.messages; i++)
-                    sbus_message_free(ev.messages[i]);
+                to_stash(cl, &ev);
         }
         int64_t left = end - sbus_io_mono_ms();
         if (left <= 0) {
@@ -308,4 +344,13 @@ void drain_queue(client_t *cl, const char *queue)
             break;
     }
     sbus_receiver_free(r);
+}
+
+static void stash_forget(sbus_conn_t *c)
+{
+    for (size_t i = 0; i < sizeof stash / sizeof stash[0]; i++)
+        if (stash[i].token && stash[i].c == c) {
+            done_clear(&stash[i].d);
+            stash[i].token = NULL;
+        }
 }
