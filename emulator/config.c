@@ -16,7 +16,9 @@
 
 /* JSON paths are built with snprintf into fixed buffers; a path longer than 1 KB is
  * truncated in the message, which is harmless, so the warning is silenced here. */
+#if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wformat-truncation"
+#endif
 
 #include <ctype.h>
 #include <stdarg.h>
