@@ -337,7 +337,7 @@ class Emulator:
         except OSError:
             return ""
 
-    def _failed(self, line: str, timed_out: bool) -> EmulatorConfigError:
+    def _failed(self, line: str, timed_out: bool) -> Exception:
         """The error for a start that did not print the ready line; the
         process is stopped and the temporary files removed."""
         proc = self._proc
@@ -346,18 +346,19 @@ class Emulator:
             proc.kill()
         try:
             rc: Optional[int] = proc.wait(5)
-        except subprocess.TimeoutExpired:  # pragma: no cover
-            rc = None
+        except subprocess.TimeoutExpired:  # pragma: no cover - printed something else and hangs
+            proc.kill()
+            rc = proc.wait()
         err = self._stderr()
         self._drop()
         if timed_out:
-            raise EmulatorStartError(
+            return EmulatorStartError(
                 "sbus-emulator printed no ready line within %.0f s (got %r)%s"
                 % (self.start_timeout, line, ": " + err if err else ""), rc, err)
         if rc == 2:
             reason = err.splitlines()[-1] if err else "exit status 2"
-            raise EmulatorConfigError(reason.replace("sbus-emulator: ", "", 1))
-        raise EmulatorStartError(
+            return EmulatorConfigError(reason.replace("sbus-emulator: ", "", 1))
+        return EmulatorStartError(
             "sbus-emulator exited with status %s before it was ready%s" % (rc, ": " + err if err else ""), rc, err)
 
     def _on_ready(self, line: str) -> None:
@@ -377,6 +378,7 @@ class Emulator:
         assert proc.stdout is not None
         deadline = time.monotonic() + self.start_timeout
         line = b""
+        timed_out = True
         with selectors.DefaultSelector() as sel:
             sel.register(proc.stdout, selectors.EVENT_READ)
             while time.monotonic() < deadline:
@@ -385,10 +387,11 @@ class Emulator:
                 chunk = os.read(proc.stdout.fileno(), 4096)
                 line += chunk
                 if not chunk or b"\n" in line:
+                    timed_out = False
                     break
         text = line.decode("utf-8", "replace").strip()
         if not text.startswith("sbus-emulator ready"):
-            raise self._failed(text, timed_out=proc.poll() is None and b"\n" not in line)
+            raise self._failed(text, timed_out=timed_out)
         self._on_ready(text)
         return self
 
@@ -426,7 +429,13 @@ class Emulator:
             loop.remove_reader(fd)
         text = line.decode("utf-8", "replace").strip()
         if not text.startswith("sbus-emulator ready"):
-            raise self._failed(text, timed_out=timed_out or proc.poll() is None)
+            if timed_out:
+                proc.kill()
+            try:
+                await asyncio.wait_for(_exited(proc), 5)
+            except asyncio.TimeoutError:  # pragma: no cover
+                pass
+            raise self._failed(text, timed_out=timed_out)
         self._on_ready(text)
         return self
 
