@@ -82,3 +82,31 @@ async def test_objects_dropped_in_odd_orders(connection_string: str) -> None:
     del got
     gc.collect()
     await asyncio.sleep(0)
+
+
+async def test_closing_the_client_ends_a_pending_receive(connection_string: str, queue: str) -> None:
+    from servicebus.exceptions import ServiceBusError
+
+    client = ServiceBusClient.from_connection_string(connection_string)
+    receiver = client.get_queue_receiver(queue)
+    await receiver.receive_messages(max_wait_time=0.05)
+    task = asyncio.ensure_future(receiver.receive_messages(max_wait_time=None))
+    await asyncio.sleep(0.1)
+    await client.close()
+    done, _ = await asyncio.wait([task], timeout=5)
+    assert done, "a pending receive must end when its client closes"
+    exc = task.exception()
+    assert exc is None or isinstance(exc, ServiceBusError)
+    assert _pending(client) == 0
+
+
+async def test_receiver_closed_then_used_raises(connection_string: str, queue: str) -> None:
+    from servicebus.exceptions import InvalidHandlerState
+
+    async with ServiceBusClient.from_connection_string(connection_string) as client:
+        receiver = client.get_queue_receiver(queue)
+        async with receiver:
+            pass
+        await receiver.close()  # twice is fine
+        with pytest.raises(InvalidHandlerState):
+            await receiver.receive_messages(max_wait_time=0.1)

@@ -72,3 +72,17 @@ async def test_failing_get_token_is_an_authentication_error(emulator) -> None:  
         with pytest.raises(ServiceBusAuthenticationError):
             async with client.get_queue_sender("test-queue") as sender:
                 await sender.send_messages(Message(b"x"))
+
+
+async def test_get_token_may_return_a_plain_tuple(emulator, queue) -> None:  # type: ignore[no-untyped-def]
+    inner = ServiceBusSharedKeyCredential("RootManageSharedAccessKey", "SAS_KEY_VALUE")
+    resource = "sb://localhost:%d/" % emulator.port
+
+    class TupleCred:
+        def get_token(self, *scopes: str):  # type: ignore[no-untyped-def]
+            tok = inner.get_token(resource)
+            return (tok.token, tok.expires_on)
+
+    async with ServiceBusClient(_namespace(emulator), TupleCred(), use_tls=False) as client:
+        async with client.get_queue_sender(queue) as sender:
+            await sender.send_messages(Message(b"tuple"))

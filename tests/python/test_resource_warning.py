@@ -34,3 +34,18 @@ async def test_closed_client_does_not_warn(connection_string: str, queue: str, r
     del client, receiver
     gc.collect()
     assert not [w for w in recwarn if issubclass(w.category, ResourceWarning)]
+
+
+async def test_extension_connection_warns_when_dropped_open() -> None:
+    """The C type itself warns in tp_dealloc (and does no I/O there)."""
+    from servicebus._connection import _OpFuture, _Protocol
+
+    cs = "Endpoint=sb://localhost:1;SharedAccessKeyName=R;SharedAccessKey=K;UseDevelopmentEmulator=true"
+    conn = _Protocol(asyncio.get_running_loop(), _OpFuture, {"connection_string": cs})
+    with pytest.warns(ResourceWarning, match="unclosed servicebus connection"):
+        del conn
+        gc.collect()
+    closed = _Protocol(asyncio.get_running_loop(), _OpFuture, {"connection_string": cs})
+    closed.abort()
+    del closed
+    gc.collect()

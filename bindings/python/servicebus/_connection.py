@@ -179,10 +179,13 @@ class _Connection:
             token = self._credential.get_token(JWT_TOKEN_SCOPE)
             if inspect.isawaitable(token):
                 token = await token
-            text = token.token
+            if hasattr(token, "token"):
+                text, expires = token.token, token.expires_on
+            else:  # a plain (token, expires_on) tuple
+                text, expires = token
             if isinstance(text, bytes):
                 text = text.decode("utf-8")
-            expires = int(token.expires_on)
+            expires = int(expires)
         except Exception as exc:  # reported to the engine, which fails the operation
             _log.warning("get_token failed: %s", exc)
             if handle is not None and not self._closed:
