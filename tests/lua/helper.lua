@@ -79,10 +79,53 @@ function M.start_emulator(extra)
   local port = assert(tonumber(ready:match("amqp=[^%s:]+:(%d+)")), ready)
   local emu = setmetatable({
     pid = pid, proc = proc, port = port, ready = ready, log = log,
-    control = ready:match("control=(%S+)"),
+    control_addr = ready:match("control=(%S+)"),
+    amqps_port = tonumber(ready:match("amqps=[^%s:]+:(%d+)")),
+    ca_file = ready:match("ca=(%S+)"),
   }, Emulator)
   emu.connection_string = M.connection_string(port)
   return emu
+end
+
+-- A minimal JSON encoder for control-surface bodies (tables of strings,
+-- numbers, booleans and nested tables with string keys).
+local function json(v)
+  local t = type(v)
+  if t == "table" then
+    local parts = {}
+    for k, x in pairs(v) do
+      parts[#parts + 1] = json(tostring(k)) .. ":" .. json(x)
+    end
+    return "{" .. table.concat(parts, ",") .. "}"
+  elseif t == "string" then
+    return '"' .. v:gsub('[%c"\\]', function(c) return ("\\u%04x"):format(c:byte()) end) .. '"'
+  end
+  return tostring(v)
+end
+M.json = json
+
+-- One request to the emulator's control surface (started with
+-- --control-port 0): returns the HTTP status and the body text.
+function Emulator:control(method, path, body)
+  assert(self.control_addr, "start the emulator with --control-port 0")
+  local tmp = os.tmpname()
+  local f = assert(io.open(tmp, "w"))
+  f:write(body and json(body) or "")
+  f:close()
+  local p = assert(io.popen(("curl -s -m 10 -X %s -H 'Content-Type: application/json' "
+    .. "--data-binary @%s -w '\n%%{http_code}' 'http://%s%s'"):format(method, tmp, self.control_addr, path)))
+  local out = p:read("*a")
+  p:close()
+  os.remove(tmp)
+  local text, status = out:match("^(.*)\n(%d+)$")
+  return tonumber(status), text
+end
+
+-- Creates a queue through the control surface (201, or 409 if it exists).
+function Emulator:create_queue(name, properties)
+  local status, text = self:control("POST", "/entities", { Queue = { Name = name, Properties = properties or {} } })
+  assert(status == 201 or status == 409, ("create %s: %s %s"):format(name, tostring(status), tostring(text)))
+  return name
 end
 
 function M.client(emu, opts)
