@@ -83,6 +83,37 @@ ext = Extension(
     + glob.glob(os.path.join("bindings", "python", "_sbus", "*.h")),
 )
 
+from setuptools.command.build_py import build_py  # noqa: E402
+
+
+class build_py_with_emulator(build_py):
+    """Also builds the CMake target sbus-emulator into servicebus/_bin, so a
+    pip-installed servicebus.testing and `servicebus emulator` have their
+    emulator. CMake is the one truth for the emulator's sources. Without
+    cmake (or if it fails) the package installs without it and
+    servicebus.testing looks elsewhere ($SBUS_EMULATOR, build/, PATH);
+    SBUS_SKIP_EMULATOR=1 skips it, SBUS_REQUIRE_EMULATOR=1 makes failure fatal."""
+
+    def run(self):
+        super().run()
+        if os.environ.get("SBUS_SKIP_EMULATOR") == "1":
+            return
+        cmake_dir = os.path.abspath(os.path.join(self.get_finalized_command("build").build_temp, "sbus-emulator"))
+        try:
+            subprocess.run(["cmake", "-S", ROOT, "-B", cmake_dir, "-DCMAKE_BUILD_TYPE=Release",
+                            "-DSBUS_BUILD_LUA=OFF"], check=True, stdout=subprocess.DEVNULL)
+            subprocess.run(["cmake", "--build", cmake_dir, "--target", "sbus-emulator",
+                            "-j", str(os.cpu_count() or 1)], check=True, stdout=subprocess.DEVNULL)
+        except (OSError, subprocess.CalledProcessError) as exc:
+            if os.environ.get("SBUS_REQUIRE_EMULATOR") == "1":
+                raise
+            self.warn("sbus-emulator not bundled (%s); servicebus.testing will look for it elsewhere" % exc)
+            return
+        dest = os.path.join(self.build_lib, "servicebus", "_bin")
+        self.mkpath(dest)
+        self.copy_file(os.path.join(cmake_dir, "emulator", "sbus-emulator"), os.path.join(dest, "sbus-emulator"))
+
+
 setup(
     name="servicebus",
     version=read_version(),
@@ -91,9 +122,14 @@ setup(
     license="MIT",
     python_requires=">=3.9",
     package_dir={"": rel("bindings", "python")},
-    packages=["servicebus", "servicebus.aio"],
+    packages=["servicebus", "servicebus.aio", "servicebus.testing"],
     package_data={"servicebus": ["py.typed"]},
     include_package_data=False,
     ext_modules=[ext],
+    cmdclass={"build_py": build_py_with_emulator},
+    entry_points={
+        "console_scripts": ["servicebus = servicebus.cli:main"],
+        "pytest11": ["servicebus = servicebus.testing.pytest_plugin"],
+    },
     zip_safe=False,
 )
