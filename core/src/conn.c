@@ -125,9 +125,6 @@ static int configure(sbus_conn_t *c, const sbus_conn_options_t *o,
         return set_err(err, errlen, SBUS_ENOTSUP,
                        "WebSocket and proxy transports are not available yet");
     c->use_tls = o->use_tls < 0 ? !use_emulator : o->use_tls != 0;
-    if (c->use_tls)
-        return set_err(err, errlen, SBUS_ENOTSUP,
-                       "the TLS layer is not available yet");
     if (o->port)
         c->port = o->port;
     else if (!use_emulator || !c->port)
@@ -150,6 +147,8 @@ static int configure(sbus_conn_t *c, const sbus_conn_options_t *o,
     c->frame = sbusi_calloc(1, sizeof *c->frame);
     if (!c->user_agent || !c->container_id || !c->frame)
         return set_err(err, errlen, SBUS_ENOMEM, "out of memory");
+    if (c->use_tls)
+        return sbusi_wire_tls_config(c, o->ca_file, o->verify != 0, err, errlen);
     return 0;
 }
 
@@ -669,6 +668,8 @@ static int driver_start(sbus_conn_t *c)
         return SBUS_ENOMEM;
     }
     c->have_driver = 1;
+    if (sbusi_wire_start(c) < 0)
+        return SBUS_ENOMEM;
     pn_sasl_allowed_mechs(pn_sasl(t), "ANONYMOUS");
     if (c->idle_timeout_ms)
         pn_transport_set_idle_timeout(t, c->idle_timeout_ms);
@@ -705,13 +706,11 @@ static void driver_stop(sbus_conn_t *c)
     c->have_driver = 0;
     c->session = NULL;
     c->wire_open = 0;
-    sbusi_frame_reset(c->frame);
-    c->out.len = 0;
-    c->out_head = 0;
+    sbusi_wire_stop(c);
 }
 
-static void set_conn_error(sbus_conn_t *c, int code, const char *cond,
-                           const char *desc)
+void sbusi_set_conn_error(sbus_conn_t *c, int code, const char *cond,
+                          const char *desc)
 {
     sbusi_error_set(&c->conn_err.err, c->conn_err.cond, sizeof c->conn_err.cond,
                     c->conn_err.desc, sizeof c->conn_err.desc, code, cond, desc);
@@ -731,14 +730,14 @@ static int has_pending_work(sbus_conn_t *c)
     return 0;
 }
 
-static void emit_disconnect(sbus_conn_t *c)
+void sbusi_emit_disconnect(sbus_conn_t *c)
 {
     c->disconnect_ev.e.type = SBUS_EV_DISCONNECT;
     sbusi_ev_push(c, &c->disconnect_ev);
 }
 
 /* The transport is gone, for whatever reason. Decide what next. */
-static void transport_gone(sbus_conn_t *c, const char *why)
+void sbusi_transport_gone(sbus_conn_t *c, const char *why)
 {
     int was_open = c->wire_open;
     driver_stop(c);
@@ -748,7 +747,7 @@ static void transport_gone(sbus_conn_t *c, const char *why)
         return;
     }
     if (!c->has_conn_err)
-        set_conn_error(c, SBUS_ECONNECTION, NULL, why);
+        sbusi_set_conn_error(c, SBUS_ECONNECTION, NULL, why);
     int fatal = c->conn_err.err.code != SBUS_ECONNECTION &&
                 !c->conn_err.err.retriable;
     c->reconnects = was_open ? 1 : c->reconnects + 1;
@@ -773,9 +772,9 @@ void sbus_conn_transport_up(sbus_conn_t *c)
         return;
     c->has_conn_err = 0;
     if (driver_start(c) < 0) {
-        set_conn_error(c, SBUS_ENOMEM, NULL, "out of memory starting AMQP");
-        emit_disconnect(c);
-        transport_gone(c, "out of memory");
+        sbusi_set_conn_error(c, SBUS_ENOMEM, NULL, "out of memory starting AMQP");
+        sbusi_emit_disconnect(c);
+        sbusi_transport_gone(c, "out of memory");
         return;
     }
     c->state = SBUSI_C_UP;
@@ -789,7 +788,7 @@ void sbus_conn_transport_down(sbus_conn_t *c, const char *why)
     if (c->state != SBUSI_C_UP && c->state != SBUSI_C_CONNECTING &&
         c->state != SBUSI_C_CLOSING)
         return;
-    transport_gone(c, why ? why : "connection lost");
+    sbusi_transport_gone(c, why ? why : "connection lost");
     sbusi_process(c);
 }
 
@@ -827,7 +826,7 @@ void sbus_conn_abort(sbus_conn_t *c, const char *reason)
     fail_all(c, NULL, SBUS_ECLOSED, NULL,
              reason ? reason : "the connection was aborted", NULL);
     if (had)
-        emit_disconnect(c);
+        sbusi_emit_disconnect(c);
 }
 
 /* ------------------------------------------------------------------ */
@@ -844,7 +843,7 @@ static void on_remote_close_conn(sbus_conn_t *c)
     pn_connection_t *pc = c->driver.connection;
     pn_condition_t *cond = pn_connection_remote_condition(pc);
     if (cond && pn_condition_is_set(cond))
-        set_conn_error(c, 0, pn_condition_get_name(cond),
+        sbusi_set_conn_error(c, 0, pn_condition_get_name(cond),
                        pn_condition_get_description(cond));
     if (c->state == SBUSI_C_CLOSING)
         fail_all(c, NULL, 0, NULL, NULL, NULL);
@@ -860,9 +859,9 @@ static void on_transport_error(sbus_conn_t *c)
     const char *name = pn_condition_get_name(cond);
     const char *desc = pn_condition_get_description(cond);
     if (name && strstr(name, "unauthorized"))
-        set_conn_error(c, SBUS_EAUTH, name, desc);
+        sbusi_set_conn_error(c, SBUS_EAUTH, name, desc);
     else
-        set_conn_error(c, SBUS_ECONNECTION, name, desc);
+        sbusi_set_conn_error(c, SBUS_ECONNECTION, name, desc);
 }
 
 static void on_link_event(sbus_conn_t *c, pn_event_t *e, pn_link_t *l)
@@ -939,8 +938,8 @@ void sbusi_process(sbus_conn_t *c)
             while (c->have_driver &&
                    (e = pn_connection_driver_next_event(&c->driver))) {
                 if (pn_event_type(e) == PN_TRANSPORT_CLOSED) {
-                    emit_disconnect(c);
-                    transport_gone(c, c->has_conn_err
+                    sbusi_emit_disconnect(c);
+                    sbusi_transport_gone(c, c->has_conn_err
                                           ? c->conn_err.err.description
                                           : "the connection was closed");
                     break;
@@ -958,72 +957,6 @@ void sbusi_process(sbus_conn_t *c)
     /* batch_end may have queued flows or drains */
     if (c->have_driver && pn_connection_driver_has_event(&c->driver))
         sbusi_process(c);
-}
-
-/* ------------------------------------------------------------------ */
-/* Bytes                                                               */
-/* ------------------------------------------------------------------ */
-
-uint8_t *sbus_conn_read_buffer(sbus_conn_t *c, size_t *cap)
-{
-    if (!c || !cap)
-        return NULL;
-    *cap = 0;
-    if (!c->have_driver)
-        return NULL;
-    pn_rwbytes_t rb = pn_connection_driver_read_buffer(&c->driver);
-    *cap = rb.size;
-    return (uint8_t *)rb.start;
-}
-
-void sbus_conn_read_done(sbus_conn_t *c, size_t n)
-{
-    if (!c || !c->have_driver)
-        return;
-    pn_connection_driver_read_done(&c->driver, n);
-    sbusi_process(c);
-}
-
-/* Moves Proton's output through the frame filter into c->out. */
-static void pull_output(sbus_conn_t *c)
-{
-    while (c->have_driver) {
-        pn_bytes_t wb = pn_connection_driver_write_buffer(&c->driver);
-        if (!wb.size)
-            return;
-        size_t keep = c->out.len;
-        sbusi_frame_feed(c->frame, (const uint8_t *)wb.start, wb.size, &c->out);
-        if (c->out.oom) {
-            c->out.oom = 0; /* retry later; nothing was consumed */
-            c->out.len = keep;
-            return;
-        }
-        pn_connection_driver_write_done(&c->driver, wb.size);
-    }
-}
-
-const uint8_t *sbus_conn_write_buffer(sbus_conn_t *c, size_t *len)
-{
-    if (!c || !len)
-        return NULL;
-    if (c->out_head == c->out.len) {
-        c->out.len = c->out_head = 0;
-        pull_output(c);
-        sbusi_process(c);
-    }
-    *len = c->out.len - c->out_head;
-    return c->out.p ? c->out.p + c->out_head : (const uint8_t *)"";
-}
-
-void sbus_conn_write_done(sbus_conn_t *c, size_t n)
-{
-    if (!c)
-        return;
-    size_t avail = c->out.len - c->out_head;
-    c->out_head += n < avail ? n : avail;
-    if (c->out_head == c->out.len)
-        c->out.len = c->out_head = 0;
-    sbusi_process(c);
 }
 
 /* ------------------------------------------------------------------ */
@@ -1134,10 +1067,8 @@ void sbus_conn_free(sbus_conn_t *c)
     sbusi_cbs_free(c);
     sbusi_mgmt_free(c);
     discard_events(c);
-    if (c->frame)
-        sbusi_frame_reset(c->frame);
+    sbusi_wire_free(c);
     sbusi_free(c->frame);
-    sbusi_buf_free(&c->out);
     sbusi_buf_free(&c->scratch);
     sbusi_free(c->host);
     sbusi_free(c->key_name);

@@ -430,6 +430,11 @@ struct sbus_conn {
     struct sbusi_frame *frame; /* outgoing batch-format filter (owned) */
     sbusi_buf_t out;          /* bytes for the host to write */
     size_t out_head;          /* first unwritten byte of out */
+    sbusi_buf_t plain;        /* TLS: filtered AMQP bytes not yet encrypted */
+    sbusi_buf_t in;           /* TLS: the host's read buffer (ciphertext) */
+    struct sbusi_tls_ctx *tls_ctx; /* TLS configuration (owned), or NULL */
+    struct sbusi_tls *tls;    /* TLS state of this transport, or NULL */
+    int tls_eof;              /* the peer closed TLS; AMQP input ended */
     sbusi_buf_t scratch;      /* reused buffer for incoming deliveries */
     int log_depth;            /* guards logging from the log sink */
 };
@@ -490,6 +495,18 @@ void sbusi_owner_set_error(sbusi_owner_t *o, int code, const char *cond,
 void sbusi_owner_error_from_link(sbusi_owner_t *o, pn_link_t *l);
 pn_link_t *sbusi_link_new(sbus_conn_t *c, sbusi_owner_t *o, int sender,
                           const char *name);
+
+/* wire.c: the byte boundary, with the TLS layer between Proton and the
+ * host when on. */
+int sbusi_wire_tls_config(sbus_conn_t *c, const char *ca_file, int verify,
+                          char *err, size_t errlen);
+int sbusi_wire_start(sbus_conn_t *c);
+void sbusi_wire_stop(sbus_conn_t *c);
+void sbusi_wire_free(sbus_conn_t *c);
+void sbusi_set_conn_error(sbus_conn_t *c, int code, const char *cond,
+                          const char *desc);
+void sbusi_emit_disconnect(sbus_conn_t *c);
+void sbusi_transport_gone(sbus_conn_t *c, const char *why);
 
 /* cbs.c */
 sbusi_audience_t *sbusi_audience_get(sbus_conn_t *c, const char *entity);

@@ -40,7 +40,7 @@ int emu_start(emu_t *e)
         close(fds[0]);
         close(fds[1]);
         execl(emulator_path(), "sbus-emulator", "--config", cfg, "--host",
-              "127.0.0.1", "--amqp-port", "0", "--control-port", "0",
+              "127.0.0.1", "--amqp-port", "0", "--control-port", "0", "--amqps-port", "0",
               (char *)NULL);
         _exit(127);
     }
@@ -56,6 +56,12 @@ int emu_start(emu_t *e)
             char *ctl = strstr(line, "control=");
             char *cc = ctl ? strchr(ctl + 8, ':') : NULL;
             e->control = cc ? atoi(cc + 1) : 0;
+            char *tl = strstr(line, "amqps=");
+            char *tc = tl ? strchr(tl + 6, ':') : NULL;
+            e->amqps = tc ? atoi(tc + 1) : 0;
+            char *ca = strstr(line, "ca=");
+            if (ca)
+                sscanf(ca + 3, "%255s", e->ca);
             break;
         }
     }

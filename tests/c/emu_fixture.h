@@ -26,6 +26,8 @@ typedef struct emu {
     int pid;          /* its process id */
     int port;         /* plain AMQP port */
     int control;      /* control HTTP port */
+    int amqps;        /* AMQP over TLS port */
+    char ca[256];     /* the CA file its certificate chains to */
     char connstr[256]; /* a connection string for it */
 } emu_t;
 
