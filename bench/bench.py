@@ -506,7 +506,13 @@ def machine():
             mem = f"{kb / 1024 / 1024:.0f} GiB"
     except (OSError, ValueError, IndexError):
         pass
+    try:
+        with open("/proc/loadavg") as f:
+            load = " ".join(f.read().split()[:3])
+    except OSError:
+        load = "?"
     return {"cpu": model, "cores": os.cpu_count(), "kernel": platform.release(), "memory": mem,
+            "loadavg": load,
             "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "python": platform.python_version()}
 
@@ -534,6 +540,7 @@ def main_run():
     s = settings()
     env = Env()
     started = time.monotonic()
+    machine_before = machine()
     clients = make_clients(env)
     pool = QueuePool()
     runs, brokers = [], []
@@ -599,8 +606,10 @@ def main_run():
         log(f"{skipped} run(s) skipped: the time budget of {s['budget_s']:.0f} s was spent")
 
     summary, bsum = summarize(clients, runs, brokers)
+    m = machine()
+    m["loadavg_before"] = machine_before["loadavg"]
     result = {
-        "machine": machine(),
+        "machine": m,
         "settings": {k: v for k, v in s.items()},
         "emulator": {"amqp_port": env.amqp_port, "amqps_port": env.amqps_port,
                      "reason": env.emu_reason},

@@ -98,7 +98,8 @@ def render_md(res):
     s, clients = res["summary"], res["clients"]
     L = []
     L.append(f"Machine: {m['cpu']}, {m['cores']} cores, {m.get('memory', '')} RAM, "
-             f"Linux {m['kernel']}, {m['date']}. "
+             f"Linux {m['kernel']}, {m['date']}; load average {m.get('loadavg_before', '?')} before, "
+             f"{m.get('loadavg', '?')} after. "
              f"{'Quick smoke run (BENCH_QUICK=1)' if st['quick'] else 'Full run'}: "
              f"medians of {st['reps']} repetition(s), 1 KB bodies, loopback, one emulator; "
              f"wall time {res['wall_s']:.0f} s.")

@@ -15,7 +15,8 @@
 # Environment: BENCH_QUICK=1 (smoke run, < 1 minute), BENCH_N, BENCH_REPS,
 # BENCH_CLIENTS=c,py,... , SBUS_EMULATOR (emulator binary), BENCH_NETNS=0 (stay in
 # the machine's network namespace).
-set -euo pipefail
+set -Eeuo pipefail
+trap 'echo "bench: run.sh stopped: line $LINENO: $BASH_COMMAND (exit $?)" >&2' ERR
 phase=setup
 if [ "${1:-}" = "--measure" ]; then phase=measure; shift; fi
 here=$(cd "$(dirname "$0")" && pwd)
@@ -81,8 +82,9 @@ measure() {
     # --- 3. the brokers ---------------------------------------------------------------
     emu_pid="" proton_pid=""
     cleanup() {
-        [ -n "$emu_pid" ] && kill "$emu_pid" 2>/dev/null && wait "$emu_pid" 2>/dev/null
-        [ -n "$proton_pid" ] && kill "$proton_pid" 2>/dev/null && wait "$proton_pid" 2>/dev/null
+        # Only the two processes this script started, by pid.
+        if [ -n "$emu_pid" ]; then kill "$emu_pid" 2>/dev/null || true; wait "$emu_pid" 2>/dev/null || true; fi
+        if [ -n "$proton_pid" ]; then kill "$proton_pid" 2>/dev/null || true; wait "$proton_pid" 2>/dev/null || true; fi
         return 0
     }
     trap cleanup EXIT
