@@ -79,6 +79,23 @@ function M.receive()
   ngx.say(m.body, "|", m.message_id or "", "|", (m.properties or {}).via or "")
 end
 
+-- /tls?queue=Q : a round trip over TLS done by the cosocket (sslhandshake
+-- against the emulator's amqps listener, verified with its CA)
+function M.tls()
+  local args = ngx.req.get_uri_args()
+  local sb = rsb.new()
+  sb:set_timeouts(5000, 5000, 10000)
+  local ok, err, code = sb:connect(os.getenv("SBUS_CONN_TLS"))
+  if not ok then return fail(502, "connect: ", err, " (", code, ")") end
+  local sender = assert(sb:sender(args.queue))
+  ok, err, code = sender:send({ body = "over tls" })
+  if not ok then return fail(502, "send: ", err, " (", code, ")") end
+  local rx = assert(sb:receiver(args.queue, { mode = "receive_and_delete" }))
+  local msgs = rx:receive(1, 5) or {}
+  sb:close()
+  ngx.say(msgs[1] and msgs[1].body or "none", "|", sb.tls and "tls" or "plain")
+end
+
 function M.wsend()
   local args = ngx.req.get_uri_args()
   local ok, err, code = wsender:send({ body = args.body, message_id = args.id })

@@ -38,6 +38,7 @@ master_process on;
 pid %s/logs/nginx.pid;
 error_log %s/logs/error.log info;
 env SBUS_CONN;
+env SBUS_CONN_TLS;
 events { worker_connections 256; }
 http {
   access_log off;
@@ -50,6 +51,8 @@ http {
   lua_package_path "%s/bindings/lua/?.lua;%s/tests/openresty/?.lua;;";
   lua_package_cpath "%s/?.so;;";
   lua_shared_dict consumed 1m;
+  lua_ssl_trusted_certificate %s;
+  lua_ssl_verify_depth 3;
   init_worker_by_lua_block { require("app").init_worker() }
   server {
     listen 127.0.0.1:%d;
@@ -58,6 +61,7 @@ http {
     location = /wsend    { content_by_lua_block { require("app").wsend() } }
     location = /consumed { content_by_lua_block { require("app").consumed() } }
     location = /ping     { content_by_lua_block { ngx.say("pong") } }
+    location = /tls      { content_by_lua_block { require("app").tls() } }
   }
 }
 ]]
@@ -68,7 +72,7 @@ describe("OpenResty", function()
   setup(function()
     assert(io.open("/usr/lib/nginx/modules/ngx_http_lua_module.so"),
            "libnginx-mod-http-lua is not installed")
-    emu = helper.start_emulator()
+    emu = helper.start_emulator("--amqps-port 0")
     prefix = sh("mktemp -d"):gsub("%s+$", "")
     sh("mkdir -p " .. prefix .. "/logs " .. prefix .. "/tmp " .. prefix .. "/conf")
     port = free_port()
@@ -76,12 +80,16 @@ describe("OpenResty", function()
     local build = os.getenv("SBUS_BUILD_DIR") or (root .. "/build")
     local user = sh("id -u"):match("^0") and "user root root;" or ""
     local conf = CONF:format(user, prefix, prefix, prefix, prefix, prefix, prefix, prefix,
-                             root, root, build .. "/luajit", port)
+                             root, root, build .. "/luajit", emu.ca_file, port)
     local f = assert(io.open(prefix .. "/conf/nginx.conf", "w"))
     f:write(conf)
     f:close()
-    local out = sh(("cd %s && SBUS_CONN='%s' nohup nginx -p %s -c conf/nginx.conf >%s/logs/stdout 2>&1 & echo $!")
-                   :format(prefix, emu.connection_string, prefix, prefix))
+    -- TLS: the amqps port, no UseDevelopmentEmulator (so the adapter does
+    -- sslhandshake), verified against the emulator's generated CA
+    local tls_cs = ("Endpoint=sb://localhost:%d;SharedAccessKeyName=RootManageSharedAccessKey;"
+                    .. "SharedAccessKey=%s;"):format(emu.amqps_port, helper.key)
+    local out = sh(("cd %s && SBUS_CONN='%s' SBUS_CONN_TLS='%s' nohup nginx -p %s -c conf/nginx.conf >%s/logs/stdout 2>&1 & echo $!")
+                   :format(prefix, emu.connection_string, tls_cs, prefix, prefix))
     nginx_pid = assert(out:match("(%d+)"))
     for _ = 1, 100 do
       local body = http(port, "/ping", 1)
@@ -139,6 +147,12 @@ describe("OpenResty", function()
     if f then f:close() end
     os.remove(tmp)
     assert.are.equal("none\n", waited)
+  end)
+
+  it("does TLS with sslhandshake (SNI, verified)", function()
+    local body, code = http(port, "/tls?queue=test-queue-2")
+    assert.are.equal(200, code, body)
+    assert.are.equal("over tls|tls", body)
   end)
 
   it("sends through the worker-level sender", function()

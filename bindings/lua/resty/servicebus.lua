@@ -184,7 +184,9 @@ function _M:connect(conn_str, opts)
   if o.use_tls ~= nil then self.tls = o.use_tls end
   -- TLS is ours (sslhandshake), never the engine's; keep the TLS port.
   o.use_tls = false
-  if self.tls and not o.port and not cs.port then
+  -- The port: the caller's, else the endpoint's, else the TLS default.
+  o.port = o.port or cs.port
+  if self.tls and not o.port then
     o.port = o.transport == "websocket" and 443 or 5671
   end
   self.ssl_verify = o.ssl_verify
