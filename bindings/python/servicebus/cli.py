@@ -218,7 +218,7 @@ def parse_property(text: str) -> Tuple[str, Any]:
     try:
         return key, _CASTS[kind](value)
     except (KeyError, ValueError):
-        raise UsageError("--property %r: %r is not a %s" % (text, value, kind)) from None
+        raise UsageError("--property %r: %r is not a valid %s" % (text, value, kind)) from None
 
 
 def parse_time(text: str) -> datetime.datetime:
