@@ -1040,9 +1040,11 @@ static void conn_dealloc(ConnObject *self)
         if (!self->closed) {
             PyObject *et, *ev, *tb;
             PyErr_Fetch(&et, &ev, &tb);
-            if (PyErr_ResourceWarning((PyObject *)self, 1,
-                                      "unclosed servicebus connection %R",
-                                      (PyObject *)self) < 0)
+            /* no `source`: the warning must not keep a dying object */
+            const char *host = sbus_conn_host(self->conn);
+            if (PyErr_WarnFormat(PyExc_ResourceWarning, 1,
+                                 "unclosed servicebus connection to %s",
+                                 host ? host : "?") < 0)
                 PyErr_WriteUnraisable((PyObject *)self);
             PyErr_Restore(et, ev, tb);
         }
