@@ -291,7 +291,12 @@ sbusi_op_t *sbusi_op_new(sbus_conn_t *c, sbus_op_t kind, void *token,
 }
 
 /* Frees an op that was never started (a synchronous failure). */
-void sbusi_op_discard(sbusi_op_t *op) { op_free(op); }
+void sbusi_op_discard(sbusi_op_t *op)
+{
+    if (op->msg)
+        sbusi_message_unref_op(op->msg, op);
+    op_free(op);
+}
 
 static void ensure_connecting(sbus_conn_t *c);
 

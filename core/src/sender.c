@@ -452,21 +452,27 @@ static int enc_schedule_entry(sbusi_buf_t *b, const sbus_message_t *m,
     sbus_message_t *copy;
     if (sbus_message_copy(m, &copy) < 0)
         return SBUS_ENOMEM;
-    sbus_message_set_field(copy, SBUS_FIELD_SCHEDULED_ENQUEUE_TIME, unix_ms);
     const char *id;
     size_t idn;
-    char gen[37];
-    if (sbus_message_get_prop(copy, SBUS_PROP_MESSAGE_ID, &id, &idn) < 0) {
+    int rc = sbus_message_set_field(copy, SBUS_FIELD_SCHEDULED_ENQUEUE_TIME,
+                                    unix_ms);
+    if (rc == 0 &&
+        sbus_message_get_prop(copy, SBUS_PROP_MESSAGE_ID, &id, &idn) < 0) {
+        /* the service needs a message-id: make one, as the SDKs do */
         uint8_t u[16];
-        if (RAND_bytes(u, 16) != 1) {
-            sbus_message_free(copy);
-            return SBUS_ENOMEM;
-        }
+        char gen[37];
+        rc = RAND_bytes(u, 16) == 1 ? 0 : SBUS_ENOMEM;
         u[6] = (u[6] & 0x0f) | 0x40;
         u[8] = (u[8] & 0x3f) | 0x80;
         sbus_uuid_format(u, gen);
-        sbus_message_set_prop(copy, SBUS_PROP_MESSAGE_ID, gen, 36);
-        sbus_message_get_prop(copy, SBUS_PROP_MESSAGE_ID, &id, &idn);
+        if (rc == 0)
+            rc = sbus_message_set_prop(copy, SBUS_PROP_MESSAGE_ID, gen, 36);
+        if (rc == 0)
+            rc = sbus_message_get_prop(copy, SBUS_PROP_MESSAGE_ID, &id, &idn);
+    }
+    if (rc < 0) {
+        sbus_message_free(copy);
+        return rc == SBUS_EINVAL ? SBUS_EINVAL : SBUS_ENOMEM;
     }
     tmp->len = 0;
     sbusi_message_encode(copy, tmp);

@@ -1,0 +1,294 @@
+/*
+ * inmem_pair.h - the engine wired to the emulator's broker library in
+ * memory, under a fake clock (used by test_inmem.c and
+ * test_alloc_failure.c). Header-only: each test is one executable.
+ */
+#ifndef SBUS_TEST_INMEM_PAIR_H
+#define SBUS_TEST_INMEM_PAIR_H
+
+#include <sbus/sbus.h>
+
+#include "config.h"
+#include "emu.h"
+
+#include <proton/transport.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#pragma GCC diagnostic ignored "-Wunused-function"
+
+static int failures;
+
+#define CHECK(cond)                                                        \
+    do {                                                                   \
+        if (!(cond)) {                                                     \
+            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__,        \
+                    __LINE__, #cond);                                      \
+            failures++;                                                    \
+        }                                                                  \
+    } while (0)
+
+#define MAX_DONE 64
+
+/* One completion, copied. */
+typedef struct done {
+    void *token;               /* its token */
+    int code;                  /* error code or 0 */
+    sbus_message_t *msgs[16];  /* messages (owned) */
+    size_t count;              /* how many */
+    int64_t time_ms;           /* time result */
+} done_t;
+
+/* The engine and a broker connection, with the fake clock. */
+typedef struct pair {
+    emu_broker_t *b;           /* the broker */
+    emu_conn_t *server;        /* its side of the connection, or NULL */
+    sbus_conn_t *c;            /* the engine */
+    int64_t mono;              /* fake monotonic clock (ms) */
+    done_t done[MAX_DONE];     /* completions not yet taken */
+    int ndone;                 /* how many */
+    int connects;              /* CONNECT events seen */
+    int put_tokens;            /* "put-token" trace lines seen */
+    int renew_failed;          /* RENEW_FAILED events seen */
+    int renew_failed_code;     /* the last one's code */
+    char token_audience[256];  /* last SBUS_EV_TOKEN audience */
+    int token_requests;        /* SBUS_EV_TOKEN events seen */
+    int64_t deadline;          /* the engine's next deadline */
+    int *tok_base;             /* optional: tokens to count completions of */
+    int ntok;                  /* how many */
+    int tok_seen[64];          /* completions seen per token */
+} pair_t;
+
+static int64_t unix_now(pair_t *p) { return emu_now(p->b); }
+
+static void on_event(pair_t *p, sbus_event_t *ev)
+{
+    switch (ev->type) {
+    case SBUS_EV_CONNECT:
+        p->connects++;
+        p->server = emu_conn_new(p->b, p);
+        sbus_conn_transport_up(p->c);
+        break;
+    case SBUS_EV_DISCONNECT:
+        if (p->server)
+            emu_conn_free(p->server);
+        p->server = NULL;
+        break;
+    case SBUS_EV_LOG:
+        if (strncmp(ev->text, "put-token ", 10) == 0)
+            p->put_tokens++;
+        break;
+    case SBUS_EV_TOKEN:
+        p->token_requests++;
+        snprintf(p->token_audience, sizeof p->token_audience, "%s",
+                 ev->audience);
+        break;
+    case SBUS_EV_RENEW_FAILED:
+        p->renew_failed++;
+        p->renew_failed_code = ev->error ? ev->error->code : 0;
+        break;
+    case SBUS_EV_DONE: {
+        if (p->tok_base && (int *)ev->token >= p->tok_base &&
+            (int *)ev->token < p->tok_base + p->ntok)
+            p->tok_seen[(int *)ev->token - p->tok_base]++;
+        if (p->ndone == MAX_DONE) {
+            for (size_t i = 0; i < ev->count && ev->messages; i++)
+                sbus_message_free(ev->messages[i]);
+            break;
+        }
+        done_t *d = &p->done[p->ndone++];
+        memset(d, 0, sizeof *d);
+        d->token = ev->token;
+        d->code = ev->error ? ev->error->code : 0;
+        d->time_ms = ev->time_ms;
+        for (size_t i = 0; i < ev->count && ev->messages; i++) {
+            if (i < 16)
+                d->msgs[d->count++] = ev->messages[i];
+            else
+                sbus_message_free(ev->messages[i]);
+        }
+        break;
+    }
+    default: break;
+    }
+}
+
+/* Moves bytes both ways and handles events until nothing moves. */
+static void pump(pair_t *p)
+{
+    for (int round = 0; round < 10000; round++) {
+        int moved = 0;
+        sbus_event_t ev;
+        while (sbus_conn_next_event(p->c, &ev)) {
+            on_event(p, &ev);
+            moved = 1;
+        }
+        if (!p->server)
+            return;
+        size_t len;
+        const uint8_t *out = sbus_conn_write_buffer(p->c, &len);
+        if (len) {
+            pn_rwbytes_t in = pn_connection_driver_read_buffer(&p->server->driver);
+            size_t n = len < in.size ? len : in.size;
+            if (n) {
+                memcpy(in.start, out, n);
+                pn_connection_driver_read_done(&p->server->driver, n);
+                sbus_conn_write_done(p->c, n);
+                moved = 1;
+            }
+        }
+        emu_conn_process(p->server);
+        emu_dispatch_all(p->b);
+        pn_bytes_t sout = pn_connection_driver_write_buffer(&p->server->driver);
+        if (sout.size) {
+            size_t cap;
+            uint8_t *in = sbus_conn_read_buffer(p->c, &cap);
+            size_t n = sout.size < cap ? sout.size : cap;
+            if (n) {
+                memcpy(in, sout.start, n);
+                pn_connection_driver_write_done(&p->server->driver, n);
+                sbus_conn_read_done(p->c, n);
+                moved = 1;
+            }
+        }
+        if (p->server && pn_connection_driver_finished(&p->server->driver)) {
+            emu_conn_free(p->server);
+            p->server = NULL;
+            sbus_conn_transport_down(p->c, "the broker closed the connection");
+            moved = 1;
+        }
+        if (!moved)
+            return;
+    }
+}
+
+static void tick(pair_t *p)
+{
+    p->deadline = sbus_conn_tick(p->c, p->mono, unix_now(p));
+    pump(p);
+}
+
+/* Moves both clocks forward by ms, in steps, ticking both sides. */
+static void advance(pair_t *p, int64_t ms)
+{
+    while (ms > 0) {
+        int64_t step = ms < 1000 ? ms : 1000;
+        p->mono += step;
+        p->b->skew_ms += step;
+        ms -= step;
+        emu_tick(p->b);
+        tick(p);
+        if (p->server)
+            pn_transport_tick(p->server->driver.transport, p->mono);
+        pump(p);
+    }
+}
+
+/* Takes the completion of `token`, ticking until it arrives (max 20 s of
+ * fake time, 100 ms at a time). */
+static int take(pair_t *p, void *token, done_t *out)
+{
+    for (int i = 0; i < 200; i++) {
+        pump(p);
+        for (int j = 0; j < p->ndone; j++) {
+            if (p->done[j].token != token)
+                continue;
+            *out = p->done[j];
+            p->done[j] = p->done[--p->ndone];
+            return 0;
+        }
+        advance(p, 100);
+    }
+    memset(out, 0, sizeof *out);
+    out->code = -9999;
+    return -1;
+}
+
+static void done_clear(done_t *d)
+{
+    for (size_t i = 0; i < d->count; i++)
+        sbus_message_free(d->msgs[i]);
+    d->count = 0;
+}
+
+static void pair_open(pair_t *p, sbus_conn_options_t *o)
+{
+    memset(p, 0, sizeof *p);
+    emu_options_t eo = {0};
+    eo.max_message_size = 262144;
+    eo.idle_timeout_ms = 120000;
+    p->b = emu_broker_new(&eo);
+    char err[512];
+    if (emu_config_load(p->b, SBUS_SOURCE_ROOT "/examples/emulator-config.json",
+                        err, sizeof err) != 0)
+        fprintf(stderr, "config: %s\n", err);
+    p->mono = 1000000;
+    o->trace = 1;
+    char e[256];
+    CHECK(sbus_conn_new(&p->c, o, e, sizeof e) == 0);
+    tick(p);
+    int tok;
+    CHECK(sbus_conn_open(p->c, &tok) == 0);
+    done_t d;
+    CHECK(take(p, &tok, &d) == 0 && d.code == 0);
+}
+
+static void pair_close(pair_t *p)
+{
+    for (int i = 0; i < p->ndone; i++)
+        done_clear(&p->done[i]);
+    sbus_conn_abort(p->c, "test over");
+    pump(p);
+    sbus_conn_free(p->c);
+    if (p->server)
+        emu_conn_free(p->server);
+    emu_broker_free(p->b);
+}
+
+static void default_opts(sbus_conn_options_t *o)
+{
+    sbus_conn_options_init(o);
+    o->connection_string =
+        "Endpoint=sb://localhost;SharedAccessKeyName=RootManageSharedAccessKey;"
+        "SharedAccessKey=SAS_KEY_VALUE;UseDevelopmentEmulator=true;";
+    o->retry_backoff_ms = 100;
+}
+
+static int send_one(pair_t *p, sbus_sender_t *s, const char *body)
+{
+    sbus_message_t *m;
+    sbus_message_new(&m);
+    sbus_message_set_body(m, body, strlen(body));
+    int tok;
+    done_t d;
+    int rc = sbus_sender_send(s, &m, 1, &tok);
+    sbus_message_free(m);
+    if (rc)
+        return rc;
+    take(p, &tok, &d);
+    return d.code;
+}
+
+static sbus_sender_t *sender(pair_t *p, const char *q)
+{
+    sbus_sender_options_t so;
+    sbus_sender_options_init(&so);
+    so.entity = q;
+    sbus_sender_t *s = NULL;
+    sbus_sender_new(p->c, &so, &s);
+    return s;
+}
+
+static sbus_receiver_t *receiver(pair_t *p, const char *q)
+{
+    sbus_receiver_options_t ro;
+    sbus_receiver_options_init(&ro);
+    ro.entity = q;
+    sbus_receiver_t *r = NULL;
+    sbus_receiver_new(p->c, &ro, &r);
+    return r;
+}
+
+
+#endif
