@@ -461,7 +461,8 @@ static int frame_done(ws_t *ws)
     }
 }
 
-/* Moves payload bytes of the current frame; returns bytes taken. */
+/* Moves payload bytes of the current frame; returns bytes taken (0 with
+ * the layer in ERROR when memory ran out). */
 static size_t read_payload(ws_t *ws, const uint8_t *p, size_t n)
 {
     size_t k = ws->remaining < n ? (size_t)ws->remaining : n;
@@ -473,9 +474,13 @@ static size_t read_payload(ws_t *ws, const uint8_t *p, size_t n)
         size_t room = sbusi_fifo_room(&ws->base.up);
         if (k > room)
             k = room;
-        dst = k ? sbusi_fifo_reserve(&ws->base.up, k) : NULL;
-        if (!dst)
+        if (k == 0)
+            return 0; /* up is full: the caller drains it first */
+        dst = sbusi_fifo_reserve(&ws->base.up, k);
+        if (!dst) { /* not backpressure: the caller would spin forever */
+            sbusi_layer_fail(&ws->base, SBUS_ENOMEM, "websocket: no memory");
             return 0;
+        }
         sbusi_fifo_commit(&ws->base.up, k);
     }
     if (ws->masked)
@@ -508,7 +513,7 @@ static int read_frames(ws_t *ws, const uint8_t *p, size_t n, size_t *used)
             if (ws->remaining == 0)
                 rc = frame_done(ws);
             else if (k == 0)
-                break; /* input ended, or up is full */
+                break; /* input ended, up is full, or no memory */
         }
     }
     if (ws->base.state == SBUSI_LAYER_CLOSED)

@@ -1043,8 +1043,26 @@ static void test_allocation_failures(void)
 /* Regressions found by fuzzing (tests/fuzz/fuzz_ws.c)                 */
 /* ------------------------------------------------------------------ */
 
-/* None in the layer so far. The one crash the fuzzers found was in the
- * harness (an empty round trip closed before the handshake had run). */
+/* The first crash the fuzzers found was in the harness (an empty round
+ * trip closed before the handshake had run). The second was real: when
+ * growing `up` for a data frame's payload failed, the layer returned 0
+ * with nothing used and no error, exactly like backpressure, so a host
+ * would have offered the same bytes forever. It must fail with ENOMEM. */
+static void test_regression_oom_in_payload_is_not_backpressure(void)
+{
+    sbusi_layer_t *c = ready_client(NULL);
+    uint8_t f[64];
+    size_t n = frame(f, 0x02, 0, "0123456789", 10, 0);
+    sbus_set_allocator(fail_malloc, fail_realloc, free);
+    alloc_budget = 0;
+    size_t used = 0;
+    int rc = sbusi_layer_input(c, f, n, &used);
+    alloc_budget = -1;
+    sbus_set_allocator(NULL, NULL, NULL);
+    CHECK(rc == SBUS_ENOMEM && c->state == SBUSI_LAYER_ERROR);
+    CHECK_TEXT(c, "no memory");
+    sbusi_layer_free(c);
+}
 
 int main(void)
 {
@@ -1068,6 +1086,7 @@ int main(void)
     test_ping_flood();
     test_close_reason_utf8();
     test_allocation_failures();
+    test_regression_oom_in_payload_is_not_backpressure();
     if (failures) {
         fprintf(stderr, "test_ws: %d check(s) failed\n", failures);
         return 1;
