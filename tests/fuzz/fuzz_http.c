@@ -18,7 +18,9 @@
  *   - the tunnel is fed the bytes in chunks: once READY, what came up must
  *     be exactly the bytes after the head (and any 1xx heads before it);
  *     in ERROR the code is SBUS_EPROXY or SBUS_ENOMEM with a reason naming
- *     the proxy ("proxy ...").
+ *     the proxy ("proxy ..."); it never stalls (no progress, no error).
+ * When bit 6 of the first byte is set, the second byte is an allocation
+ * budget: the engine's allocator fails after that many allocations.
  */
 #include "proxy.h"
 
@@ -35,6 +37,29 @@
             abort();                                                           \
         }                                                                      \
     } while (0)
+
+/* The engine's allocator hook (alloc.c) and the budget. */
+void sbus_set_allocator(void *(*m)(size_t), void *(*r)(void *, size_t),
+                        void (*f)(void *));
+static long budget = -1; /* allocations left; -1: unlimited */
+
+static void *budget_malloc(size_t n)
+{
+    if (budget == 0)
+        return NULL;
+    if (budget > 0)
+        budget--;
+    return malloc(n);
+}
+
+static void *budget_realloc(void *p, size_t n)
+{
+    if (budget == 0)
+        return NULL;
+    if (budget > 0)
+        budget--;
+    return realloc(p, n);
+}
 
 static int inside(const char *p, size_t n, const uint8_t *b, size_t bn)
 {
@@ -97,13 +122,16 @@ static void tunnel(const uint8_t *p, size_t n, size_t chunk, size_t bound)
     o.password = "p";
     o.buf_max = bound;
     sbusi_layer_t *l = NULL;
-    ASSERT(sbusi_proxy_new(&o, &l) == 0);
+    int rc = sbusi_proxy_new(&o, &l);
+    ASSERT(rc == 0 || (budget >= 0 && rc == SBUS_ENOMEM && !l));
+    if (!l)
+        return;
     uint8_t *up = malloc(n + 1);
     size_t off = 0, got = 0, ready_at = 0;
     for (int guard = 0; off < n && guard < 1000000; guard++) {
         size_t k = n - off < chunk ? n - off : chunk, used = 0;
         int was_ready = sbusi_layer_ready(l);
-        int rc = sbusi_layer_input(l, p + off, k, &used);
+        rc = sbusi_layer_input(l, p + off, k, &used);
         ASSERT(used <= k);
         ASSERT(sbusi_fifo_len(&l->up) <= bound);
         if (!was_ready && sbusi_layer_ready(l))
@@ -120,7 +148,9 @@ static void tunnel(const uint8_t *p, size_t n, size_t chunk, size_t bound)
             ASSERT(strncmp(t, "proxy", 5) == 0);
             break;
         }
+        ASSERT(used > 0); /* up was drained: no progress means a stall */
     }
+    ASSERT(off == n || rc < 0);
     if (sbusi_layer_ready(l)) {
         ASSERT(off == n);
         ASSERT(sbusi_proxy_status(l) >= 200 && sbusi_proxy_status(l) < 300);
@@ -139,6 +169,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     size_t chunk = (size_t)data[0] % 32 + 1;
     size_t bound = data[0] & 0x80 ? 1 << 20 : (size_t)data[0] % 16 + 1;
+    if (data[0] & 0x40 && size >= 2) {
+        sbus_set_allocator(budget_malloc, budget_realloc, free);
+        budget = data[1] % 16;
+        tunnel(data + 2, size - 2, chunk, bound);
+        budget = -1;
+        sbus_set_allocator(NULL, NULL, NULL);
+        return 0;
+    }
     parser(data + 1, size - 1);
     tunnel(data + 1, size - 1, chunk, bound);
     return 0;
