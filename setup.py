@@ -123,7 +123,7 @@ setup(
     python_requires=">=3.9",
     package_dir={"": rel("bindings", "python")},
     packages=["servicebus", "servicebus.aio", "servicebus.testing"],
-    package_data={"servicebus": ["py.typed"]},
+    package_data={"servicebus": ["py.typed", "_sbus.pyi"]},
     include_package_data=False,
     ext_modules=[ext],
     cmdclass={"build_py": build_py_with_emulator},

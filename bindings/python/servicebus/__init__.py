@@ -5,7 +5,7 @@
 in :mod:`servicebus.exceptions`.
 """
 
-from . import _sbus
+from . import _sbus as _sbus
 from . import exceptions  # noqa: F401  (registers the engine's error factory)
 from ._common import (
     NEXT_AVAILABLE_SESSION,

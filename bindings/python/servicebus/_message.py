@@ -76,7 +76,7 @@ class Message(_sbus.Message):
             raise TypeError("unexpected keyword argument(s): %s" % ", ".join(sorted(kwargs)))
         if isinstance(body, str) and encoding.upper().replace("-", "") != "UTF8":
             body = body.encode(encoding)
-        self.body = body  # type: ignore[assignment]
+        self.body = body
         props = application_properties if application_properties is not None else properties
         if props is not None:
             self.application_properties = props
@@ -117,7 +117,7 @@ class Message(_sbus.Message):
 
     @properties.setter
     def properties(self, value: Optional[Dict[Any, Any]]) -> None:
-        self.application_properties = value  # type: ignore[assignment]
+        self.application_properties = value if value is not None else {}
 
     @property
     def time_to_live(self) -> Optional[datetime.timedelta]:
@@ -157,7 +157,7 @@ class Message(_sbus.Message):
         if isinstance(body, (bytes, bytearray)):
             return bytes(body).decode("utf-8", "replace")
         if isinstance(body, list):
-            return "".join(b.decode("utf-8", "replace") for b in body)
+            return "".join(b.decode("utf-8", "replace") if isinstance(b, bytes) else str(b) for b in body)
         return str(body)
 
     def __repr__(self) -> str:
@@ -211,7 +211,8 @@ class PeekedMessage(Message):
 
     def _outgoing(self) -> Message:
         """A new Message with the same content, to send again."""
-        return self._copy(Message)
+        out: Message = self._copy(Message)
+        return out
 
 
 class ReceivedMessage(PeekedMessage):

@@ -1,6 +1,6 @@
 """ServiceBusClient: one AMQP connection, shared by its senders and receivers."""
 
-from typing import Any, List, Optional, Union
+from typing import Any, List, Optional, Type, TypeVar, Union
 
 from .._common import ServiceBusSessionFilter
 from .._connection import _Connection, build_options
@@ -10,6 +10,8 @@ from ._receiver import ServiceBusReceiver, ServiceBusSessionReceiver
 from ._sender import ServiceBusSender
 
 __all__ = ["ServiceBusClient"]
+
+H = TypeVar("H", bound=BaseHandler)
 
 
 class ServiceBusClient:
@@ -91,7 +93,7 @@ class ServiceBusClient:
         if not getattr(self, "_closed", True):
             self._connection.warn_unclosed(self)
 
-    def _child(self, cls: Any, **kwargs: Any) -> Any:
+    def _child(self, cls: Type[H], **kwargs: Any) -> H:
         for k, v in self._config.items():
             kwargs.setdefault(k, v)
         h = cls(self.fully_qualified_namespace, self._credential, _connection=self._connection, **kwargs)

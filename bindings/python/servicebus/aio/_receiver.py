@@ -159,7 +159,8 @@ class ServiceBusReceiver(BaseHandler):
         if self._buffer:
             out, self._buffer = self._buffer[:count], self._buffer[count:]
             return out
-        return await handle.receive(count, wait)
+        got: List[ReceivedMessage] = await handle.receive(count, wait)
+        return got
 
     def __aiter__(self) -> AsyncIterator[ReceivedMessage]:
         return self._iterate(self._max_wait_time)
@@ -195,7 +196,8 @@ class ServiceBusReceiver(BaseHandler):
         if max_message_count < 1:
             raise ValueError("max_message_count must be 1 or greater.")
         handle = await self._open()
-        return await handle.peek(max_message_count, sequence_number or 0)
+        peeked: List[PeekedMessage] = await handle.peek(max_message_count, sequence_number or 0)
+        return peeked
 
     async def receive_deferred_messages(self, sequence_numbers: Union[int, List[int]]) -> List[ReceivedMessage]:
         """Receive messages that were deferred, by sequence number.
@@ -207,7 +209,8 @@ class ServiceBusReceiver(BaseHandler):
         if not seqs:
             return []
         handle = await self._open()
-        return await handle.receive_deferred(seqs)
+        deferred: List[ReceivedMessage] = await handle.receive_deferred(seqs)
+        return deferred
 
     # -- azure-servicebus 7.x settlement on the receiver ------------------
 
@@ -277,7 +280,8 @@ class ServiceBusSessionReceiver(ServiceBusReceiver):
         """The id of the locked session (None before a next-available receiver opened)."""
         handle = self._handle
         if handle is not None and handle.session_id is not None:
-            return handle.session_id
+            sid: str = handle.session_id
+            return sid
         return self._session_id
 
     def _locked_until(self) -> Optional[datetime.datetime]:

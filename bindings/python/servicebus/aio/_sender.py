@@ -129,7 +129,8 @@ class ServiceBusSender(BaseHandler):
         msgs = list(messages) if isinstance(messages, (list, tuple)) else [messages]
         if not msgs:
             return []
-        return await handle.schedule(msgs, when)
+        seqs: List[int] = await handle.schedule(msgs, when)
+        return seqs
 
     async def cancel_scheduled_messages(self, sequence_numbers: Union[int, List[int]], **kwargs: Any) -> None:
         """Cancel scheduled messages that are still pending.

@@ -55,7 +55,8 @@ class ServiceBusSession:
         state = await handle.get_state()
         if state is None:
             return None
-        return state.decode(self._encoding)
+        text: str = state.decode(self._encoding)
+        return text
 
     async def set_state(self, state: Union[str, bytes, bytearray, None]) -> None:
         """Set the session state (None clears it).
