@@ -181,6 +181,8 @@ def test_sessions(conn, servicebus_queue):
     assert (m["session_id"], m["body"]) == ("b", "in-b")
     (p,) = lines(ok(sb("peek", servicebus_queue, "--session-id", "a", "--json", conn=conn)))
     assert p["body"] == "in-a"
+    (r,) = lines(ok(sb("purge", servicebus_queue, "--session-id", "a", "--wait", "0.5", "--json", conn=conn)))
+    assert r["purged"] == 1
 
 
 def test_peek_lock_abandon_then_complete(conn, servicebus_emulator, servicebus_queue):

@@ -340,6 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("purge", parents=[common], help="remove every message")
     p.add_argument("entity", metavar="ENTITY")
     p.add_argument("--dlq", action="store_true", help="purge the dead-letter sub-queue")
+    p.add_argument("--session-id", metavar="S", help="the session of a sessionful entity")
     p.add_argument("--wait", type=_seconds, default=2.0, metavar="SECONDS",
                    help="how long an empty entity is waited on (default 2)")
     return parser
@@ -606,8 +607,8 @@ async def cmd_purge(args: argparse.Namespace) -> int:
     progress = Progress("purge %s" % label, None, enabled=True)
     removed = 0
     async with _client(args) as client:
-        async with _receiver(client, args.entity, dlq=args.dlq, receive_mode=ReceiveMode.ReceiveAndDelete,
-                             prefetch_count=100) as receiver:
+        async with _receiver(client, args.entity, dlq=args.dlq, session_id=args.session_id,
+                             receive_mode=ReceiveMode.ReceiveAndDelete, prefetch_count=100) as receiver:
             while True:
                 batch = await receiver.receive_messages(max_message_count=100,
                                                         max_wait_time=(args.wait if not removed else 0.5) or None)
