@@ -77,6 +77,9 @@ def build_options(
     o: Dict[str, Any] = {}
     if connection_string is not None:
         o["connection_string"] = connection_string
+        port = _sbus.parse_connection_string(connection_string)["port"]
+        if port:  # kept by the engine only with UseDevelopmentEmulator (STATUS.md)
+            o["port"] = port
     else:
         if not namespace:
             raise ValueError("fully_qualified_namespace is required")
