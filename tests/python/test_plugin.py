@@ -7,8 +7,6 @@ it: through the installed package's pytest11 entry point.
 
 import os
 
-import pytest
-
 pytest_plugins = ["pytester"]
 
 INI_AUTO = """

@@ -39,7 +39,7 @@ import sys
 import tempfile
 import time
 import uuid
-from typing import Any, Dict, List, Optional, Sequence, TextIO, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, TextIO, Tuple
 
 __all__ = ["main", "EXIT_OK", "EXIT_ERROR", "EXIT_USAGE", "EXIT_AUTH", "EXIT_NOT_FOUND"]
 
@@ -197,7 +197,7 @@ def parse_entity(text: str) -> Tuple[str, Optional[str]]:
     raise UsageError("%r: an entity is QUEUE, TOPIC or TOPIC/Subscriptions/SUBSCRIPTION" % text)
 
 
-_CASTS = {
+_CASTS: Dict[str, Callable[[str], Any]] = {
     "str": str,
     "int": int,
     "float": float,
@@ -264,7 +264,7 @@ def _seconds(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument("--connection-string", "-c", metavar="STR",
                         help="the namespace's connection string (default: $%s)" % ENV_CONNECTION_STRING)
     common.add_argument("--json", action="store_true", help="print one JSON object per line")
@@ -417,7 +417,7 @@ async def cmd_send(args: argparse.Namespace) -> int:
 
     entity = _sender_entity(args.entity)
     body = _read_body(args)
-    properties = dict(parse_property(p) for p in args.property)
+    properties: Dict[Any, Any] = dict(parse_property(p) for p in args.property)
     when = parse_time(args.schedule) if args.schedule else None
 
     def make() -> Any:

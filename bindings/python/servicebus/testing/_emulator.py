@@ -545,7 +545,7 @@ class Emulator:
         """The fully qualified namespace, ``localhost:<amqp port>``."""
         self._require()
         host = "localhost" if self.host in ("127.0.0.1", "localhost", "::1") else self.host
-        return "%s:%d" % (host, self.amqp_port)
+        return "%s:%d" % (host, self.amqp_port or 0)
 
     @property
     def connection_string(self) -> str:
@@ -639,8 +639,13 @@ async def _exited(proc: "subprocess.Popen[bytes]") -> None:
             await asyncio.sleep(0.02)
         return
     loop = asyncio.get_running_loop()
-    gone = loop.create_future()
-    loop.add_reader(pidfd, lambda: gone.done() or gone.set_result(None))
+    gone: "asyncio.Future[None]" = loop.create_future()
+
+    def exited() -> None:
+        if not gone.done():
+            gone.set_result(None)
+
+    loop.add_reader(pidfd, exited)
     try:
         await gone
     finally:
