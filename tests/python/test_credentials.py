@@ -86,3 +86,24 @@ async def test_get_token_may_return_a_plain_tuple(emulator, queue) -> None:  # t
     async with ServiceBusClient(_namespace(emulator), TupleCred(), use_tls=False) as client:
         async with client.get_queue_sender(queue) as sender:
             await sender.send_messages(Message(b"tuple"))
+
+
+async def test_get_token_is_called_again_before_expiry(emulator, queue) -> None:  # type: ignore[no-untyped-def]
+    import asyncio
+
+    inner = ServiceBusSharedKeyCredential("RootManageSharedAccessKey", "SAS_KEY_VALUE")
+    resource = "sb://localhost:%d/" % emulator.port
+    issued = []
+
+    class ShortLived:
+        async def get_token(self, *scopes: str) -> AccessToken:
+            tok = inner.get_token(resource, expiry=4)
+            issued.append(tok.expires_on)
+            return tok
+
+    async with ServiceBusClient(_namespace(emulator), ShortLived(), use_tls=False) as client:
+        async with client.get_queue_sender(queue) as sender:
+            await sender.send_messages(Message(b"t1"))
+            await asyncio.sleep(3.5)
+            assert len(issued) >= 2, "the token was not refreshed before it expired"
+            await sender.send_messages(Message(b"t2"))
