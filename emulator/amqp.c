@@ -568,7 +568,8 @@ static void on_request(emu_link_t *l, pn_delivery_t *d)
   else emu_mgmt_request(l, l->rx.p, l->rx.len);
 }
 
-static void on_incoming(emu_link_t *l, pn_delivery_t *d)
+/* Read the link's current delivery; true when it was complete and handled. */
+static bool incoming_one(emu_link_t *l, pn_delivery_t *d)
 {
   pn_link_t *pl = l->pn;
   uint64_t max = l->conn->broker->opt.max_message_size;
@@ -582,7 +583,7 @@ static void on_incoming(emu_link_t *l, pn_delivery_t *d)
       l->rx.len = 0;
     }
   }
-  if (pn_delivery_partial(d)) return;
+  if (pn_delivery_partial(d) && !pn_delivery_aborted(d)) return false;
   if (pn_delivery_aborted(d)) {
     pn_delivery_settle(d);
   } else if (l->kind == LINK_PRODUCER) {
@@ -593,10 +594,19 @@ static void on_incoming(emu_link_t *l, pn_delivery_t *d)
   } else {
     pn_delivery_settle(d);
   }
+  /* every path above settled d, and settling the current delivery advances the link */
   l->rx.len = 0;
   l->rx_oversize = false;
   if (l->rx.cap > (1u << 20)) buf_free(&l->rx);
-  pn_link_advance(pl);
+  return true;
+}
+
+/* Handle every delivery that has fully arrived, in order (pn_link_recv reads the current one). */
+static void on_incoming(emu_link_t *l)
+{
+  pn_link_t *pl = l->pn;
+  pn_delivery_t *d;
+  while ((d = pn_link_current(pl)) && incoming_one(l, d)) {}
   int credit = pn_link_credit(pl);
   int want = l->kind == LINK_PRODUCER ? PRODUCER_CREDIT : 100;
   if (credit < want / 2) pn_link_flow(pl, want - credit);
@@ -830,7 +840,7 @@ static void on_outcome(emu_link_t *l, pn_delivery_t *d)
 static void on_delivery(emu_link_t *l, pn_delivery_t *d)
 {
   if (pn_link_is_receiver(l->pn)) {
-    if (pn_delivery_readable(d) || !pn_delivery_partial(d)) on_incoming(l, d);
+    on_incoming(l);
     return;
   }
   if (pn_delivery_updated(d) || pn_delivery_settled(d)) on_outcome(l, d);
@@ -872,10 +882,7 @@ static void handle(emu_conn_t *c, pn_event_t *ev)
     if (l && !l->refused) on_delivery(l, d);
     else if (pn_link_is_receiver(pl)) {
       pn_link_recv(pl, NULL, 0);
-      if (!pn_delivery_partial(d)) {
-        pn_delivery_settle(d);
-        pn_link_advance(pl);
-      }
+      if (!pn_delivery_partial(d)) pn_delivery_settle(d); /* advances the link */
     }
     break;
   }

@@ -151,43 +151,47 @@ static void on_accept(emu_net_t *n, int lfd, emu_net_kind_t kind)
 
 /* ---------------------------------------------------------------- AMQP I/O */
 
-static void amqp_input(sock_t *s, const unsigned char *p, size_t len)
-{
-  pn_connection_driver_t *d = &s->conn->driver;
-  while (len > 0) {
-    pn_rwbytes_t rb = pn_connection_driver_read_buffer(d);
-    if (!rb.size) return;
-    size_t k = len < rb.size ? len : rb.size;
-    memcpy(rb.start, p, k);
-    pn_connection_driver_read_done(d, k);
-    p += k;
-    len -= k;
-  }
-}
-
+/* Move decrypted bytes into Proton as far as its read buffer allows (the rest stays in the filter). */
 static void tls_pump_in(sock_t *s)
 {
-  unsigned char buf[65536];
+  pn_connection_driver_t *d = &s->conn->driver;
   for (;;) {
-    ssize_t r = sbusi_tls_read(s->tls, buf, sizeof buf);
+    pn_rwbytes_t rb = pn_connection_driver_read_buffer(d);
+    if (!rb.size) return;
+    ssize_t r = sbusi_tls_read(s->tls, rb.start, rb.size);
     if (r > 0) {
-      amqp_input(s, buf, (size_t)r);
+      pn_connection_driver_read_done(d, (size_t)r);
       continue;
     }
-    if (r == SBUSI_TLS_EOF) pn_connection_driver_read_close(&s->conn->driver);
+    if (r == SBUSI_TLS_EOF) pn_connection_driver_read_close(d);
     if (r == SBUSI_TLS_FAIL) {
       emu_log(s->conn->broker, 1, "TLS: %s", sbusi_tls_error(s->tls));
-      pn_connection_driver_close(&s->conn->driver);
+      pn_connection_driver_close(d);
     }
     return;
   }
 }
 
+/* Can this socket take input now? Plain AMQP reads straight into Proton's buffer. */
+static bool wants_input(sock_t *s)
+{
+  if (s->eof) return false;
+  if (s->kind != NET_AMQP) return true;
+  return pn_connection_driver_read_buffer(&s->conn->driver).size > 0;
+}
+
 static void on_readable(sock_t *s)
 {
   unsigned char buf[65536];
-  for (int rounds = 0; rounds < 16; rounds++) {
-    ssize_t r = recv(s->fd, buf, sizeof buf, 0);
+  for (int rounds = 0; rounds < 16 && wants_input(s); rounds++) {
+    ssize_t r;
+    pn_rwbytes_t rb = {0, NULL};
+    if (s->kind == NET_AMQP) {
+      rb = pn_connection_driver_read_buffer(&s->conn->driver);
+      r = recv(s->fd, rb.start, rb.size, 0);
+    } else {
+      r = recv(s->fd, buf, sizeof buf, 0);
+    }
     if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return;
     if (r <= 0) {
       s->eof = true;
@@ -201,7 +205,7 @@ static void on_readable(sock_t *s)
       if (sbusi_tls_feed(s->tls, buf, (size_t)r) == 0) tls_pump_in(s);
       else pn_connection_driver_close(&s->conn->driver);
     } else {
-      amqp_input(s, buf, (size_t)r);
+      pn_connection_driver_read_done(&s->conn->driver, (size_t)r);
     }
   }
 }
@@ -306,6 +310,7 @@ static void process_all(emu_net_t *n)
 {
   emu_tick(n->b);
   for (sock_t *s = n->socks; s; s = s->next) {
+    if (s->tls) tls_pump_in(s);
     if (s->conn) emu_conn_process(s->conn);
   }
   emu_dispatch_all(n->b);
@@ -373,8 +378,8 @@ void emu_net_step(emu_net_t *n)
     n->pidx[k++] = NULL;
   }
   for (sock_t *s = n->socks; s; s = s->next) {
-    short ev = s->eof ? 0 : POLLIN;
-    if (s->out.len) ev |= POLLOUT;
+    short ev = wants_input(s) ? POLLIN : 0;
+    if (s->out.len || (s->conn && pn_connection_driver_write_buffer(&s->conn->driver).size)) ev |= POLLOUT;
     n->pfd[k] = (struct pollfd){.fd = s->fd, .events = ev};
     n->pidx[k++] = s;
   }
@@ -397,6 +402,9 @@ void emu_net_step(emu_net_t *n)
     }
     sock_t *s = n->pidx[i];
     if (re & (POLLIN | POLLHUP | POLLERR)) on_readable(s);
-    if (re & POLLOUT) flush_out(s);
+    if (re & POLLOUT) {
+      flush_out(s);
+      if (s->conn && !s->out.len) amqp_output(s);
+    }
   }
 }
