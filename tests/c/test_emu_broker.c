@@ -328,8 +328,40 @@ static void test_sessions(void)
   emu_broker_free(b);
 }
 
+/* Regression: settling the current incoming delivery advances the link; advancing again
+ * skipped every other transfer when several arrived in one read. */
+static void test_many_transfers_in_one_read(void)
+{
+  emu_broker_t *b = broker_with_queue("q1", 10);
+  harness_t h;
+  h_open(&h, b);
+  h_auth(&h, "q1");
+  pn_link_t *s = h_sender(&h, "s", "q1");
+  pn_message_t *m = pn_message();
+  pn_data_put_binary(pn_message_body(m), pn_bytes(3, "abc"));
+  char *buf;
+  size_t n = h_encode(m, &buf);
+  pn_delivery_t *d[50];
+  for (int i = 0; i < 50; i++) {
+    uint64_t tag = 1000 + (uint64_t)i;
+    d[i] = pn_delivery(s, pn_dtag((char *)&tag, sizeof tag));
+    pn_link_send(s, buf, n);
+    pn_link_advance(s);
+  }
+  h_pump(&h);
+  int accepted = 0;
+  for (int i = 0; i < 50; i++) accepted += pn_delivery_remote_state(d[i]) == PN_ACCEPTED;
+  CHECK(accepted == 50);
+  CHECK(emu_entity_find(b, "q1")->counts.active == 50);
+  free(buf);
+  pn_message_free(m);
+  h_close(&h);
+  emu_broker_free(b);
+}
+
 int main(void)
 {
+  test_many_transfers_in_one_read();
   test_sessions();
   test_cbs_and_refusals();
   test_peek_lock_round_trip();
