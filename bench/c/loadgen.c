@@ -76,20 +76,21 @@ typedef struct options {
     long credit;             /* receiver credit window */
     long max_inflight;       /* sender: unsettled deliveries at most */
     long idle_ms;            /* recv: stop after this long without a message */
+    long stall_ms;           /* fail after this long without progress */
     double timeout_s;        /* give up after this long */
 } options_t;
 
 static options_t opt = {
     .host = "127.0.0.1", .port = "5672", .queue = "bench", .mode = "both",
     .settle = "rad", .audience_host = "localhost", .n = 100000, .size = 1024,
-    .credit = 1000, .max_inflight = 2000, .idle_ms = 2000, .timeout_s = 120,
+    .credit = 1000, .max_inflight = 2000, .idle_ms = 2000, .stall_ms = 5000, .timeout_s = 120,
 };
 
 static void usage(void) {
     fprintf(stderr,
             "usage: loadgen [--host H] [--port P] [--queue Q] [--mode both|send|recv]\n"
             "               [--settle rad|peek] [--n N] [--size BYTES] [--credit C]\n"
-            "               [--max-inflight M] [--idle-ms MS] [--timeout S]\n"
+            "               [--max-inflight M] [--idle-ms MS] [--stall-ms MS] [--timeout S]\n"
             "               [--sas-key-name NAME --sas-key KEY [--audience-host H]]\n");
     exit(2);
 }
@@ -239,6 +240,7 @@ static long sent, acked, rejected, received; /* counters */
 static long inflight;        /* sent but not yet settled by the broker */
 static double t_first = 0, t_last = 0; /* first send/receive, last one */
 static double last_rx_at = 0; /* when the last message arrived */
+static double last_progress = 0; /* when the last ack or message came */
 static char failure[512];    /* why we stopped early, empty if not */
 static bool done_send, done_recv;
 static conn_t conns[2];
@@ -396,6 +398,7 @@ static void on_delivery(conn_t *c, pn_delivery_t *d) {
     if (c->role == ROLE_SENDER) {
         if (!pn_delivery_updated(d)) return;
         uint64_t state = pn_delivery_remote_state(d);
+        last_progress = now_s();
         if (state == PN_ACCEPTED) {
             acked++;
         } else {
@@ -428,6 +431,7 @@ static void on_delivery(conn_t *c, pn_delivery_t *d) {
     pn_delivery_settle(d);
     received++;
     stamp();
+    last_progress = t_last;
     last_rx_at = t_last;
     if (received >= opt.n) {
         done_recv = true;
@@ -513,6 +517,7 @@ static void parse(int argc, char **argv) {
         else if (!strcmp(a, "--credit")) opt.credit = atol(v);
         else if (!strcmp(a, "--max-inflight")) opt.max_inflight = atol(v);
         else if (!strcmp(a, "--idle-ms")) opt.idle_ms = atol(v);
+        else if (!strcmp(a, "--stall-ms")) opt.stall_ms = atol(v);
         else if (!strcmp(a, "--timeout")) opt.timeout_s = atof(v);
         else if (!strcmp(a, "--sas-key-name")) opt.sas_key_name = v;
         else if (!strcmp(a, "--sas-key")) opt.sas_key = v;
@@ -562,6 +567,13 @@ int main(int argc, char **argv) {
                 done_recv = true;
                 check_done();
             }
+        }
+        /* A broker that stops acknowledging or delivering: say so early. */
+        double since_progress = t - (last_progress > 0 ? last_progress : start);
+        if (!closing && want_send && since_progress * 1000 > opt.stall_ms) {
+            fail("stalled: no progress for %ld ms (sent %ld, acked %ld, received %ld)",
+                 opt.stall_ms, sent, acked, received);
+            close_all();
         }
         if (t > deadline && !timed_out) {
             timed_out = true;
