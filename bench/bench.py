@@ -638,9 +638,15 @@ def main_run():
         "notes": [n for n in (FILL["note"],) if n],
     }
     os.makedirs(RESULTS, exist_ok=True)
-    path = os.path.join(RESULTS, "latest.json")
+    # Only a full run of every client is "latest" (committed); smoke runs and runs of some
+    # clients go beside it so that they never overwrite the reference figures.
+    name = "quick" if s["quick"] else ("partial" if os.environ.get("BENCH_CLIENTS") else "latest")
+    result["name"] = name
+    path = os.path.join(RESULTS, f"{name}.json")
     with open(path, "w") as f:
         json.dump(result, f, indent=1, sort_keys=True)
+    with open(os.path.join(WORK, "result-name"), "w") as f:
+        f.write(name)
     log(f"wrote {os.path.relpath(path, TOP)} after {result['wall_s']:.0f} s")
 
 

@@ -1,6 +1,8 @@
 """Renders bench/results/latest.json as latest.md, latest.png and the README figures.
 
-Usage: report.py [RESULTS_DIR]   (default bench/results)
+Usage: report.py [RESULTS_DIR [NAME]]   (default bench/results latest)
+NAME.json is read and NAME.md / NAME.png written: latest for a full run of every
+client, quick for BENCH_QUICK=1, partial for a run limited by BENCH_CLIENTS.
 
 The markdown holds one line about the machine, the verdict on every target of
 issues 3 and 8, then one table per workload (every client appears; the ones
@@ -249,17 +251,18 @@ def update_readme(md):
 
 def main():
     results = sys.argv[1] if len(sys.argv) > 1 else os.path.join(HERE, "results")
-    with open(os.path.join(results, "latest.json")) as f:
+    name = sys.argv[2] if len(sys.argv) > 2 else "latest"
+    with open(os.path.join(results, f"{name}.json")) as f:
         res = json.load(f)
     md = render_md(res)
-    with open(os.path.join(results, "latest.md"), "w") as f:
-        f.write("# Latest benchmark run\n\nProduced by `make bench` (bench/run.sh); "
+    with open(os.path.join(results, f"{name}.md"), "w") as f:
+        f.write(f"# Benchmark run: {name}\n\nProduced by `make bench` (bench/run.sh); "
                 "see bench/README.md for what each figure means.\n\n" + md)
     try:
-        render_png(res, os.path.join(results, "latest.png"))
+        render_png(res, os.path.join(results, f"{name}.png"))
     except ImportError as e:
         print(f"report: no plot ({e}); install python3-matplotlib (bench/DEPS)", file=sys.stderr)
-    if not res["settings"]["quick"]:
+    if name == "latest":
         update_readme(md)
     print(md)
 

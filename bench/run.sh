@@ -149,8 +149,9 @@ measure() {
     # --- 4. measure and report -------------------------------------------------------
     export BENCH_BUILD=$build
     "$py" "$here/bench.py" run
-    "$py" "$here/report.py" "$here/results" >/dev/null
-    log "wrote bench/results/latest.json, latest.md, latest.png"
+    name=$(cat "$work/result-name")
+    "$py" "$here/report.py" "$here/results" "$name" >/dev/null
+    log "wrote bench/results/$name.json, $name.md, $name.png"
 }
 
 if [ "$phase" = measure ]; then
