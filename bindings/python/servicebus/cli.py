@@ -235,14 +235,6 @@ def parse_time(text: str) -> datetime.datetime:
     return when if when.tzinfo else when.replace(tzinfo=datetime.timezone.utc)
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse that exits with EXIT_USAGE (it does already) and a hint."""
-
-    def error(self, message: str) -> Any:  # type: ignore[override]
-        self.print_usage(sys.stderr)
-        self.exit(EXIT_USAGE, "%s: error: %s\n" % (self.prog, message))
-
-
 def _positive(text: str) -> int:
     try:
         n = int(text)
@@ -264,16 +256,16 @@ def _seconds(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    common = _Parser(add_help=False)
+    common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--connection-string", "-c", metavar="STR",
                         help="the namespace's connection string (default: $%s)" % ENV_CONNECTION_STRING)
     common.add_argument("--json", action="store_true", help="print one JSON object per line")
 
-    parser = _Parser(prog=PROG, description="Azure Service Bus from the command line (and a local emulator).",
+    parser = argparse.ArgumentParser(prog=PROG, description="Azure Service Bus from the command line (and a local emulator).",
                      epilog="exit codes: 0 ok, 1 error, 2 usage, 3 authentication/authorization, 4 not found. "
                             "ENTITY: QUEUE or TOPIC/Subscriptions/SUB. See docs/cli.md.")
     parser.add_argument("--version", action="store_true", help="print the version and exit")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("emulator", help="run sbus-emulator in the foreground",
                        description="Runs sbus-emulator in the foreground and prints its connection string. "
@@ -327,7 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--session-id", metavar="S", help="the session of a sessionful entity")
 
     p = sub.add_parser("dlq", help="dead-letter queue operations")
-    dsub = p.add_subparsers(dest="dlq_command", metavar="ACTION", parser_class=_Parser)
+    dsub = p.add_subparsers(dest="dlq_command", metavar="ACTION")
     p = dsub.add_parser("resubmit", parents=[common],
                         help="move dead-lettered messages back (keeping their properties)")
     p.add_argument("entity", metavar="ENTITY")
@@ -407,7 +399,8 @@ def _read_body(args: argparse.Namespace) -> Optional[bytes]:
         except OSError as exc:
             raise UsageError("--file %s: %s" % (args.file, exc.strerror or exc)) from None
     if args.body is not None:
-        return args.body.encode("utf-8")
+        text: str = args.body
+        return text.encode("utf-8")
     raise UsageError("no body: give --body TEXT, --file F, or - to read standard input")
 
 

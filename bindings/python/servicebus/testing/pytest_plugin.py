@@ -23,7 +23,7 @@ pytest-asyncio in auto or strict mode.
 
 import os
 import re
-from typing import Any, AsyncIterator, Iterator, Optional, Tuple
+from typing import Any, AsyncIterator, Dict, Iterator, Optional, Tuple
 
 import pytest
 
@@ -81,12 +81,13 @@ def pytest_configure(config: Any) -> None:
 
 def _setting(config: Any, name: str) -> Optional[str]:
     """The command-line option, else the ini key (relative to the ini file)."""
-    value = config.getoption(name)
-    if value:
-        return value
-    value = config.getini(name)
-    if not value:
+    option = config.getoption(name)
+    if option:
+        return str(option)
+    ini = config.getini(name)
+    if not ini:
         return None
+    value = str(ini)
     if not os.path.isabs(value) and getattr(config, "inipath", None):
         value = os.path.join(os.path.dirname(str(config.inipath)), value)
     return value
@@ -113,8 +114,8 @@ def _entity_prefix(request: Any, kind: str) -> str:
     return ("%s-%s" % (kind, name))[:40].rstrip("-")
 
 
-def _mark_kwargs(request: Any, name: str) -> dict:
-    kwargs: dict = {}
+def _mark_kwargs(request: Any, name: str) -> Dict[str, Any]:
+    kwargs: Dict[str, Any] = {}
     for mark in reversed(list(request.node.iter_markers(name))):  # closest mark wins
         kwargs.update(mark.kwargs)
     return kwargs
@@ -150,7 +151,7 @@ def servicebus_topic(request: Any, servicebus_emulator: Emulator) -> Iterator[To
             servicebus_emulator.delete(name, missing_ok=True)
 
 
-@_async_fixture
+@_async_fixture  # type: ignore[misc]  # pytest_asyncio has no type information
 async def servicebus_client(servicebus_emulator: Emulator) -> AsyncIterator[Any]:
     """A ServiceBusClient on the emulator, closed after the test."""
     from ..aio import ServiceBusClient
