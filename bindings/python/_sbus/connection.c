@@ -485,16 +485,16 @@ PyObject *sbpy_op_begin(ConnObject *c, PyObject *ctx)
         }
         return NULL;
     }
-    PyObject *kw = Py_BuildValue("{s:O}", "loop", c->loop);
-    PyObject *empty = PyTuple_New(0);
-    PyObject *fut = NULL;
-    if (kw && empty)
-        fut = PyObject_Call(c->future_type, empty, kw);
-    Py_XDECREF(kw);
+    static PyObject *attr_name; /* interned "_sbus_conn" */
+    if (!attr_name && !(attr_name = PyUnicode_InternFromString("_sbus_conn")))
+        return NULL;
+    PyObject *empty = PyTuple_New(0); /* the shared empty tuple: no allocation */
+    PyObject *fut = empty ? PyObject_Call(c->future_type, empty, c->future_kwargs)
+                          : NULL;
     Py_XDECREF(empty);
     if (!fut)
         return NULL;
-    if (PyObject_SetAttrString(fut, "_sbus_conn", (PyObject *)c) < 0 ||
+    if (PyObject_SetAttr(fut, attr_name, (PyObject *)c) < 0 ||
         PyDict_SetItem(c->pending, fut, ctx ? ctx : Py_None) < 0) {
         Py_DECREF(fut);
         return NULL;
@@ -985,7 +985,8 @@ static PyObject *conn_new(PyTypeObject *type, PyObject *args, PyObject *kw)
     self->timer_deadline = -1;
     self->pending = PyDict_New();
     self->renewals = PyDict_New();
-    if (!self->pending || !self->renewals) {
+    self->future_kwargs = Py_BuildValue("{s:O}", "loop", loop);
+    if (!self->pending || !self->renewals || !self->future_kwargs) {
         Py_DECREF(self);
         return NULL;
     }
@@ -1009,6 +1010,7 @@ static int conn_traverse(ConnObject *self, visitproc visit, void *arg)
 {
     Py_VISIT(self->loop);
     Py_VISIT(self->future_type);
+    Py_VISIT(self->future_kwargs);
     Py_VISIT(self->pending);
     Py_VISIT(self->renewals);
     Py_VISIT(self->token_cb);
@@ -1029,6 +1031,7 @@ static int conn_clear(ConnObject *self)
     Py_CLEAR(self->renewals);
     Py_CLEAR(self->pending);
     Py_CLEAR(self->future_type);
+    Py_CLEAR(self->future_kwargs);
     Py_CLEAR(self->loop);
     return 0;
 }

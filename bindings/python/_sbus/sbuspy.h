@@ -36,6 +36,7 @@ typedef struct ConnObject {
     sbus_conn_t *conn;        /* the engine connection; NULL once freed */
     PyObject *loop;           /* the event loop everything runs on */
     PyObject *future_type;    /* class used for operation Futures */
+    PyObject *future_kwargs;  /* {"loop": loop}, made once */
     PyObject *pending;        /* dict: Future -> context object */
     PyObject *renewals;       /* dict: int(address) -> (receiver, msg, cb) */
     PyObject *token_cb;       /* callable(audience) for SBUS_EV_TOKEN */
