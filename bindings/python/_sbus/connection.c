@@ -574,9 +574,10 @@ static void conn_abort(ConnObject *self, const char *why)
     self->closed = 1;
     if (self->conn) {
         sbus_conn_abort(self->conn, why);
+        int was = self->in_pump;
         self->in_pump = 1; /* drain without flushing to a dead transport */
         drain(self);
-        self->in_pump = 0;
+        self->in_pump = was;
     }
     cancel_connect(self);
     close_transport(self, 1);
@@ -696,7 +697,10 @@ static PyObject *conn_protocol_factory(ConnObject *self, PyObject *unused)
 
 static PyObject *conn_connect_done(ConnObject *self, PyObject *task)
 {
-    if (self->connect_task == task)
+    /* A superseded attempt (cancelled when the engine asked again) must
+     * not report anything about the current one. */
+    int current = self->connect_task == task;
+    if (current)
         Py_CLEAR(self->connect_task);
     int c = future_cancelled(task);
     if (c < 0)
@@ -715,7 +719,7 @@ static PyObject *conn_connect_done(ConnObject *self, PyObject *task)
             return NULL;
     }
     if (why) {
-        if (self->conn && self->transport_state == TS_CONNECTING) {
+        if (current && self->conn && self->transport_state == TS_CONNECTING) {
             self->transport_state = TS_NONE;
             const char *s = PyUnicode_AsUTF8(why);
             sbus_conn_transport_down(self->conn,
