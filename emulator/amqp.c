@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #define PRODUCER_CREDIT 5000      /* credit granted to senders, topped up at half */
 #define SESSION_CAPACITY (1u << 30) /* incoming bytes per AMQP session */
@@ -923,6 +924,48 @@ static void run_delayed(emu_conn_t *c)
   }
 }
 
+int64_t emu_utc_ms(void)
+{
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static unsigned right_for(const emu_link_t *l)
+{
+  if (l->kind == LINK_PRODUCER) return RIGHT_SEND;
+  if (l->kind == LINK_CONSUMER) return RIGHT_LISTEN;
+  return 0;
+}
+
+/* Tokens expired: forget them and detach the links they authorised, as the service does. */
+static void expire_tokens(emu_conn_t *c)
+{
+  int64_t now = emu_utc_ms();
+  c->token_check_ms = INT64_MAX;
+  for (emu_token_t **pp = &c->tokens; *pp;) {
+    emu_token_t *t = *pp;
+    if (t->expires_ms <= now) {
+      *pp = t->next;
+      free(t->path);
+      free(t);
+      continue;
+    }
+    if (t->expires_ms < c->token_check_ms) c->token_check_ms = t->expires_ms;
+    pp = &t->next;
+  }
+  for (emu_link_t *l = c->links, *n; l; l = n) {
+    n = l->next;
+    if (!l->ent || l->refused) continue;
+    unsigned need = right_for(l);
+    unsigned have = emu_claims_for(c, l->kind == LINK_CONSUMER || l->kind == LINK_PRODUCER ? l->ent->lname : l->node);
+    if (need ? (have & need) : have) continue;
+    pn_link_t *pl = l->pn;
+    link_drop(l);
+    link_close_err(pl, "amqp:unauthorized-access", "The token authorising this link has expired.");
+  }
+}
+
 void emu_conn_process(emu_conn_t *c)
 {
   pn_event_t *ev;
@@ -931,6 +974,7 @@ void emu_conn_process(emu_conn_t *c)
     emu_conn_drop(c, "amqp:unauthorized-access", "No valid token was put on $cbs in time.");
     c->opened_mono = INT64_MAX / 2;
   }
+  if (c->tokens && emu_utc_ms() >= c->token_check_ms) expire_tokens(c);
   while ((ev = pn_connection_driver_next_event(&c->driver))) handle(c, ev);
 }
 

@@ -177,11 +177,15 @@ static void add_claim(emu_conn_t *c, const char *audience, unsigned rights, int6
       t->rights = rights;
       t->expires_ms = expires;
       free(path);
+      c->token_check_ms = INT64_MAX;
+      for (emu_token_t *x = c->tokens; x; x = x->next)
+        if (x->expires_ms < c->token_check_ms) c->token_check_ms = x->expires_ms;
       return;
     }
   }
   emu_token_t *t = calloc(1, sizeof *t);
   if (!t) abort();
+  if (!c->tokens || expires < c->token_check_ms) c->token_check_ms = expires;
   t->path = path;
   t->rights = rights;
   t->expires_ms = expires;

@@ -243,6 +243,7 @@ struct emu_conn {
   emu_broker_t *broker;      /* broker */
   uint64_t id;               /* connection number */
   emu_token_t *tokens;       /* CBS claims */
+  int64_t token_check_ms;    /* UTC ms of the earliest token expiry (INT64_MAX: none) */
   int64_t opened_mono;       /* creation time (real monotonic ms) */
   bool authed;               /* a valid token was put */
   bool dead;                 /* transport closed; host should free it */
@@ -353,6 +354,7 @@ void emu_sweep_expired(emu_broker_t *b, emu_entity_t *e);
 emu_conn_t *emu_conn_new(emu_broker_t *b, void *host);
 void emu_conn_free(emu_conn_t *c);
 void emu_conn_process(emu_conn_t *c);   /* drain Proton events */
+int64_t emu_utc_ms(void);               /* real UTC ms (token expiry; not skewed) */
 void emu_dispatch(emu_broker_t *b, emu_entity_t *e);
 void emu_dispatch_all(emu_broker_t *b);
 void emu_conn_drop(emu_conn_t *c, const char *cond, const char *desc);

@@ -345,6 +345,10 @@ static int next_timeout(emu_net_t *n)
       if (c < best) best = c;
     }
     if (s->conn->kill_at && s->conn->kill_at - mono < best) best = s->conn->kill_at - mono;
+    if (s->conn->tokens) {
+      int64_t t = s->conn->token_check_ms - emu_utc_ms() + 1;
+      if (t < best) best = t;
+    }
     for (emu_delayed_t *x = s->conn->delayed; x; x = x->next)
       if (x->due_ms - mono < best) best = x->due_ms - mono;
   }

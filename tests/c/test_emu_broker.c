@@ -359,8 +359,29 @@ static void test_many_transfers_in_one_read(void)
   emu_broker_free(b);
 }
 
+static void test_token_expiry_detaches_links(void)
+{
+  emu_broker_t *b = broker_with_queue("q1", 10);
+  harness_t h;
+  h_open(&h, b);
+  CHECK(h_auth(&h, "q1") == 202);
+  pn_link_t *s = h_sender(&h, "s", "q1");
+  CHECK(!(pn_link_state(s) & PN_REMOTE_CLOSED));
+  /* age the claim instead of waiting: expiry follows the real clock */
+  CHECK(h.server->tokens != NULL);
+  h.server->tokens->expires_ms = emu_utc_ms() - 1;
+  h.server->token_check_ms = h.server->tokens->expires_ms;
+  h_pump(&h);
+  CHECK(pn_link_state(s) & PN_REMOTE_CLOSED);
+  CHECK(!strcmp(pn_condition_get_name(pn_link_remote_condition(s)), "amqp:unauthorized-access"));
+  CHECK(h.server->tokens == NULL);
+  h_close(&h);
+  emu_broker_free(b);
+}
+
 int main(void)
 {
+  test_token_expiry_detaches_links();
   test_many_transfers_in_one_read();
   test_sessions();
   test_cbs_and_refusals();
