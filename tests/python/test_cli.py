@@ -195,6 +195,22 @@ def test_peek_lock_abandon_then_complete(conn, servicebus_emulator, servicebus_q
     assert servicebus_emulator.counts(servicebus_queue)["total"] == 0
 
 
+def test_a_closed_pipe_stops_quietly_and_peek_lock_loses_nothing(conn, servicebus_emulator, servicebus_queue):
+    ok(sb("send", servicebus_queue, "--body", "x", "--count", "50", conn=conn))
+    env = dict(os.environ, **{ENV: conn})
+    proc = subprocess.Popen([sys.executable, "-m", "servicebus", "receive", servicebus_queue, "--count", "50",
+                             "--peek-lock", "--complete"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    first = proc.stdout.readline()
+    proc.stdout.close()  # like `| head -1`
+    assert proc.wait(60) == 141
+    stderr = proc.stderr.read().decode()
+    proc.stderr.close()
+    assert first.startswith(b"#") and stderr == ""
+    counts = servicebus_emulator.counts(servicebus_queue)
+    assert counts["total"] >= 1, "the messages that were not written out stay"
+    assert counts["locked"] == 0, "and are unlocked at once, not when their locks expire"
+
+
 def test_subscription_path(conn, servicebus_topic):
     ok(sb("send", servicebus_topic, "--body", "to-topic", conn=conn))
     path = "%s/subscriptions/%s" % (servicebus_topic, servicebus_topic.subscription)

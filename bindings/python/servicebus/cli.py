@@ -21,7 +21,7 @@ terminal (stderr) and only final counts otherwise.
 Exit codes (documented in docs/cli.md): 0 ok, 1 other error, 2 usage
 (including a missing or malformed connection string, or an emulator config
 the emulator refused), 3 authentication or authorization, 4 entity not found,
-130 interrupted.
+130 interrupted, 141 standard output closed early (``| head``).
 
 The file is divided into: output helpers (JSON, progress), argument parsing,
 one ``cmd_*`` coroutine per command, and :func:`main`.
@@ -49,6 +49,7 @@ EXIT_USAGE = 2
 EXIT_AUTH = 3
 EXIT_NOT_FOUND = 4
 EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a killed writer
 
 ENV_CONNECTION_STRING = "SERVICEBUS_CONNECTION_STR"
 PROG = "servicebus"
@@ -490,14 +491,13 @@ async def cmd_receive(args: argparse.Namespace) -> int:
                                                         max_wait_time=wait)
                 if not batch:
                     break
-                for message in batch:
-                    if args.json:
-                        d = message_json(message, label)
-                        if settle:
-                            d["settlement"] = settle
-                        emit(d)
-                    else:
-                        print(message_text(message), flush=True)
+                for i, message in enumerate(batch):
+                    try:
+                        _print_received(message, label, settle, args.json)
+                    except BaseException:
+                        if settle:  # unlock what was not written out, rather than hold it until the lock expires
+                            await _abandon_quietly(receiver, batch[i:])
+                        raise
                     if settle == "complete":
                         await receiver.complete_message(message)
                     elif settle == "abandon":
@@ -511,6 +511,24 @@ async def cmd_receive(args: argparse.Namespace) -> int:
     if not got and not args.json:
         print("no message on %s within %g s" % (label, args.wait), file=sys.stderr)
     return EXIT_OK
+
+
+def _print_received(message: Any, label: str, settle: Optional[str], as_json: bool) -> None:
+    if as_json:
+        d = message_json(message, label)
+        if settle:
+            d["settlement"] = settle
+        emit(d)
+    else:
+        print(message_text(message), flush=True)
+
+
+async def _abandon_quietly(receiver: Any, messages: List[Any]) -> None:
+    for message in messages:
+        try:
+            await receiver.abandon_message(message)
+        except Exception:  # best effort: the lock expires anyway
+            pass
 
 
 async def cmd_peek(args: argparse.Namespace) -> int:
@@ -752,6 +770,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except KeyboardInterrupt:
         print("%s: interrupted" % PROG, file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # the reader went away (`| head`): stop quietly, as `cat` does; Python
+        # would otherwise complain again when it flushes stdout at exit
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return EXIT_BROKEN_PIPE
     except Exception as exc:
         from .exceptions import ServiceBusError
 
