@@ -70,6 +70,8 @@ def settings():
         "idle_s": 2 if quick else 10,
         "broker_n": 20000 if quick else 200000,
         "run_timeout_s": 20 if quick else 60,
+        "stall_s": 4 if quick else 8,        # a run whose queue does not move this long is stopped
+        "drain_idle_ms": 400 if quick else 1000,
         "budget_s": float(os.environ.get("BENCH_BUDGET_S", "55" if quick else "560")),
     }
     return s
@@ -333,7 +335,7 @@ def broker_run(env, s, pool, broker, settle):
         queue = pool.take()
     c0 = proc_cpu_s(pid)
     res = loadgen(env, port, queue, "both", s["broker_n"], settle=settle, cbs=cbs,
-                  timeout=s["run_timeout_s"])
+                  timeout=s["run_timeout_s"], stall_ms=int(s["stall_s"] * 500))
     c1 = proc_cpu_s(pid)
     rec = {"broker": broker, "settle": settle, "ok": bool(res.get("ok")), "error": res.get("error", ""),
            "n": res.get("received", 0), "seconds": res.get("seconds", 0)}
@@ -380,7 +382,7 @@ def client_run(env, s, pool, client, workload, n=None):
             c = env.entity_counts(queue)
             return None if c is None else c.get("total", c.get("active"))
     res, err = run_json(client.command(workload, queue, n), env=cmd_env, timeout=s["run_timeout_s"],
-                        progress=progress)
+                        progress=progress, stall_s=s["stall_s"])
     rec["wall_s"] = time.monotonic() - t0
     e1 = proc_cpu_s(env.emu_pid)
     rec.update(res)
@@ -390,7 +392,7 @@ def client_run(env, s, pool, client, workload, n=None):
         return rec
     if workload in ("send_batch", "send_single"):
         expect = n + int(res.get("extra_sent", 0))
-        drain = loadgen(env, env.amqp_port, queue, "recv", expect + 10, idle_ms=1000,
+        drain = loadgen(env, env.amqp_port, queue, "recv", expect + 10, idle_ms=s["drain_idle_ms"],
                         timeout=s["run_timeout_s"])
         got = drain.get("received", 0)
         rec["verified"] = got == expect
@@ -464,7 +466,7 @@ def summarize(clients, runs, brokers):
                 entry["na"] = "failed: " + (rs[-1].get("error") or "unknown")[:200]
             else:
                 for key in ("msgs_per_s", "cpu_s_per_1k", "p50_ms", "p99_ms", "idle_cpu_pct",
-                            "emu_cpu_us_per_msg"):
+                            "emu_cpu_us_per_msg", "clock_resolution_ms"):
                     v = med([r.get(key) for r in ok])
                     if v is not None:
                         entry[key] = v

@@ -31,6 +31,14 @@ def fmt(v, spec):
     return "–" if v is None else format(v, spec)
 
 
+def fmt_ms(e, key, spec):
+    """A latency, honest about a client whose clock ticks in whole milliseconds."""
+    v, res = e.get(key), e.get("clock_resolution_ms") or 0
+    if v is not None and res >= 1 and v < res:
+        return f"< {res:g}"
+    return fmt(v, spec)
+
+
 def ratio(summary, a, b, workload, key="msgs_per_s"):
     """(a/b, reason-if-unavailable)."""
     ea, eb = summary.get(a, {}).get(workload, {}), summary.get(b, {}).get(workload, {})
@@ -95,26 +103,64 @@ def targets(res):
     return out
 
 
-def render_md(res):
-    m, st = res["machine"], res["settings"]
+def overview(res):
+    """One row per client: the figures that matter, at a glance."""
     s, clients = res["summary"], res["clients"]
-    L = []
-    L.append(f"Machine: {m['cpu']}, {m['cores']} cores, {m.get('memory', '')} RAM, "
-             f"Linux {m['kernel']}, {m['date']}; load average {m.get('loadavg_before', '?')} before, "
-             f"{m.get('loadavg', '?')} after. "
-             f"{'Quick smoke run (BENCH_QUICK=1)' if st['quick'] else 'Full run'}: "
-             f"medians of {st['reps']} repetition(s), 1 KB bodies, loopback, one emulator; "
-             f"wall time {res['wall_s']:.0f} s.")
+    order = res.get("client_order") or list(clients)
+    L = ["| client | transport | batch send msg/s | single send msg/s | PeekLock+complete msg/s "
+         "| ReceiveAndDelete msg/s | CPU µs/msg PeekLock+complete | latency p50 / p99 ms | idle CPU % |",
+         "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for c in order:
+        e = s[c]
+        if clients[c].get("reason"):
+            L.append(f"| {clients[c]['label']} | {clients[c]['transport']} | n/a: {clients[c]['reason']} "
+                     "| | | | | | |")
+            continue
+
+        def cell(w, key, spec, scale=1):
+            v = e[w].get(key)
+            return "fail" if "na" in e[w] else fmt(None if v is None else v * scale, spec)
+        lat = e["latency"]
+        lat_txt = "fail" if "na" in lat else f"{fmt_ms(lat, 'p50_ms', '.2f')} / {fmt_ms(lat, 'p99_ms', '.1f')}"
+        L.append(f"| {clients[c]['label']} | {clients[c]['transport']} | {cell('send_batch', 'msgs_per_s', ',.0f')} "
+                 f"| {cell('send_single', 'msgs_per_s', ',.0f')} | {cell('recv_peeklock', 'msgs_per_s', ',.0f')} "
+                 f"| {cell('recv_rad', 'msgs_per_s', ',.0f')} | {cell('recv_peeklock', 'cpu_s_per_1k', '.1f', 1000)} "
+                 f"| {lat_txt} | {cell('idle', 'idle_cpu_pct', '.3f')} |")
+    L.append("\n\"fail\": the run failed; the detailed tables give the reason.")
+    return "\n".join(L)
+
+
+def header(res):
+    m, st = res["machine"], res["settings"]
+    L = [f"Machine: {m['cpu']}, {m['cores']} cores, {m.get('memory', '')} RAM, "
+         f"Linux {m['kernel']}, {m['date']}; load average {m.get('loadavg_before', '?')} before, "
+         f"{m.get('loadavg', '?')} after. "
+         f"{'Quick smoke run (BENCH_QUICK=1)' if st['quick'] else 'Full run'}: "
+         f"medians of {st['reps']} repetition(s), 1 KB bodies, loopback, one emulator; "
+         f"wall time {res['wall_s']:.0f} s."]
     for note in res.get("notes", []):
         L.append(f"\nNote: {note}.")
     if res.get("skipped_runs"):
         L.append(f"\n**{res['skipped_runs']} run(s) skipped: the time budget was spent.**")
-    L.append("\n### Targets\n")
-    L.append("| target | measured | goal | verdict | note |")
-    L.append("|---|---|---|---|---|")
+    return "\n".join(L)
+
+
+def targets_md(res):
+    L = ["| target | measured | goal | verdict | note |", "|---|---|---|---|---|"]
     for t in targets(res):
         L.append(f"| {t['target']} | {t['value']} | {t['goal']} | {t['verdict']} | {t['note']} |")
+    return "\n".join(L)
 
+
+def render_readme_block(res):
+    return (header(res) + "\n\n### Targets\n\n" + targets_md(res) + "\n\n### Overview\n\n"
+            + overview(res) + "\n\nEvery table: [results/latest.md](results/latest.md).\n")
+
+
+def render_md(res):
+    m, st = res["machine"], res["settings"]
+    s, clients = res["summary"], res["clients"]
+    L = [header(res), "\n### Targets\n", targets_md(res), "\n### Overview\n", overview(res)]
     order = res.get("client_order") or list(clients)
     for w in THROUGHPUT:
         L.append(f"\n### {TITLES[w]} (N = {st['n'][w]:,})\n")
@@ -134,7 +180,7 @@ def render_md(res):
     L.append("|---|---|---:|---:|---:|---:|")
     for c in order:
         lat, idle = s[c]["latency"], s[c]["idle"]
-        lat_txt = (f"{fmt(lat.get('p50_ms'), '.2f')} | {fmt(lat.get('p99_ms'), '.2f')} | "
+        lat_txt = (f"{fmt_ms(lat, 'p50_ms', '.2f')} | {fmt_ms(lat, 'p99_ms', '.2f')} | "
                    f"{fmt(lat.get('cpu_s_per_1k'), '.4f')}") if "na" not in lat else f"n/a: {lat['na']} | | "
         idle_txt = fmt(idle.get("idle_cpu_pct"), ".3f") if "na" not in idle else f"n/a: {idle['na']}"
         L.append(f"| {clients[c]['label']} | {clients[c]['transport']} | {lat_txt} | {idle_txt} |")
@@ -263,7 +309,7 @@ def main():
     except ImportError as e:
         print(f"report: no plot ({e}); install python3-matplotlib (bench/DEPS)", file=sys.stderr)
     if name == "latest":
-        update_readme(md)
+        update_readme(render_readme_block(res))
     print(md)
 
 
