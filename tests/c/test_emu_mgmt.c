@@ -144,6 +144,7 @@ int main(void)
   request(&h, "com.microsoft:peek-message", fill_peek, &count, &r);
   CHECK(r.status == 204);
   CHECK(r.corr_code == AMQP_ULONG || r.corr_code == AMQP_SMALLULONG);
+  buf_free(&r.raw);
   for (int i = 0; i < 3; i++) h_send_text(&h, s, "peek me", NULL);
   request(&h, "com.microsoft:peek-message", fill_peek, &count, &r);
   CHECK(r.status == 200);
