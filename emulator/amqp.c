@@ -817,6 +817,8 @@ static void on_outcome(emu_link_t *l, pn_delivery_t *d)
     fdesc = "The lock supplied is invalid. Either the lock expired, or the message has already been removed from the queue.";
   } else if (emu_fault_take(b, "settle", &fail)) {
     fdesc = "Injected fault.";
+    m->dlv = NULL; /* the delivery is settled below; the lock stays until it expires */
+    pn_delivery_set_context(d, NULL);
   } else {
     m->dlv = NULL;
     pn_delivery_set_context(d, NULL);

@@ -379,8 +379,51 @@ static void test_token_expiry_detaches_links(void)
   emu_broker_free(b);
 }
 
+static void test_settlement_faults(void)
+{
+  emu_broker_t *b = broker_with_queue("q1", 10);
+  harness_t h;
+  h_open(&h, b);
+  h_auth(&h, "q1");
+  pn_link_t *s = h_sender(&h, "s", "q1");
+  h_send_text(&h, s, "one", NULL);
+  h_send_text(&h, s, "two", NULL);
+  pn_link_t *r = h_receiver(&h, "r", "q1", false, 1);
+  /* fail_next settle: the outcome is answered rejected with the injected condition */
+  snprintf(b->faults.fail_op, sizeof b->faults.fail_op, "settle");
+  snprintf(b->faults.fail_cond, sizeof b->faults.fail_cond, "com.microsoft:server-busy");
+  b->faults.fail_next = 1;
+  rx_t *m = &h.rx[h.nrx - 1];
+  pn_delivery_update(m->d, PN_ACCEPTED);
+  h_pump(&h);
+  CHECK(pn_delivery_remote_state(m->d) == PN_REJECTED);
+  CHECK(!strcmp(pn_condition_get_name(pn_disposition_condition(pn_delivery_remote(m->d))), "com.microsoft:server-busy"));
+  CHECK(emu_entity_find(b, "q1")->counts.locked == 1); /* the message kept its lock */
+  pn_delivery_settle(m->d);
+  /* delay_dispositions_ms: the settled reply only comes after the delay (real clock) */
+  b->faults.delay_disp_ms = 2;
+  pn_link_flow(r, 1);
+  h_pump(&h);
+  rx_t *m2 = &h.rx[h.nrx - 1];
+  pn_delivery_update(m2->d, PN_ACCEPTED);
+  h_pump(&h);
+  CHECK(!pn_delivery_settled(m2->d));
+  struct timespec ts = {0, 5000000};
+  nanosleep(&ts, NULL);
+  h_pump(&h);
+  CHECK(pn_delivery_settled(m2->d) && pn_delivery_remote_state(m2->d) == PN_ACCEPTED);
+  /* the lock kept by the failed settlement expires cleanly */
+  b->skew_ms += 31000;
+  emu_tick(b);
+  h_pump(&h);
+  CHECK(emu_entity_find(b, "q1")->counts.locked == 0);
+  h_close(&h);
+  emu_broker_free(b);
+}
+
 int main(void)
 {
+  test_settlement_faults();
   test_token_expiry_detaches_links();
   test_many_transfers_in_one_read();
   test_sessions();
