@@ -120,6 +120,32 @@ def test_servicebus_topic_and_marks(pytester):
     result.assert_outcomes(passed=4)
 
 
+def test_servicebus_entities_for_a_forwarding_pair(pytester):
+    pytester.makeini(INI_AUTO)
+    pytester.makepyfile(
+        test_entities="""
+        from servicebus import Message
+
+        MADE = []
+
+        async def test_forward(servicebus_client, servicebus_entities, servicebus_emulator):
+            target = servicebus_entities.queue()
+            source = servicebus_entities.queue(forward_to=target)
+            topic = servicebus_entities.topic(["x", "y"])
+            MADE.extend([target, source, topic])
+            assert topic.subscriptions == ("x", "y")
+            async with servicebus_client.get_queue_sender(source) as sender:
+                await sender.send_messages(Message("hop"))
+            assert servicebus_emulator.counts(target)["active"] == 1
+
+        def test_all_deleted(servicebus_emulator):
+            names = {n.lower() for n in servicebus_emulator.entities()}
+            assert len(MADE) == 3 and not names & {m.lower() for m in MADE}
+        """
+    )
+    run(pytester).assert_outcomes(passed=2)
+
+
 def test_strict_mode_client_fixture(pytester):
     """Without asyncio_mode=auto the plugin's async fixture still works."""
     pytester.makeini("[pytest]\nasyncio_mode = strict\n")

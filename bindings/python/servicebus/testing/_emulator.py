@@ -567,6 +567,13 @@ class Emulator:
 
         return ServiceBusSharedKeyCredential(self.sas_key_name, self.sas_key)
 
+    def client(self, **kwargs: Any) -> Any:
+        """A new :class:`servicebus.aio.ServiceBusClient` on this emulator
+        (use it with ``async with``); keyword arguments go to the client."""
+        from ..aio import ServiceBusClient
+
+        return ServiceBusClient.from_connection_string(self.connection_string, **kwargs)
+
     @property
     def control_url(self) -> str:
         """``http://127.0.0.1:<control port>``."""

@@ -10,6 +10,8 @@ servicebus is enough. Fixtures:
   ``@pytest.mark.servicebus_queue(requires_session=True, lock_duration=5, ...)``;
 - ``servicebus_topic``: the same for a topic, with one subscription
   (``servicebus_topic.subscription``) unless the mark names others;
+- ``servicebus_entities``: ``.queue(**props)`` and ``.topic(subscriptions, **props)``
+  make as many entities as a test needs, all deleted after it;
 - ``servicebus_client``: a :class:`servicebus.aio.ServiceBusClient` on the
   emulator, closed after the test (async fixture).
 
@@ -23,7 +25,7 @@ pytest-asyncio in auto or strict mode.
 
 import os
 import re
-from typing import Any, AsyncIterator, Dict, Iterator, Optional, Tuple
+from typing import Any, AsyncIterator, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import pytest
 
@@ -37,7 +39,7 @@ try:  # strict mode needs pytest_asyncio.fixture; auto mode accepts either
 except ImportError:  # pragma: no cover - without pytest-asyncio the client fixture cannot run anyway
     _async_fixture = pytest.fixture
 
-__all__ = ["EntityName", "TopicName"]
+__all__ = ["EntityName", "TopicName", "Entities"]
 
 
 class EntityName(str):
@@ -151,12 +153,52 @@ def servicebus_topic(request: Any, servicebus_emulator: Emulator) -> Iterator[To
             servicebus_emulator.delete(name, missing_ok=True)
 
 
+class Entities:
+    """Makes entities for one test and deletes them after it (the
+    ``servicebus_entities`` fixture): for tests that need more than one, such
+    as a queue that forwards to another."""
+
+    def __init__(self, emulator: Emulator, prefix: str) -> None:
+        self._emulator = emulator
+        self._prefix = prefix
+        self._made: List[str] = []
+
+    def queue(self, **properties: Any) -> EntityName:
+        """A fresh queue; its name."""
+        name = self._emulator.create_queue(unique_name(self._prefix + "-q"), **properties)
+        self._made.append(name)
+        return EntityName(name)
+
+    def topic(self, subscriptions: Sequence[Any] = ("sub",), **properties: Any) -> TopicName:
+        """A fresh topic with ``subscriptions``; its name."""
+        name = self._emulator.create_topic(unique_name(self._prefix + "-t"), subscriptions, **properties)
+        self._made.append(name)
+        topic = TopicName(name)
+        topic.subscriptions = tuple(s if isinstance(s, str) else s["Name"] for s in subscriptions)
+        return topic
+
+    def delete_all(self) -> None:
+        made, self._made = self._made, []
+        if self._emulator.running:
+            for name in reversed(made):
+                self._emulator.delete(name, missing_ok=True)
+
+
+@pytest.fixture
+def servicebus_entities(request: Any, servicebus_emulator: Emulator) -> Iterator[Entities]:
+    """``servicebus_entities.queue(**props)`` / ``.topic(subscriptions, **props)``:
+    as many fresh entities as the test needs, all deleted after it."""
+    entities = Entities(servicebus_emulator, _entity_prefix(request, "e")[:30])
+    try:
+        yield entities
+    finally:
+        entities.delete_all()
+
+
 @_async_fixture  # type: ignore[misc]  # pytest_asyncio has no type information
 async def servicebus_client(servicebus_emulator: Emulator) -> AsyncIterator[Any]:
     """A ServiceBusClient on the emulator, closed after the test."""
-    from ..aio import ServiceBusClient
-
-    client = ServiceBusClient.from_connection_string(servicebus_emulator.connection_string)
+    client = servicebus_emulator.client()
     try:
         yield client
     finally:
