@@ -268,6 +268,7 @@ typedef struct emu_options {
   int64_t cbs_timeout_ms;    /* close connections without a token after this */
   uint32_t idle_timeout_ms;  /* advertised idle-time-out */
   int verbose;               /* log level */
+  bool allow_jwt;            /* test mode: accept any "jwt" token with every right */
 } emu_options_t;
 
 struct emu_broker {

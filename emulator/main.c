@@ -4,7 +4,7 @@
  *   sbus-emulator --config FILE [--host 127.0.0.1] [--amqp-port N] [--amqps-port N]
  *                 [--control-port N] [--tls-cert PEM --tls-key PEM] [--state-dir DIR]
  *                 [--max-message-size BYTES] [--cbs-timeout-ms MS] [--exit-on-stdin-eof]
- *                 [--verbose]
+ *                 [--allow-jwt] [--verbose]
  *
  * The amqp listener defaults to 5672 (use --amqp-port -1 to switch it off);
  * amqps and control are off unless their port is given; port 0 picks a free
@@ -48,7 +48,7 @@ static void usage(void)
   fprintf(stderr, "usage: sbus-emulator --config FILE [--host 127.0.0.1] [--amqp-port N] [--amqps-port N]\n"
                   "                     [--control-port N] [--tls-cert PEM --tls-key PEM] [--state-dir DIR]\n"
                   "                     [--max-message-size BYTES] [--cbs-timeout-ms MS] [--exit-on-stdin-eof]\n"
-                  "                     [--verbose]\n");
+                  "                     [--allow-jwt] [--verbose]\n");
 }
 
 static int parse_args(int argc, char **argv, args_t *a)
@@ -62,6 +62,7 @@ static int parse_args(int argc, char **argv, args_t *a)
     if (!strcmp(o, "--verbose") || !strcmp(o, "-v")) { a->opt.verbose++; continue; }
     if (!strcmp(o, "--help") || !strcmp(o, "-h")) { usage(); exit(0); }
     if (!strcmp(o, "--exit-on-stdin-eof")) { a->watch_stdin = true; continue; }
+    if (!strcmp(o, "--allow-jwt")) { a->opt.allow_jwt = true; continue; }
     if (!v) { fprintf(stderr, "sbus-emulator: %s needs a value\n", o); return -1; }
     i++;
     if (!strcmp(o, "--config")) a->config = v;

@@ -421,8 +421,23 @@ static void test_settlement_faults(void)
   emu_broker_free(b);
 }
 
+static void test_jwt_test_mode(void)
+{
+  emu_broker_t *b = broker_with_queue("q1", 10);
+  harness_t h;
+  h_open(&h, b);
+  CHECK(h_put_token_typed(&h, "sb://localhost/q1", "eyJhbGciOi.x.y", "jwt") == 401);
+  b->opt.allow_jwt = true;
+  CHECK(h_put_token_typed(&h, "sb://localhost/q1", "eyJhbGciOi.x.y", "jwt") == 202);
+  pn_link_t *s = h_sender(&h, "s", "q1");
+  CHECK(!(pn_link_state(s) & PN_REMOTE_CLOSED));
+  h_close(&h);
+  emu_broker_free(b);
+}
+
 int main(void)
 {
+  test_jwt_test_mode();
   test_settlement_faults();
   test_token_expiry_detaches_links();
   test_many_transfers_in_one_read();

@@ -251,8 +251,8 @@ static pn_delivery_t *h_send_text(harness_t *h, pn_link_t *l, const char *body, 
   return d;
 }
 
-/* Put a token for audience on $cbs; returns the status code of the response. */
-static int h_put_token(harness_t *h, const char *audience, const char *token)
+/* Put a token of a type for audience on $cbs; returns the status code of the response. */
+static int h_put_token_typed(harness_t *h, const char *audience, const char *token, const char *type)
 {
   static int n;
   char sname[32], rname[32];
@@ -269,7 +269,7 @@ static int h_put_token(harness_t *h, const char *audience, const char *token)
   pn_data_put_string(ap, pn_bytes(9, "operation"));
   pn_data_put_string(ap, pn_bytes(9, "put-token"));
   pn_data_put_string(ap, pn_bytes(4, "type"));
-  pn_data_put_string(ap, pn_bytes(31, "servicebus.windows.net:sastoken"));
+  pn_data_put_string(ap, pn_bytes(strlen(type), type));
   pn_data_put_string(ap, pn_bytes(4, "name"));
   pn_data_put_string(ap, pn_bytes(strlen(audience), audience));
   pn_data_exit(ap);
@@ -298,6 +298,11 @@ static int h_put_token(harness_t *h, const char *audience, const char *token)
     pn_message_free(resp);
   }
   return status;
+}
+
+static int h_put_token(harness_t *h, const char *audience, const char *token)
+{
+  return h_put_token_typed(h, audience, token, "servicebus.windows.net:sastoken");
 }
 
 static int h_auth(harness_t *h, const char *entity)
