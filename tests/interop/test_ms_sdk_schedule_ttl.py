@@ -88,3 +88,22 @@ async def test_auto_forward_keeps_the_original_sequence_number(client, emulator)
             got = await r.receive_messages(max_message_count=2, max_wait_time=5)
             assert [str(g) for g in got] == ["f1", "f2"]
             assert [g.enqueued_sequence_number for g in got] == [1, 2]
+
+
+async def test_topic_schedule_and_cancel_reach_every_subscription(client, emulator):
+    topic = emulator.create_topic(subscriptions=[{"Name": "a"}, {"Name": "b"}])
+    async with client:
+        async with client.get_topic_sender(topic) as s:
+            when = emulator.now() + datetime.timedelta(minutes=5)
+            seqs = await s.schedule_messages([ServiceBusMessage("keep"), ServiceBusMessage("drop")], when)
+            ents = emulator.entities()
+            assert ents[topic + "/Subscriptions/a"]["scheduled"] == 2
+            assert ents[topic + "/Subscriptions/b"]["scheduled"] == 2
+            await s.cancel_scheduled_messages(seqs[1])
+        ents = emulator.entities()
+        assert ents[topic + "/Subscriptions/a"]["scheduled"] == 1
+        assert ents[topic + "/Subscriptions/b"]["scheduled"] == 1
+        emulator.advance(301)
+        ents = emulator.entities()
+        assert ents[topic + "/Subscriptions/a"]["active"] == 1
+        assert ents[topic + "/Subscriptions/b"]["active"] == 1

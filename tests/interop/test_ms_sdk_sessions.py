@@ -78,3 +78,33 @@ async def test_message_without_session_id_is_refused(client, squeue):
         async with client.get_queue_sender(squeue) as s:
             with pytest.raises(ServiceBusError):
                 await s.send_messages(ServiceBusMessage("no session"))
+
+
+async def test_defer_and_peek_inside_a_session(client, squeue):
+    async with client:
+        async with client.get_queue_sender(squeue) as s:
+            await s.send_messages([ServiceBusMessage("x1", session_id="D"), ServiceBusMessage("x2", session_id="D"),
+                                   ServiceBusMessage("other", session_id="E")])
+        async with client.get_queue_receiver(squeue, session_id="D") as r:
+            first = (await r.receive_messages(max_message_count=1, max_wait_time=3))[0]
+            await r.defer_message(first)
+            peeked = await r.peek_messages(max_message_count=10, sequence_number=1)
+            assert [str(p) for p in peeked] == ["x1", "x2"]
+            deferred = await r.receive_deferred_messages([first.sequence_number])
+            assert [str(d) for d in deferred] == ["x1"]
+            await r.complete_message(deferred[0])
+            rest = await r.receive_messages(max_message_count=5, max_wait_time=2)
+            assert [str(m) for m in rest] == ["x2"]
+            await r.complete_message(rest[0])
+
+
+async def test_abandon_in_a_session_keeps_order(client, squeue):
+    async with client:
+        async with client.get_queue_sender(squeue) as s:
+            await s.send_messages([ServiceBusMessage("o1", session_id="O"), ServiceBusMessage("o2", session_id="O")])
+        async with client.get_queue_receiver(squeue, session_id="O") as r:
+            m = (await r.receive_messages(max_message_count=1, max_wait_time=3))[0]
+            assert str(m) == "o1"
+            await r.abandon_message(m)
+            again = (await r.receive_messages(max_message_count=1, max_wait_time=3))[0]
+            assert (str(again), again.delivery_count) == ("o1", 1)
