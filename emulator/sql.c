@@ -746,7 +746,8 @@ void sql_action_apply(const sql_action_t *a, emu_msg_t *m)
     emu_buf_t b = {0};
     if (!s->remove) {
       sval_t v = eval(s->value, m);
-      enc_sval(&b, &v);
+      if (s->sys && sys_field(s->name) == 6 && v.t == V_STR) enc_sym(&b, v.s); /* content-type is a symbol */
+      else enc_sval(&b, &v);
       sv_free(&v);
     }
     if (s->sys) {

@@ -109,6 +109,12 @@ static void test_actions(void)
   CHECK(eval(m, "sys.To = 'Entity' AND total = 18 AND userProp1 IS NULL AND sys.Label = 'xy'") == 1);
   CHECK(eval(m, "sys.MessageId = '123456' AND qty = 9") == 1); /* the rest is untouched */
   sql_action_free(a);
+  a = sql_parse_action("SET sys.ContentType = 'text/plain'", err, sizeof err);
+  sql_action_apply(a, m);
+  amqp_val_t ct;
+  CHECK(msg_prop(m, 6, &ct) && ct.code == AMQP_SYM8);
+  CHECK(eval(m, "sys.ContentType = 'text/plain'") == 1);
+  sql_action_free(a);
   CHECK(sql_parse_action("SET = 1", err, sizeof err) == NULL);
   CHECK(sql_parse_action("DROP x", err, sizeof err) == NULL);
   CHECK(sql_parse_action("SET sys.SequenceNumber = 1", err, sizeof err) == NULL);
