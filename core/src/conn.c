@@ -594,6 +594,9 @@ void sbusi_owner_after_detach(sbus_conn_t *c, sbusi_owner_t *o)
 /* Transport life cycle                                                */
 /* ------------------------------------------------------------------ */
 
+/* A connection open this long before it was lost counts as healthy. */
+#define STABLE_MS 10000
+
 static void emit_connect(sbus_conn_t *c)
 {
     sbusi_ev_t *ev = &c->connect_ev;
@@ -625,22 +628,31 @@ int sbus_conn_open(sbus_conn_t *c, void *token)
     return 0;
 }
 
+/* Copies msg into out[cap], replacing what follows every "sig=" (up to the
+ * next separator) so that no signature ever reaches a log. */
+static void redact(const char *msg, char *out, size_t cap)
+{
+    size_t j = 0;
+    while (*msg && j + 1 < cap) {
+        if (strncmp(msg, "sig=", 4) == 0) {
+            j += (size_t)snprintf(out + j, cap - j, "sig=REDACTED");
+            if (j >= cap)
+                j = cap - 1;
+            msg += 4;
+            msg += strcspn(msg, "&\" \\");
+            continue;
+        }
+        out[j++] = *msg++;
+    }
+    out[j] = 0;
+}
+
 static void log_sink(intptr_t ctx, pn_log_subsystem_t sub, pn_log_level_t lvl,
                      const char *msg)
 {
-    sbus_conn_t *c = (sbus_conn_t *)ctx;
     char line[SBUSI_DESC_MAX];
-    snprintf(line, sizeof line, "%s", msg);
-    /* never let a signature reach a log: cut from "sig=" to the next
-     * separator */
-    for (char *p = strstr(line, "sig="); p; p = strstr(p + 4, "sig=")) {
-        char *q = p + 4;
-        size_t n = strcspn(q, "&\" \\");
-        memmove(q + 8, q + n, strlen(q + n) + 1 <= sizeof line - (size_t)(q + 8 - line)
-                                  ? strlen(q + n) + 1 : 0);
-        memcpy(q, "REDACTED", 8);
-    }
-    sbusi_log(c, "%s", line);
+    redact(msg, line, sizeof line);
+    sbusi_log((sbus_conn_t *)ctx, "%s", line);
 }
 
 static int set_properties(sbus_conn_t *c, pn_connection_t *pc)
@@ -755,9 +767,13 @@ void sbusi_transport_gone(sbus_conn_t *c, const char *why)
         sbusi_set_conn_error(c, SBUS_ECONNECTION, NULL, why);
     int fatal = c->conn_err.err.code != SBUS_ECONNECTION &&
                 !c->conn_err.err.retriable;
-    c->reconnects = was_open ? 1 : c->reconnects + 1;
-    if (fatal || c->reconnects > c->retry_total + (was_open ? 1 : 0) ||
-        !has_pending_work(c)) {
+    /* A connection that lived a while was lost by bad luck: reconnect at
+       once. One that died soon after opening (or never opened) counts as
+       a failed attempt and backs off, so that a fault that kills every
+       connection cannot become a reconnect storm. */
+    int stable = was_open && c->now_mono - c->open_mono >= STABLE_MS;
+    c->reconnects = stable ? 1 : c->reconnects + 1;
+    if (fatal || c->reconnects > c->retry_total + 1 || !has_pending_work(c)) {
         fail_all(c, NULL, c->conn_err.err.code, c->conn_err.err.condition,
                  c->conn_err.err.description, NULL);
         c->state = SBUSI_C_IDLE;
@@ -767,7 +783,7 @@ void sbusi_transport_gone(sbus_conn_t *c, const char *why)
     }
     c->state = SBUSI_C_BACKOFF;
     c->reconnect_at = c->now_mono +
-                      (was_open ? 0 : sbusi_backoff(c, c->reconnects));
+                      (stable ? 0 : sbusi_backoff(c, c->reconnects - 1));
     sbusi_log(c, "transport lost (%s); reconnecting", why ? why : "");
 }
 
@@ -899,7 +915,7 @@ static void dispatch(sbus_conn_t *c, pn_event_t *e)
     switch (pn_event_type(e)) {
     case PN_CONNECTION_REMOTE_OPEN:
         c->wire_open = 1;
-        c->reconnects = 0;
+        c->open_mono = c->now_mono;
         for (sbusi_op_t *op = c->ops.next; op != &c->ops;) {
             sbusi_op_t *next = op->next;
             if (op->kind == SBUS_OP_CONN_OPEN)

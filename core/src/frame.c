@@ -40,9 +40,67 @@ static int is_batch(const sbusi_item_t *list)
            it.v.u.s.len == 9 && (uint8_t)it.v.u.s.ptr[0] == SBUSI_BATCH_TAG_MARK;
 }
 
+/* Encodes a transfer performative from the fields of `perf`, with
+ * message-format = batch and, when more >= 0, field 5 (more) = more. Only
+ * the first `keep` fields are copied (the rest become null); a
+ * continuation frame keeps handle, settled and more only. */
+static void enc_transfer(sbusi_buf_t *out, const sbusi_item_t *perf, int more,
+                         int continuation)
+{
+    sbusi_enc_descriptor(out, 0x14);
+    size_t at = sbusi_enc_list(out);
+    sbusi_dec_t f;
+    sbusi_dec_enter(perf, &f);
+    uint32_t n = perf->count < 4 ? 4 : perf->count;
+    if (more >= 0 && n < 6)
+        n = 6;
+    for (uint32_t i = 0; i < n; i++) {
+        sbusi_item_t it = {0};
+        int have = i < perf->count && sbusi_dec_item(&f, &it) == 0;
+        if (i == 3)
+            sbusi_enc_uint(out, SBUSI_BATCH_FORMAT);
+        else if (i == 5 && more >= 0)
+            sbusi_enc_bool(out, more);
+        else if (have && (!continuation || i == 0 || i == 4 || i == 5))
+            sbusi_buf_put(out, it.start, (size_t)(it.stop - it.start));
+        else
+            sbusi_enc_null(out);
+    }
+    sbusi_enc_end(out, at, n);
+}
+
+/* Writes one frame: header bytes hdr[doff] (size patched), performative
+ * from `perf`, then payload[len]. */
+static void put_frame(sbusi_buf_t *out, const uint8_t *hdr, size_t doff,
+                      const sbusi_item_t *perf, int more, int continuation,
+                      const uint8_t *payload, size_t len)
+{
+    size_t start = out->len;
+    sbusi_buf_put(out, hdr, doff);
+    enc_transfer(out, perf, more, continuation);
+    sbusi_buf_put(out, payload, len);
+    if (!out->oom)
+        wr32(out->p + start, (uint32_t)(out->len - start));
+}
+
+/* The more flag of a transfer performative (0 when absent). */
+static int more_of(const sbusi_item_t *perf)
+{
+    sbusi_dec_t f;
+    sbusi_dec_enter(perf, &f);
+    sbusi_item_t it = {0};
+    for (uint32_t i = 0; i < perf->count && i <= 5; i++)
+        if (sbusi_dec_item(&f, &it) < 0)
+            return 0;
+    return perf->count > 5 && it.v.type == SBUS_VAL_BOOL && it.v.u.b;
+}
+
 /* Writes the frame at p (size bytes) to out, rewritten if it is a batch
- * transfer. */
-static void emit_frame(const uint8_t *p, uint32_t size, sbusi_buf_t *out)
+ * transfer. The rewrite makes the performative a few bytes longer; if that
+ * pushes the frame past the peer's max-frame-size, the payload's tail goes
+ * into a continuation transfer frame. */
+static void emit_frame(const uint8_t *p, uint32_t size, uint32_t max_frame,
+                       sbusi_buf_t *out)
 {
     size_t doff = (size_t)p[4] * 4;
     if (size < 8 || doff < 8 || doff > size || p[5] != 0) {
@@ -57,28 +115,21 @@ static void emit_frame(const uint8_t *p, uint32_t size, sbusi_buf_t *out)
         sbusi_buf_put(out, p, size);
         return;
     }
+    const uint8_t *payload = perf.stop;
+    size_t len = (size_t)(end - payload);
     size_t start = out->len;
-    sbusi_buf_put(out, p, doff); /* header; size patched below */
-    sbusi_enc_descriptor(out, 0x14);
-    size_t at = sbusi_enc_list(out);
-    sbusi_dec_t f;
-    sbusi_dec_enter(&perf, &f);
-    uint32_t n = perf.count < 4 ? 4 : perf.count;
-    for (uint32_t i = 0; i < n; i++) {
-        sbusi_item_t it = {0};
-        if (i < perf.count && sbusi_dec_item(&f, &it) < 0)
-            break;
-        if (i == 3)
-            sbusi_enc_uint(out, SBUSI_BATCH_FORMAT);
-        else if (i < perf.count)
-            sbusi_buf_put(out, it.start, (size_t)(it.stop - it.start));
-        else
-            sbusi_enc_null(out);
-    }
-    sbusi_enc_end(out, at, n);
-    sbusi_buf_put(out, perf.stop, (size_t)(end - perf.stop));
-    if (!out->oom)
-        wr32(out->p + start, (uint32_t)(out->len - start));
+    put_frame(out, p, doff, &perf, -1, 0, payload, len);
+    if (out->oom || !max_frame || out->len - start <= max_frame)
+        return;
+    /* too big now: split the payload over two frames */
+    out->len = start;
+    int more = more_of(&perf);
+    sbusi_buf_t probe = {0};
+    enc_transfer(&probe, &perf, 1, 0);
+    size_t room = max_frame - doff - probe.len;
+    sbusi_buf_free(&probe);
+    put_frame(out, p, doff, &perf, 1, 0, payload, room);
+    put_frame(out, p, doff, &perf, more, 1, payload + room, len - room);
 }
 
 /* Length of the complete unit at p[n] (header or frame), 0 if partial. */
@@ -94,7 +145,8 @@ static size_t unit_len(const uint8_t *p, size_t n)
     return n >= size ? size : 0;
 }
 
-static size_t feed_units(const uint8_t *p, size_t n, sbusi_buf_t *out)
+static size_t feed_units(const uint8_t *p, size_t n, uint32_t max_frame,
+                         sbusi_buf_t *out)
 {
     size_t used = 0;
     for (;;) {
@@ -104,7 +156,7 @@ static size_t feed_units(const uint8_t *p, size_t n, sbusi_buf_t *out)
         if (u == 8 && memcmp(p + used, "AMQP", 4) == 0)
             sbusi_buf_put(out, p + used, 8);
         else
-            emit_frame(p + used, (uint32_t)u, out);
+            emit_frame(p + used, (uint32_t)u, max_frame, out);
         used += u;
     }
 }
@@ -113,12 +165,12 @@ void sbusi_frame_feed(sbusi_frame_t *f, const uint8_t *p, size_t n,
                       sbusi_buf_t *out)
 {
     if (f->pend.len == 0) {
-        size_t used = feed_units(p, n, out);
+        size_t used = feed_units(p, n, f->max_frame, out);
         sbusi_buf_put(&f->pend, p + used, n - used);
         return;
     }
     sbusi_buf_put(&f->pend, p, n);
-    size_t used = feed_units(f->pend.p, f->pend.len, out);
+    size_t used = feed_units(f->pend.p, f->pend.len, f->max_frame, out);
     memmove(f->pend.p, f->pend.p + used, f->pend.len - used);
     f->pend.len -= used;
 }

@@ -11,7 +11,8 @@
 #define SBUSI_BATCH_TAG_MARK 0xBA
 
 typedef struct sbusi_frame {
-    sbusi_buf_t pend; /* bytes of an incomplete frame, kept until the rest */
+    sbusi_buf_t pend;   /* bytes of an incomplete frame, kept until the rest */
+    uint32_t max_frame; /* the peer's max-frame-size (0: unlimited) */
 } sbusi_frame_t;
 
 /* Passes p[n] (Proton output) to out, rewriting batch transfers. */

@@ -401,6 +401,7 @@ struct sbus_conn {
     pn_session_t *session;    /* the one AMQP session, NULL when none */
     int wire_open;            /* remote open received */
     int reconnects;           /* failed connection attempts in a row */
+    int64_t open_mono;        /* when the AMQP open completed */
     int64_t reconnect_at;     /* BACKOFF: when to emit CONNECT */
     int opened;               /* sbus_conn_open() was called */
     int want_disconnect;      /* DISCONNECT to emit */

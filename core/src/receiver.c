@@ -354,7 +354,10 @@ static void hand_over(sbus_receiver_t *r, sbus_message_t *m)
             sbusi_op_done(op, 0, NULL, NULL);
         return;
     }
-    if (r->o.prefetch) {
+    /* kept for the next receive: prefetched ones, and receive-and-delete
+       ones, which the broker has already deleted (releasing them would
+       lose them) */
+    if (r->o.prefetch || m->state == SBUS_MSG_PRESETTLED) {
         if (r->q_tail)
             r->q_tail->qnext = m;
         else

@@ -340,13 +340,22 @@ void sbusi_sender_lost(sbus_sender_t *s)
     if (s->own.state == SBUSI_L_ATTACHED || s->own.state == SBUSI_L_ATTACHING)
         s->own.state = SBUSI_L_IDLE;
     /* sends in flight go back to the queue, in their original order */
-    for (sbusi_op_t *op = c->ops.prev; op != &c->ops; op = op->prev) {
+    sbusi_op_t *prev;
+    for (sbusi_op_t *op = c->ops.prev; op != &c->ops; op = prev) {
+        prev = op->prev;
         if (op->snd != s || op->kind != SBUS_OP_SEND ||
             op->stage != SBUSI_S_INFLIGHT)
             continue;
         op->dlv = NULL;
+        if (++op->attempts > c->retry_total) {
+            /* this send was on the wire each time a connection died */
+            sbusi_op_done(op, SBUS_ECONNECTION, NULL,
+                          "the connection was lost while the message was "
+                          "in flight, more often than the retry policy "
+                          "allows");
+            continue;
+        }
         op->stage = SBUSI_S_QUEUED;
-        op->attempts++;
         op->qprev = NULL;
         op->qnext = s->q_head;
         if (s->q_head)

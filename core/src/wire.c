@@ -159,6 +159,9 @@ static void tls_down(sbus_conn_t *c)
 static void pull_output(sbus_conn_t *c)
 {
     sbusi_buf_t *dst = c->tls ? &c->plain : &c->out;
+    if (c->have_driver)
+        c->frame->max_frame =
+            pn_transport_get_remote_max_frame(c->driver.transport);
     while (c->have_driver) {
         pn_bytes_t wb = pn_connection_driver_write_buffer(&c->driver);
         if (!wb.size)

@@ -11,6 +11,7 @@
 #include "config.h"
 #include "emu.h"
 
+#include <proton/connection.h>
 #include <proton/transport.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -58,6 +59,7 @@ typedef struct pair {
     int *tok_base;             /* optional: tokens to count completions of */
     int ntok;                  /* how many */
     int tok_seen[64];          /* completions seen per token */
+    int drop_on_open;          /* drop every connection once it opens */
 } pair_t;
 
 static int64_t unix_now(pair_t *p) { return emu_now(p->b); }
@@ -78,6 +80,12 @@ static void on_event(pair_t *p, sbus_event_t *ev)
     case SBUS_EV_LOG:
         if (strncmp(ev->text, "put-token ", 10) == 0)
             p->put_tokens++;
+        for (const char *q = strstr(ev->text, "sig="); q;
+             q = strstr(q + 4, "sig="))
+            if (strncmp(q, "sig=REDACTED", 12) != 0) {
+                fprintf(stderr, "a signature reached the log: %s\n", ev->text);
+                failures++;
+            }
         break;
     case SBUS_EV_TOKEN:
         p->token_requests++;
@@ -140,6 +148,10 @@ static void pump(pair_t *p)
         }
         emu_conn_process(p->server);
         emu_dispatch_all(p->b);
+        if (p->drop_on_open && !p->server->dead &&
+            (pn_connection_state(p->server->driver.connection) &
+             PN_REMOTE_ACTIVE))
+            emu_conn_drop(p->server, "amqp:connection:forced", "test drop");
         pn_bytes_t sout = pn_connection_driver_write_buffer(&p->server->driver);
         if (sout.size) {
             size_t cap;
@@ -224,7 +236,7 @@ static void pair_open(pair_t *p, sbus_conn_options_t *o)
                         err, sizeof err) != 0)
         fprintf(stderr, "config: %s\n", err);
     p->mono = 1000000;
-    o->trace = 1;
+    o->trace = getenv("PERF_NO_TRACE") ? 0 : 1;
     char e[256];
     CHECK(sbus_conn_new(&p->c, o, e, sizeof e) == 0);
     tick(p);

@@ -191,6 +191,49 @@ static void test_timeout_and_reconnect(void)
     pair_close(&p);
 }
 
+/* A send whose connection dies every time it is on the wire ends with an
+ * error after the policy's attempts, and the engine backs off between
+ * connections instead of reconnecting in a loop (regression: a reconnect
+ * storm of hundreds of connections a second). */
+static void test_no_reconnect_storm(void)
+{
+    pair_t p;
+    sbus_conn_options_t o;
+    default_opts(&o);
+    o.retry_total = 3;
+    o.retry_backoff_ms = 1000;
+    pair_open(&p, &o);
+    sbus_sender_t *s = sender(&p, "queue.1");
+    CHECK(send_one(&p, s, "warm") == 0);
+    /* from now on every connection dies as soon as it opens */
+    p.drop_on_open = 1;
+    emu_conn_drop(p.server, "amqp:connection:forced", "test drop");
+    pump(&p);
+    sbus_message_t *m;
+    sbus_message_new(&m);
+    int tok;
+    CHECK(sbus_sender_send(s, &m, 1, &tok) == 0);
+    sbus_message_free(m);
+    int found = 0;
+    done_t d = {0};
+    for (int i = 0; i < 600 && !found; i++) {
+        advance(&p, 100);
+        for (int j = 0; j < p.ndone; j++)
+            if (p.done[j].token == &tok) {
+                d = p.done[j];
+                p.done[j] = p.done[--p.ndone];
+                found = 1;
+            }
+    }
+    CHECK(found);
+    CHECK(d.code == SBUS_ECONNECTION);
+    CHECK(p.connects <= 2 + o.retry_total + 1);
+    fprintf(stderr, "connections while failing: %d\n", p.connects);
+    p.drop_on_open = 0;
+    sbus_sender_free(s);
+    pair_close(&p);
+}
+
 static void test_idle_keepalive(void)
 {
     pair_t p;
@@ -213,6 +256,7 @@ int main(void)
     test_host_tokens();
     test_timeout_and_reconnect();
     test_idle_keepalive();
+    test_no_reconnect_storm();
     if (failures)
         fprintf(stderr, "%d failure(s)\n", failures);
     return failures ? 1 : 0;
