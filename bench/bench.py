@@ -68,7 +68,7 @@ def settings():
         },
         "latency_rate": 200,
         "idle_s": 2 if quick else 10,
-        "broker_n": 20000 if quick else 200000,
+        "broker_n": 20000 if quick else 100000,
         "run_timeout_s": 20 if quick else 60,
         "stall_s": 4 if quick else 8,        # a run whose queue does not move this long is stopped
         "drain_idle_ms": 400 if quick else 1000,
@@ -315,18 +315,26 @@ def make_clients(env):
 # --------------------------------------------------------------------------
 
 def loadgen(env, port, queue, mode, n, settle="rad", cbs=True, timeout=120, idle_ms=1500,
-            max_inflight=2000, stall_ms=5000):
+            max_inflight=2000, stall_ms=5000, links=1):
     cmd = [env.loadgen, "--host", "127.0.0.1", "--port", str(port), "--queue", queue,
            "--mode", mode, "--settle", settle, "--n", str(n), "--idle-ms", str(idle_ms),
            "--timeout", str(timeout), "--max-inflight", str(max_inflight),
-           "--stall-ms", str(stall_ms)]
+           "--stall-ms", str(stall_ms), "--links", str(links)]
     if cbs:
         cmd += ["--sas-key-name", SAS_NAME, "--sas-key", SAS_KEY]
     res, _ = run_json(cmd, timeout=timeout + 15)
     return res
 
 
-def broker_run(env, s, pool, broker, settle):
+# Two shapes of sender traffic through a broker: one link with up to 2,000 transfers in
+# flight (pipelined, the usual shape), and 64 links with one transfer in flight each (as 64
+# awaiting clients would send; it also measures an emulator that mishandles pipelined
+# transfers, README Findings F1). Receiving is one link with 1,000 credits in both.
+BROKER_SHAPES = {"pipelined": {"links": 1, "max_inflight": 2000},
+                 "64x1": {"links": 64, "max_inflight": 1}}
+
+
+def broker_run(env, s, pool, broker, settle, shape="pipelined"):
     if broker == "proton":
         pid, port, cbs = env.proton_pid, env.proton_port, False
         queue = f"pq-{pool.take()}"
@@ -335,9 +343,11 @@ def broker_run(env, s, pool, broker, settle):
         queue = pool.take()
     c0 = proc_cpu_s(pid)
     res = loadgen(env, port, queue, "both", s["broker_n"], settle=settle, cbs=cbs,
-                  timeout=s["run_timeout_s"], stall_ms=int(s["stall_s"] * 500))
+                  timeout=s["run_timeout_s"], stall_ms=int(s["stall_s"] * 500),
+                  **BROKER_SHAPES[shape])
     c1 = proc_cpu_s(pid)
-    rec = {"broker": broker, "settle": settle, "ok": bool(res.get("ok")), "error": res.get("error", ""),
+    rec = {"broker": broker, "settle": settle, "shape": shape, "ok": bool(res.get("ok")),
+           "error": res.get("error", ""),
            "n": res.get("received", 0), "seconds": res.get("seconds", 0)}
     if rec["ok"] and rec["seconds"] > 0:
         rec["msgs_per_s"] = rec["n"] / rec["seconds"]
@@ -476,8 +486,8 @@ def summarize(clients, runs, brokers):
             per[w] = entry
         summary[c.name] = per
     bsum = {}
-    for key in sorted({(b["broker"], b["settle"]) for b in brokers}):
-        rs = [b for b in brokers if (b["broker"], b["settle"]) == key]
+    for key in sorted({(b["broker"], b["settle"], b.get("shape", "pipelined")) for b in brokers}):
+        rs = [b for b in brokers if (b["broker"], b["settle"], b.get("shape", "pipelined")) == key]
         ok = [b for b in rs if b["ok"]]
         e = {"runs": len(rs), "ok_runs": len(ok)}
         if ok:
@@ -488,7 +498,7 @@ def summarize(clients, runs, brokers):
                     e[k] = v
         else:
             e["na"] = (rs[-1]["error"] if rs else "not run")[:200]
-        bsum[f"{key[0]}/{key[1]}"] = e
+        bsum[f"{key[0]}/{key[1]}/{key[2]}"] = e
     return summary, bsum
 
 
@@ -576,24 +586,25 @@ def main_run():
     skipped = 0
     for rep in range(s["reps"]):
         log(f"repetition {rep + 1}/{s['reps']}")
-        for broker, settle in (("proton", "rad"), ("ours", "rad"), ("ours", "peek")):
+        for shape, broker, settle in [(sh, b, st) for sh in BROKER_SHAPES
+                                      for b, st in (("proton", "rad"), ("ours", "rad"), ("ours", "peek"))]:
             if broker == "proton" and not env.proton_port:
-                brokers.append({"broker": broker, "settle": settle, "ok": False,
+                brokers.append({"broker": broker, "settle": settle, "shape": shape, "ok": False,
                                 "error": f"Proton example broker unavailable: {env.proton_reason}"})
                 continue
             if broker == "ours" and not env.amqp_port:
-                brokers.append({"broker": broker, "settle": settle, "ok": False,
+                brokers.append({"broker": broker, "settle": settle, "shape": shape, "ok": False,
                                 "error": f"no emulator: {env.emu_reason}"})
                 continue
             if over_budget():
                 skipped += 1
                 continue
-            if any(b["broker"] == broker and b["settle"] == settle and "stalled" in b.get("error", "")
-                   for b in brokers):
+            if any(b["broker"] == broker and b["settle"] == settle and b.get("shape") == shape
+                   and "stalled" in b.get("error", "") for b in brokers):
                 continue  # it hung once; the reason is recorded
-            b = broker_run(env, s, pool, broker, settle)
+            b = broker_run(env, s, pool, broker, settle, shape)
             brokers.append(b)
-            log(f"  broker {broker}/{settle}: " + (
+            log(f"  broker {broker}/{settle}/{shape}: " + (
                 f"{b.get('msgs_per_s', 0):,.0f} msg/s, broker CPU "
                 f"{b.get('broker_cpu_us_per_msg', float('nan')):.2f} µs/msg" if b["ok"]
                 else f"FAILED {b['error'][:160]}"))

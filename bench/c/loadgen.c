@@ -74,7 +74,8 @@ typedef struct options {
     long n;                  /* messages to move */
     long size;               /* body bytes */
     long credit;             /* receiver credit window */
-    long max_inflight;       /* sender: unsettled deliveries at most */
+    long max_inflight;       /* sender: unsettled deliveries per link at most */
+    long links;              /* sender links on the sender connection */
     long idle_ms;            /* recv: stop after this long without a message */
     long stall_ms;           /* fail after this long without progress */
     double timeout_s;        /* give up after this long */
@@ -83,14 +84,14 @@ typedef struct options {
 static options_t opt = {
     .host = "127.0.0.1", .port = "5672", .queue = "bench", .mode = "both",
     .settle = "rad", .audience_host = "localhost", .n = 100000, .size = 1024,
-    .credit = 1000, .max_inflight = 2000, .idle_ms = 2000, .stall_ms = 5000, .timeout_s = 120,
+    .credit = 1000, .max_inflight = 2000, .links = 1, .idle_ms = 2000, .stall_ms = 5000, .timeout_s = 120,
 };
 
 static void usage(void) {
     fprintf(stderr,
             "usage: loadgen [--host H] [--port P] [--queue Q] [--mode both|send|recv]\n"
             "               [--settle rad|peek] [--n N] [--size BYTES] [--credit C]\n"
-            "               [--max-inflight M] [--idle-ms MS] [--stall-ms MS] [--timeout S]\n"
+            "               [--max-inflight M] [--links K] [--idle-ms MS] [--stall-ms MS] [--timeout S]\n"
             "               [--sas-key-name NAME --sas-key KEY [--audience-host H]]\n");
     exit(2);
 }
@@ -224,13 +225,18 @@ static void make_put_token(const char *uri, encoded_t *t) {
 
 typedef enum role { ROLE_SENDER, ROLE_RECEIVER } role_t;
 
+#define MAX_LINKS 256
+
 typedef struct conn {
     role_t role;             /* what this connection does */
     pn_connection_t *pc;     /* the Proton connection */
     pn_session_t *ssn;       /* the one session */
     pn_link_t *cbs_out;      /* $cbs request link, or NULL */
     pn_link_t *cbs_in;       /* $cbs response link, or NULL */
-    pn_link_t *link;         /* the queue link once attached */
+    pn_link_t *link;         /* the (first) queue link once attached */
+    pn_link_t *links[MAX_LINKS]; /* sender: all its queue links */
+    long link_inflight[MAX_LINKS]; /* sender: unsettled per link */
+    int nlinks;              /* sender: how many */
     bool closed;             /* the transport is gone */
 } conn_t;
 
@@ -263,10 +269,18 @@ static void stamp(void) {
 /* Attaches the queue link of c (after CBS, or at once). */
 static void attach_queue_link(conn_t *c) {
     if (c->role == ROLE_SENDER) {
-        c->link = pn_sender(c->ssn, "loadgen-sender");
-        pn_terminus_set_address(pn_link_target(c->link), opt.queue);
-        pn_link_set_snd_settle_mode(c->link, PN_SND_UNSETTLED);
-        pn_link_set_rcv_settle_mode(c->link, PN_RCV_FIRST);
+        for (int i = 0; i < opt.links; i++) {
+            char name[32];
+            snprintf(name, sizeof name, "loadgen-sender-%d", i);
+            pn_link_t *l = pn_sender(c->ssn, name);
+            pn_terminus_set_address(pn_link_target(l), opt.queue);
+            pn_link_set_snd_settle_mode(l, PN_SND_UNSETTLED);
+            pn_link_set_rcv_settle_mode(l, PN_RCV_FIRST);
+            pn_link_set_context(l, (void *)(intptr_t)(i + 1));
+            c->links[c->nlinks++] = l;
+            if (i > 0) pn_link_open(l);
+        }
+        c->link = c->links[0];
     } else {
         c->link = pn_receiver(c->ssn, "loadgen-receiver");
         pn_terminus_set_address(pn_link_source(c->link), opt.queue);
@@ -278,20 +292,23 @@ static void attach_queue_link(conn_t *c) {
     if (c->role == ROLE_RECEIVER) pn_link_flow(c->link, (int)opt.credit);
 }
 
-/* Sends while the broker gives credit and the in-flight cap allows. */
+/* Sends on every link while the broker gives credit and the per-link
+ * in-flight cap allows. */
 static void pump_sender(conn_t *c) {
-    pn_link_t *l = c->link;
-    if (!l || done_send) return;
-    while (sent < opt.n && pn_link_credit(l) > 0 && inflight < opt.max_inflight) {
-        uint64_t tag = (uint64_t)sent;
-        pn_delivery_t *d = pn_delivery(l, pn_dtag((const char *)&tag, sizeof tag));
-        patch_id(&data_msg, sent);
-        pn_link_send(l, data_msg.bytes, data_msg.len);
-        pn_link_advance(l);
-        (void)d;
-        sent++;
-        inflight++;
-        if (sent == 1 && t_first == 0) t_first = now_s();
+    if (!c->nlinks || done_send) return;
+    for (int i = 0; i < c->nlinks && sent < opt.n; i++) {
+        pn_link_t *l = c->links[i];
+        while (sent < opt.n && pn_link_credit(l) > 0 && c->link_inflight[i] < opt.max_inflight) {
+            uint64_t tag = (uint64_t)sent;
+            pn_delivery(l, pn_dtag((const char *)&tag, sizeof tag));
+            patch_id(&data_msg, sent);
+            pn_link_send(l, data_msg.bytes, data_msg.len);
+            pn_link_advance(l);
+            sent++;
+            inflight++;
+            c->link_inflight[i]++;
+            if (sent == 1 && t_first == 0) t_first = now_s();
+        }
     }
 }
 
@@ -411,6 +428,8 @@ static void on_delivery(conn_t *c, pn_delivery_t *d) {
                  pn_condition_get_name(cond) ? pn_condition_get_name(cond) : "",
                  pn_condition_get_description(cond) ? pn_condition_get_description(cond) : "");
         }
+        intptr_t idx = (intptr_t)pn_link_get_context(l);
+        if (idx > 0) c->link_inflight[idx - 1]--;
         pn_delivery_settle(d);
         inflight--;
         if (acked + rejected >= opt.n) {
@@ -462,7 +481,7 @@ static void handle(pn_event_t *e) {
         if (closing && c && !c->closed) pn_connection_close(pc);
         break;
     case PN_LINK_FLOW:
-        if (c && pn_event_link(e) == c->link && c->role == ROLE_SENDER) pump_sender(c);
+        if (c && c->role == ROLE_SENDER && pn_link_get_context(pn_event_link(e))) pump_sender(c);
         break;
     case PN_DELIVERY:
         if (c) on_delivery(c, pn_event_delivery(e));
@@ -516,6 +535,7 @@ static void parse(int argc, char **argv) {
         else if (!strcmp(a, "--size")) opt.size = atol(v);
         else if (!strcmp(a, "--credit")) opt.credit = atol(v);
         else if (!strcmp(a, "--max-inflight")) opt.max_inflight = atol(v);
+        else if (!strcmp(a, "--links")) opt.links = atol(v);
         else if (!strcmp(a, "--idle-ms")) opt.idle_ms = atol(v);
         else if (!strcmp(a, "--stall-ms")) opt.stall_ms = atol(v);
         else if (!strcmp(a, "--timeout")) opt.timeout_s = atof(v);
@@ -527,6 +547,7 @@ static void parse(int argc, char **argv) {
     if (strcmp(opt.mode, "both") && strcmp(opt.mode, "send") && strcmp(opt.mode, "recv")) usage();
     if (strcmp(opt.settle, "rad") && strcmp(opt.settle, "peek")) usage();
     if (opt.n < 0 || opt.size < 0 || opt.credit < 1 || opt.max_inflight < 1) usage();
+    if (opt.links < 1 || opt.links > MAX_LINKS) usage();
     if ((opt.sas_key_name == NULL) != (opt.sas_key == NULL)) usage();
 }
 
