@@ -71,3 +71,18 @@ async def test_no_active_session(connection_string: str) -> None:
             except OperationTimeoutError as exc:
                 assert isinstance(exc, NoActiveSession)
                 break
+
+
+async def test_a_locked_session_cannot_be_taken_by_another_receiver(connection_string: str) -> None:
+    from servicebus.exceptions import SessionCannotBeLockedError
+
+    sid = "busy-" + uuid.uuid4().hex[:8]
+    async with ServiceBusClient.from_connection_string(connection_string) as client:
+        async with client.get_queue_sender(QUEUE) as sender:
+            await sender.send_messages(Message(b"x", session_id=sid))
+        async with client.get_queue_session_receiver(QUEUE, session_id=sid) as first:
+            with pytest.raises(SessionCannotBeLockedError):
+                async with client.get_queue_session_receiver(QUEUE, session_id=sid):
+                    pass
+            (m,) = await first.receive_messages(max_wait_time=5)
+            await m.complete()
