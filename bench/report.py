@@ -267,15 +267,16 @@ def render_png(res, path):
     ax.grid(axis="y", alpha=0.3)
 
     ax = axes[1][1]
-    labels, rates, cpu = [], [], []
+    labels, rates, cpu, bar_colors = [], [], [], []
     for key, e in sorted(res["brokers"].items()):
         if e.get("msgs_per_s"):
             broker, settle, shape = (key.split("/") + ["pipelined"])[:3]
             labels.append({"proton": "Proton example\nbroker", "ours": "sbus-emulator"}[broker] + "\n"
                           + {"rad": "RAD", "peek": "PeekLock+complete"}[settle] + f"\n{shape}")
+            bar_colors.append("tab:green" if broker == "ours" else "tab:gray")
             rates.append(e["msgs_per_s"])
             cpu.append(e.get("broker_cpu_us_per_msg") or 0)
-    ax.bar(range(len(labels)), rates, 0.5, color="tab:blue")
+    ax.bar(range(len(labels)), rates, 0.5, color=bar_colors)
     ax.set_xticks(range(len(labels)))
     ax.set_xticklabels(labels, fontsize=8)
     ax.set_ylabel("messages / s")
