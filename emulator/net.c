@@ -40,6 +40,7 @@ typedef struct sock {
   emu_buf_t in;            /* HTTP request bytes */
   bool eof;                /* the peer closed its side */
   bool done;               /* close once out is flushed */
+  bool tls_stalled;        /* TLS input stopped because Proton's read buffer was full */
   struct sock *next;       /* next socket */
 } sock_t;
 
@@ -155,9 +156,13 @@ static void on_accept(emu_net_t *n, int lfd, emu_net_kind_t kind)
 static void tls_pump_in(sock_t *s)
 {
   pn_connection_driver_t *d = &s->conn->driver;
+  s->tls_stalled = false;
   for (;;) {
     pn_rwbytes_t rb = pn_connection_driver_read_buffer(d);
-    if (!rb.size) return;
+    if (!rb.size) {
+      s->tls_stalled = !pn_connection_driver_read_closed(d);
+      return;
+    }
     ssize_t r = sbusi_tls_read(s->tls, rb.start, rb.size);
     if (r > 0) {
       pn_connection_driver_read_done(d, (size_t)r);
@@ -338,6 +343,8 @@ static int next_timeout(emu_net_t *n)
   if (d != INT64_MAX) best = d - emu_now(n->b);
   for (sock_t *s = n->socks; s; s = s->next) {
     if (!s->conn) continue;
+    /* decrypted input waited for room in Proton's buffer and there is room now: do not sleep */
+    if (s->tls_stalled && pn_connection_driver_read_buffer(&s->conn->driver).size) return 0;
     int64_t t = pn_transport_tick(s->conn->driver.transport, mono);
     if (t > 0 && t - mono < best) best = t - mono;
     if (!s->conn->authed) {
