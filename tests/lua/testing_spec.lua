@@ -95,6 +95,20 @@ describe("servicebus.testing", function()
     emu:delete(q)
   end)
 
+  it("speaks to the control port without curl too (bash /dev/tcp)", function()
+    testing.http_client = "bash"
+    local ok, health = pcall(emu.health, emu)
+    local q, err, code = emu:create_queue("made-with-bash")
+    local again, _, code2 = emu:create_queue("made-with-bash")
+    testing.http_client = nil
+    assert.is_true(ok)
+    assert.are.same({ status = "healthy" }, health)
+    assert.are.equal("made-with-bash", q, tostring(err) .. " " .. tostring(code))
+    assert.is_nil(again)
+    assert.are.equal("conflict", code2)
+    assert.is_true(emu:delete("made-with-bash"))
+  end)
+
   it("injects faults", function()
     assert(emu:fail_next(1, "send", "amqp:not-allowed"))
     local q = assert(emu:create_queue())

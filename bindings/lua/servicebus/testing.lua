@@ -264,8 +264,10 @@ end
 
 -- -- control surface transport -------------------------------------------------
 
+-- M.http_client: "curl", "bash" (its /dev/tcp), or nil to pick curl when it is installed.
 local has_curl
 local function curl_available()
+  if M.http_client then return M.http_client == "curl" end
   if has_curl == nil then has_curl = sh_ok("command -v curl >/dev/null 2>&1") end
   return has_curl
 end
