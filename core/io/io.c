@@ -263,7 +263,7 @@ static int step(sbus_io_t *io, int revents)
     handle_internal(io);
     if (flush(io) < 0)
         socket_failed(io);
-    tick(io);
+    tick(io); /* the work above may have moved the deadline */
     if (flush(io) < 0)
         socket_failed(io);
     return handle_internal(io);

@@ -337,6 +337,12 @@ void sbusi_op_done(sbusi_op_t *op, int code, const char *cond,
     op_unlink(op);
     if (op->queued && op->snd)
         sbusi_sender_forget(op->snd, op);
+    if (op->queued && op->rcv)
+        sbusi_receiver_forget(op->rcv, op);
+    if (op->kind == SBUS_OP_SENDER_OPEN && op->snd)
+        op->snd->nopen--;
+    if (op->kind == SBUS_OP_RECEIVER_OPEN && op->rcv)
+        op->rcv->nopen--;
     op_forget_delivery(op);
     if (op->msg) {
         sbusi_message_unref_op(op->msg, op);
@@ -1003,6 +1009,7 @@ static void expire_ops(sbus_conn_t *c)
             op->stage = SBUSI_S_QUEUED;
             op->retry_at = -1;
             op->deadline = c->now_mono + c->op_timeout_ms;
+            c->mgmt_dirty = 1;
             sbusi_op_requeue(op);
         } else if (op->deadline >= 0 && c->now_mono >= op->deadline &&
                    op->kind != SBUS_OP_RECEIVE) {
@@ -1037,6 +1044,7 @@ int64_t sbus_conn_tick(sbus_conn_t *c, int64_t mono_ms, int64_t unix_ms)
     if (c->state == SBUSI_C_BACKOFF && mono_ms >= c->reconnect_at)
         emit_connect(c);
     expire_ops(c);
+    c->mgmt_dirty = 1; /* pairs in backoff may be due */
     sbusi_cbs_tick(c);
     for (sbus_receiver_t *r = c->receivers; r; r = r->next)
         sbusi_receiver_tick(r);

@@ -428,6 +428,7 @@ struct sbus_conn {
     sbusi_ev_t conn_err;      /* last connection error (err fields) */
     int has_conn_err;         /* conn_err is set */
     int in_process;           /* guards re-entry of process() */
+    int mgmt_dirty;           /* a $management op may be waiting to go */
     struct sbusi_frame *frame; /* outgoing batch-format filter (owned) */
     sbusi_buf_t out;          /* bytes for the host to write */
     size_t out_head;          /* first unwritten byte of out */
@@ -449,6 +450,7 @@ struct sbus_sender {
     uint64_t max_size;           /* peer's max-message-size */
     sbusi_op_t *q_head;          /* sends waiting for credit, oldest first */
     sbusi_op_t *q_tail;          /* newest waiting send */
+    int nopen;                   /* SENDER_OPEN ops pending */
 };
 
 struct sbus_receiver {
@@ -469,6 +471,9 @@ struct sbus_receiver {
                                     a loss */
     int64_t last_seq;            /* last sequence number seen (peek) */
     sbusi_renew_t *renews;       /* auto-renew registrations */
+    sbusi_op_t *rq_head;         /* pending receive calls, oldest first */
+    sbusi_op_t *rq_tail;         /* newest pending receive call */
+    int nopen;                   /* RECEIVER_OPEN ops pending */
 };
 
 /* conn.c */
@@ -576,6 +581,7 @@ void sbusi_fail_object_kind(sbus_conn_t *c, void *object, sbus_op_t kind,
                             int code, const char *desc);
 void sbusi_sender_requeue(sbus_sender_t *s, sbusi_op_t *op);
 void sbusi_sender_forget(sbus_sender_t *s, sbusi_op_t *op);
+void sbusi_receiver_forget(sbus_receiver_t *r, sbusi_op_t *op);
 /* Kind-specific hooks called by conn.c. */
 void sbusi_op_requeue(sbusi_op_t *op);  /* backoff over: try again */
 void sbusi_op_timeout(sbusi_op_t *op);  /* deadline passed */

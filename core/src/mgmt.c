@@ -172,6 +172,7 @@ int sbusi_mgmt_submit(sbus_conn_t *c, const char *entity, sbusi_op_t *op)
         return SBUS_ENOMEM;
     op->mgmt = m;
     op->stage = SBUSI_S_QUEUED;
+    c->mgmt_dirty = 1;
     if (m->snd.state == SBUSI_L_FAILED || m->rcv.state == SBUSI_L_FAILED) {
         m->snd.state = m->rcv.state = SBUSI_L_IDLE;
         sbusi_audience_retry(m->snd.aud);
@@ -254,8 +255,14 @@ static void pump_pair(sbus_conn_t *c, sbusi_mgmt_t *m)
     }
 }
 
+/* Pumps the pairs only when something may be waiting (an op was queued,
+ * a pair attached or got credit, a connection was lost): the scan of the
+ * op list must not run on every event. */
 void sbusi_mgmt_pump(sbus_conn_t *c)
 {
+    if (!c->mgmt_dirty)
+        return;
+    c->mgmt_dirty = 0;
     for (sbusi_mgmt_t *m = c->mgmts; m; m = m->next)
         pump_pair(c, m);
 }
@@ -312,6 +319,7 @@ void sbusi_mgmt_on_event(sbus_conn_t *c, sbusi_owner_t *o, pn_event_t *e)
     pn_link_t *l = pn_event_link(e);
     if (!m)
         return;
+    c->mgmt_dirty = 1;
     switch (pn_event_type(e)) {
     case PN_LINK_REMOTE_OPEN:
         if (o->state == SBUSI_L_ATTACHING) {
@@ -356,6 +364,7 @@ void sbusi_mgmt_on_event(sbus_conn_t *c, sbusi_owner_t *o, pn_event_t *e)
 
 void sbusi_mgmt_lost(sbus_conn_t *c)
 {
+    c->mgmt_dirty = 1;
     for (sbusi_mgmt_t *m = c->mgmts; m; m = m->next) {
         sbusi_owner_lost(&m->snd);
         sbusi_owner_lost(&m->rcv);

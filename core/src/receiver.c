@@ -118,6 +118,7 @@ int sbus_receiver_open(sbus_receiver_t *r, void *token)
     wake(r);
     op->rcv = r;
     r->opened = 1;
+    r->nopen++;
     sbusi_op_start(r->conn, op);
     sbusi_process(r->conn);
     return 0;
@@ -156,13 +157,34 @@ static void free_queue(sbus_receiver_t *r, int release)
     r->q_len = 0;
 }
 
-static sbusi_op_t *first_receive(sbus_receiver_t *r)
+static sbusi_op_t *first_receive(sbus_receiver_t *r) { return r->rq_head; }
+
+static void rq_push(sbus_receiver_t *r, sbusi_op_t *op)
 {
-    sbus_conn_t *c = r->conn;
-    for (sbusi_op_t *op = c->ops.next; op != &c->ops; op = op->next)
-        if (op->rcv == r && op->kind == SBUS_OP_RECEIVE)
-            return op;
-    return NULL;
+    op->qnext = NULL;
+    op->qprev = r->rq_tail;
+    if (r->rq_tail)
+        r->rq_tail->qnext = op;
+    else
+        r->rq_head = op;
+    r->rq_tail = op;
+    op->queued = 1;
+}
+
+void sbusi_receiver_forget(sbus_receiver_t *r, sbusi_op_t *op)
+{
+    if (!op->queued)
+        return;
+    if (op->qprev)
+        op->qprev->qnext = op->qnext;
+    else
+        r->rq_head = op->qnext;
+    if (op->qnext)
+        op->qnext->qprev = op->qprev;
+    else
+        r->rq_tail = op->qprev;
+    op->qnext = op->qprev = NULL;
+    op->queued = 0;
 }
 
 /* ------------------------------ credit ----------------------------- */
@@ -287,11 +309,14 @@ static void read_session(sbus_receiver_t *r, pn_link_t *l)
 
 static void complete_opens(sbus_receiver_t *r, const sbusi_ev_t *err)
 {
+    while (err && r->rq_head)
+        sbusi_op_fail_from(r->rq_head, err);
+    if (!r->nopen)
+        return;
     sbus_conn_t *c = r->conn;
-    for (sbusi_op_t *op = c->ops.next; op != &c->ops;) {
+    for (sbusi_op_t *op = c->ops.next; op != &c->ops && r->nopen;) {
         sbusi_op_t *next = op->next;
-        if (op->rcv == r && (op->kind == SBUS_OP_RECEIVER_OPEN ||
-                             (err && op->kind == SBUS_OP_RECEIVE))) {
+        if (op->rcv == r && op->kind == SBUS_OP_RECEIVER_OPEN) {
             if (err) {
                 sbusi_op_fail_from(op, err);
             } else {
@@ -307,14 +332,7 @@ static void complete_opens(sbus_receiver_t *r, const sbusi_ev_t *err)
 
 static int has_work(sbus_receiver_t *r)
 {
-    sbus_conn_t *c = r->conn;
-    if (r->opened && r->o.prefetch)
-        return 1;
-    for (sbusi_op_t *op = c->ops.next; op != &c->ops; op = op->next)
-        if (op->rcv == r && (op->kind == SBUS_OP_RECEIVER_OPEN ||
-                             op->kind == SBUS_OP_RECEIVE))
-            return 1;
-    return 0;
+    return r->nopen || r->rq_head || (r->opened && r->o.prefetch);
 }
 
 void sbusi_receiver_pump(sbus_receiver_t *r)
@@ -565,10 +583,9 @@ void sbusi_receiver_batch_end(sbus_receiver_t *r)
 void sbusi_receiver_tick(sbus_receiver_t *r)
 {
     sbus_conn_t *c = r->conn;
-    for (sbusi_op_t *op = c->ops.next; op != &c->ops;) {
-        sbusi_op_t *next = op->next;
-        if (op->rcv == r && op->kind == SBUS_OP_RECEIVE && op->deadline >= 0 &&
-            c->now_mono >= op->deadline)
+    for (sbusi_op_t *op = r->rq_head; op;) {
+        sbusi_op_t *next = op->qnext;
+        if (op->deadline >= 0 && c->now_mono >= op->deadline)
             sbusi_op_done(op, 0, NULL, NULL); /* what it has, maybe none */
         op = next;
     }
@@ -619,6 +636,7 @@ int sbus_receiver_receive(sbus_receiver_t *r, uint32_t max_count,
         sbusi_op_done(op, 0, NULL, NULL); /* prefetched: at once */
     } else {
         sbusi_op_start(c, op);
+        rq_push(r, op);
     }
     sbusi_process(c);
     return 0;
@@ -1000,16 +1018,12 @@ int sbus_receiver_session_renew_lock(sbus_receiver_t *r, void *token)
 
 static void drop_receives(sbus_receiver_t *r, int code, const char *desc)
 {
-    sbus_conn_t *c = r->conn;
-    for (sbusi_op_t *op = c->ops.next; op != &c->ops;) {
-        sbusi_op_t *next = op->next;
-        if (op->rcv == r && op->kind == SBUS_OP_RECEIVE) {
-            for (size_t i = 0; i < op->nmsgs; i++)
-                release_and_free(r, op->msgs[i]);
-            op->nmsgs = 0;
-            sbusi_op_done(op, code, NULL, desc);
-        }
-        op = next;
+    while (r->rq_head) {
+        sbusi_op_t *op = r->rq_head;
+        for (size_t i = 0; i < op->nmsgs; i++)
+            release_and_free(r, op->msgs[i]);
+        op->nmsgs = 0;
+        sbusi_op_done(op, code, NULL, desc);
     }
 }
 

@@ -97,6 +97,8 @@ static int start(sbus_sender_t *s, sbusi_op_t *op)
 {
     wake(s);
     op->snd = s;
+    if (op->kind == SBUS_OP_SENDER_OPEN)
+        s->nopen++;
     sbusi_op_start(s->conn, op);
     if (op->kind == SBUS_OP_SEND)
         q_push(s, op);
@@ -212,12 +214,14 @@ static void transfer(sbus_sender_t *s, sbusi_op_t *op)
 
 static void complete_opens(sbus_sender_t *s, const sbusi_ev_t *err)
 {
+    while (err && s->q_head)
+        sbusi_op_fail_from(s->q_head, err);
+    if (!s->nopen)
+        return;
     sbus_conn_t *c = s->conn;
-    for (sbusi_op_t *op = c->ops.next; op != &c->ops;) {
+    for (sbusi_op_t *op = c->ops.next; op != &c->ops && s->nopen;) {
         sbusi_op_t *next = op->next;
-        if (op->snd == s && (op->kind == SBUS_OP_SENDER_OPEN ||
-                             (err && op->kind == SBUS_OP_SEND && op->queued))) {
-            q_remove(s, op);
+        if (op->snd == s && op->kind == SBUS_OP_SENDER_OPEN) {
             if (err)
                 sbusi_op_fail_from(op, err);
             else
@@ -227,16 +231,7 @@ static void complete_opens(sbus_sender_t *s, const sbusi_ev_t *err)
     }
 }
 
-static int has_work(sbus_sender_t *s)
-{
-    if (s->q_head)
-        return 1;
-    sbus_conn_t *c = s->conn;
-    for (sbusi_op_t *op = c->ops.next; op != &c->ops; op = op->next)
-        if (op->snd == s && op->kind == SBUS_OP_SENDER_OPEN)
-            return 1;
-    return 0;
-}
+static int has_work(sbus_sender_t *s) { return s->q_head || s->nopen; }
 
 void sbusi_sender_pump(sbus_sender_t *s)
 {
