@@ -185,6 +185,25 @@ def test_sessions(conn, servicebus_queue):
     assert r["purged"] == 1
 
 
+@pytest.mark.servicebus_queue(requires_session=True)
+def test_next_available_session_and_the_sessions_hint(conn, servicebus_emulator, servicebus_queue):
+    r = sb("receive", servicebus_queue, "--wait", "1", conn=conn)
+    assert r.returncode == 1 and "hint: the entity requires sessions" in r.stderr
+    r = sb("send", servicebus_queue, "--body", "x", "--session-id", "*", conn=conn)
+    assert r.returncode == 2
+    r = ok(sb("receive", servicebus_queue, "--session-id", "*", "--wait", "1", conn=conn))
+    assert r.stdout == "" and "no message" in r.stderr, "no session: nothing to receive, not an error"
+    for session in ("s1", "s2", "s3"):
+        ok(sb("send", servicebus_queue, "--body", session, "--count", "2", "--session-id", session, conn=conn))
+    (m,) = lines(ok(sb("receive", servicebus_queue, "--session-id", "*", "--json", conn=conn)))
+    assert m["session_id"] in ("s1", "s2", "s3") and m["body"] == m["session_id"]
+    peeked = lines(ok(sb("peek", servicebus_queue, "--session-id", "*", "--json", conn=conn)))
+    assert peeked and len({p["session_id"] for p in peeked}) == 1
+    (r,) = lines(ok(sb("purge", servicebus_queue, "--session-id", "*", "--wait", "1", "--json", conn=conn)))
+    assert r["purged"] == 5
+    assert servicebus_emulator.counts(servicebus_queue)["total"] == 0
+
+
 def test_peek_lock_abandon_then_complete(conn, servicebus_emulator, servicebus_queue):
     ok(sb("send", servicebus_queue, "--body", "x", conn=conn))
     (m,) = lines(ok(sb("receive", servicebus_queue, "--peek-lock", "--abandon", "--json", conn=conn)))

@@ -52,6 +52,7 @@ EXIT_INTERRUPTED = 130
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a killed writer
 
 ENV_CONNECTION_STRING = "SERVICEBUS_CONNECTION_STR"
+NEXT_SESSION = "*"  # --session-id '*': the next available session
 PROG = "servicebus"
 
 #: Broker-set properties that describe why a message was dead-lettered;
@@ -309,7 +310,8 @@ def build_parser() -> argparse.ArgumentParser:
     settle.add_argument("--abandon", action="store_true", help="with --peek-lock: abandon each message")
     settle.add_argument("--dead-letter", action="store_true", help="with --peek-lock: dead-letter each message")
     p.add_argument("--dlq", action="store_true", help="read the dead-letter sub-queue")
-    p.add_argument("--session-id", metavar="S", help="the session of a sessionful entity")
+    p.add_argument("--session-id", metavar="S",
+                   help="the session of a sessionful entity ('*': the next available one)")
 
     p = sub.add_parser("peek", parents=[common], help="browse messages without removing them")
     p.add_argument("entity", metavar="ENTITY")
@@ -317,7 +319,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="first sequence number (default: the oldest)")
     p.add_argument("--count", "-n", type=_positive, default=10, metavar="N", help="at most N messages (default 10)")
     p.add_argument("--dlq", action="store_true", help="browse the dead-letter sub-queue")
-    p.add_argument("--session-id", metavar="S", help="the session of a sessionful entity")
+    p.add_argument("--session-id", metavar="S",
+                   help="the session of a sessionful entity ('*': the next available one)")
 
     p = sub.add_parser("dlq", help="dead-letter queue operations")
     dsub = p.add_subparsers(dest="dlq_command", metavar="ACTION")
@@ -333,7 +336,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("purge", parents=[common], help="remove every message")
     p.add_argument("entity", metavar="ENTITY")
     p.add_argument("--dlq", action="store_true", help="purge the dead-letter sub-queue")
-    p.add_argument("--session-id", metavar="S", help="the session of a sessionful entity")
+    p.add_argument("--session-id", metavar="S",
+                   help="the session of a sessionful entity ('*': the next available one)")
     p.add_argument("--wait", type=_seconds, default=2.0, metavar="SECONDS",
                    help="how long an empty entity is waited on (default 2)")
     return parser
@@ -365,7 +369,11 @@ def _receiver(client: Any, entity: str, *, dlq: bool = False, session_id: Option
     name, sub = parse_entity(entity)
     if dlq:
         kwargs["sub_queue"] = SubQueue.DeadLetter
-    if session_id is not None:
+    if session_id == NEXT_SESSION:
+        from . import NEXT_AVAILABLE_SESSION
+
+        kwargs["session_id"] = NEXT_AVAILABLE_SESSION
+    elif session_id is not None:
         kwargs["session_id"] = session_id
     if sub is None:
         return client.get_queue_receiver(name, **kwargs)
@@ -410,6 +418,8 @@ async def cmd_send(args: argparse.Namespace) -> int:
     from .exceptions import MessageContentTooLarge
 
     entity = _sender_entity(args.entity)
+    if args.session_id == NEXT_SESSION:
+        raise UsageError("--session-id '*' (the next available session) is for receiving; name the session")
     body = _read_body(args)
     properties: Dict[Any, Any] = dict(parse_property(p) for p in args.property)
     when = parse_time(args.schedule) if args.schedule else None
@@ -482,8 +492,11 @@ async def cmd_receive(args: argparse.Namespace) -> int:
     progress = Progress("receive %s" % label, args.count, enabled=args.count >= 100)
     got = 0
     async with _client(args) as client:
-        async with _receiver(client, args.entity, dlq=args.dlq, session_id=args.session_id,
-                             receive_mode=mode) as receiver:
+        receiver = _receiver(client, args.entity, dlq=args.dlq, session_id=args.session_id, receive_mode=mode,
+                             max_wait_time=args.wait or None)
+        if not await _open_session(receiver):
+            return _nothing(args, label)
+        async with receiver:
             while got < args.count:
                 # --wait 0 waits for the first message forever; later ones only briefly
                 wait = (args.wait or None) if got == 0 else min(args.wait or 1.0, 1.0)
@@ -508,9 +521,28 @@ async def cmd_receive(args: argparse.Namespace) -> int:
                 got += len(batch)
                 progress.update(len(batch))
     progress.close()
-    if not got and not args.json:
+    if not got:
+        return _nothing(args, label)
+    return EXIT_OK
+
+
+def _nothing(args: argparse.Namespace, label: str) -> int:
+    if not args.json:
         print("no message on %s within %g s" % (label, args.wait), file=sys.stderr)
     return EXIT_OK
+
+
+async def _open_session(receiver: Any) -> bool:
+    """Opens ``receiver``; False if it waits for a next available session
+    and none comes (an empty sessionful entity), not an error here."""
+    from .exceptions import NoActiveSession
+
+    try:
+        await receiver.__aenter__()
+    except NoActiveSession:
+        await receiver.close()
+        return False
+    return True
 
 
 def _print_received(message: Any, label: str, settle: Optional[str], as_json: bool) -> None:
@@ -537,7 +569,11 @@ async def cmd_peek(args: argparse.Namespace) -> int:
     seen = 0
     next_seq = args.from_seq
     async with _client(args) as client:
-        async with _receiver(client, args.entity, dlq=args.dlq, session_id=args.session_id) as receiver:
+        receiver = _receiver(client, args.entity, dlq=args.dlq, session_id=args.session_id, max_wait_time=2)
+        if not await _open_session(receiver):
+            print("no session with messages on %s" % label, file=sys.stderr)
+            return EXIT_OK
+        async with receiver:
             while seen < args.count:
                 batch = await receiver.peek_messages(max_message_count=min(args.count - seen, 100),
                                                      sequence_number=next_seq)
@@ -618,15 +654,24 @@ async def cmd_purge(args: argparse.Namespace) -> int:
     progress = Progress("purge %s" % label, None, enabled=True)
     removed = 0
     async with _client(args) as client:
-        async with _receiver(client, args.entity, dlq=args.dlq, session_id=args.session_id,
-                             receive_mode=ReceiveMode.ReceiveAndDelete, prefetch_count=100) as receiver:
-            while True:
-                batch = await receiver.receive_messages(max_message_count=100,
-                                                        max_wait_time=(args.wait if not removed else 0.5) or None)
-                if not batch:
-                    break
-                removed += len(batch)
-                progress.update(len(batch))
+        while True:  # once, or once per session with --session-id '*'
+            receiver = _receiver(client, args.entity, dlq=args.dlq, session_id=args.session_id,
+                                 receive_mode=ReceiveMode.ReceiveAndDelete, prefetch_count=100,
+                                 max_wait_time=args.wait or None)
+            if not await _open_session(receiver):
+                break
+            async with receiver:
+                first = True
+                while True:
+                    batch = await receiver.receive_messages(max_message_count=100,
+                                                            max_wait_time=(args.wait if first else 0.5) or None)
+                    if not batch:
+                        break
+                    first = False
+                    removed += len(batch)
+                    progress.update(len(batch))
+            if args.session_id != NEXT_SESSION or first:
+                break
     progress.close()
     if args.json:
         emit({"entity": label, "purged": removed})
@@ -782,6 +827,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
         if isinstance(exc, ServiceBusError):
             print("%s: %s: %s" % (PROG, type(exc).__name__, exc), file=sys.stderr)
+            if exc.condition == "amqp:not-allowed" and "session" in str(exc).lower():
+                print("%s: hint: the entity requires sessions: pass --session-id S "
+                      "(receive, peek and purge also take '*', the next available session)" % PROG, file=sys.stderr)
             return _error_code(exc)
         if isinstance(exc, OSError):
             print("%s: %s" % (PROG, exc), file=sys.stderr)
