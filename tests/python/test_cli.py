@@ -150,6 +150,16 @@ def test_send_from_stdin_and_file(conn, servicebus_queue, tmp_path):
     assert base64.b64decode(second["body_base64"]) == b"\x00\xffbinary" and "body" not in second
 
 
+def test_large_bodies_split_into_batches_and_too_large_fails(conn, servicebus_emulator, servicebus_queue, tmp_path):
+    body = tmp_path / "100k"
+    body.write_bytes(b"x" * 100_000)  # two fit in a 256 KiB batch, not three
+    (summary,) = lines(ok(sb("send", servicebus_queue, "--file", str(body), "--count", "5", "--json", conn=conn)))
+    assert summary["sent"] == 5 and servicebus_emulator.counts(servicebus_queue)["active"] == 5
+    body.write_bytes(b"x" * 300_000)
+    r = sb("send", servicebus_queue, "--file", str(body), conn=conn)
+    assert r.returncode == 1 and "MessageContentTooLarge" in r.stderr
+
+
 def test_plain_output_is_sequence_number_and_body(conn, servicebus_queue):
     ok(sb("send", servicebus_queue, "--body", "plain", conn=conn))
     r = ok(sb("receive", servicebus_queue, conn=conn))
