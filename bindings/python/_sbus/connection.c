@@ -95,8 +95,29 @@ static void arm_timer(ConnObject *self, int64_t deadline)
     self->timer_deadline = deadline;
 }
 
+/* 1 when the loop is closed: nothing may be scheduled on it any more
+ * (teardown after asyncio.run() returned, or at interpreter exit). */
+static int loop_closed(ConnObject *self)
+{
+    if (!self->loop)
+        return 1;
+    PyObject *r = PyObject_CallMethod(self->loop, "is_closed", NULL);
+    if (!r) {
+        PyErr_Clear();
+        return 1;
+    }
+    int closed = PyObject_IsTrue(r) == 1;
+    Py_DECREF(r);
+    return closed;
+}
+
 static void close_transport(ConnObject *self, int hard)
 {
+    if (self->transport && loop_closed(self)) {
+        /* the transport cannot be closed through a closed loop; asyncio
+         * reports it (ResourceWarning) when it is collected */
+        Py_CLEAR(self->transport);
+    }
     if (self->transport) {
         PyObject *t = self->transport;
         self->transport = NULL;
@@ -112,6 +133,8 @@ static void close_transport(ConnObject *self, int hard)
 
 static void cancel_connect(ConnObject *self)
 {
+    if (self->connect_task && loop_closed(self))
+        Py_CLEAR(self->connect_task);
     if (self->connect_task) {
         PyObject *t = self->connect_task;
         self->connect_task = NULL;
