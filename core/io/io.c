@@ -32,6 +32,7 @@ struct sbus_io {
     struct addrinfo *ai;     /* resolved addresses (owned) */
     struct addrinfo *ai_cur; /* the one being tried */
     int64_t deadline;        /* engine's next deadline (mono ms), -1 none */
+    int blocked;             /* the socket refused bytes: wait for POLLOUT */
     char why[160];           /* last socket error text */
 };
 
@@ -72,6 +73,7 @@ static void close_socket(sbus_io_t *io)
         close(io->fd);
     io->fd = -1;
     io->connecting = 0;
+    io->blocked = 0;
     if (io->ai)
         freeaddrinfo(io->ai);
     io->ai = io->ai_cur = NULL;
@@ -153,6 +155,7 @@ static int flush(sbus_io_t *io)
         if (!len)
             return 0;
         ssize_t n = send(io->fd, p, len, MSG_NOSIGNAL);
+        io->blocked = n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
         if (n < 0) {
             if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
                 return 0;
@@ -240,7 +243,7 @@ int sbus_io_events(const sbus_io_t *io)
         return 0;
     if (io->connecting)
         return POLLOUT;
-    return POLLIN;
+    return POLLIN | (io->blocked ? POLLOUT : 0);
 }
 
 int64_t sbus_io_timeout(const sbus_io_t *io)
@@ -275,7 +278,7 @@ int sbus_io_step(sbus_io_t *io)
         return SBUS_EINVAL;
     int revents = 0;
     if (io->fd >= 0) {
-        struct pollfd p = {io->fd, (short)(io->connecting ? POLLOUT : POLLIN), 0};
+        struct pollfd p = {io->fd, (short)sbus_io_events(io), 0};
         if (poll(&p, 1, 0) > 0)
             revents = p.revents;
     }

@@ -127,7 +127,7 @@ static int configure(sbus_conn_t *c, const sbus_conn_options_t *o,
     c->use_tls = o->use_tls < 0 ? !use_emulator : o->use_tls != 0;
     if (o->port)
         c->port = o->port;
-    else if (!use_emulator || !c->port)
+    else if (!c->port) /* an explicit port in the endpoint is kept */
         c->port = c->use_tls ? 5671 : 5672;
     c->retry_total = o->retry_total < 0 ? 0 : o->retry_total;
     c->backoff_ms = o->retry_backoff_ms;
@@ -161,6 +161,7 @@ int sbus_conn_new(sbus_conn_t **out, const sbus_conn_options_t *o, char *err,
     if (!c)
         return set_err(err, errlen, SBUS_ENOMEM, "out of memory");
     c->ops.next = c->ops.prev = &c->ops;
+    c->op_due = INT64_MAX;
     c->next_req = 1;
     c->next_uid = 1;
     sbusi_owner_init(&c->cbs.snd, SBUSI_OWN_CBS);
@@ -308,6 +309,8 @@ void sbusi_op_start(sbus_conn_t *c, sbusi_op_t *op)
     c->ops.prev = op;
     if (op->deadline < 0 && op->kind != SBUS_OP_RECEIVE)
         op->deadline = c->now_mono + c->op_timeout_ms;
+    if (op->deadline >= 0 && op->deadline < c->op_due)
+        c->op_due = op->deadline;
     ensure_connecting(c);
 }
 
@@ -330,6 +333,17 @@ static void op_forget_delivery(sbusi_op_t *op)
     op->dlv = NULL;
 }
 
+/* A settlement that failed because the lock is gone leaves its message
+ * unsettled (and without a delivery): settling or renewing it again then
+ * reports lock-lost too, rather than "already settled". */
+static void settle_failed(sbusi_op_t *op)
+{
+    int code = op->ev.err.code;
+    if (op->kind == SBUS_OP_SETTLE && op->msg &&
+        (code == SBUS_ELOCKLOST || code == SBUS_ESESSIONLOCKLOST))
+        op->msg->state = SBUS_MSG_UNSETTLED;
+}
+
 void sbusi_op_done(sbusi_op_t *op, int code, const char *cond,
                    const char *desc)
 {
@@ -344,23 +358,20 @@ void sbusi_op_done(sbusi_op_t *op, int code, const char *cond,
     if (op->kind == SBUS_OP_RECEIVER_OPEN && op->rcv)
         op->rcv->nopen--;
     op_forget_delivery(op);
-    if (op->msg) {
-        sbusi_message_unref_op(op->msg, op);
-        op->msg = NULL;
-    }
     sbus_event_t *e = &op->ev.e;
-    if (op->on_done) {
-        if (code || cond)
-            sbusi_error_set(&op->ev.err, op->ev.cond, sizeof op->ev.cond,
-                            op->ev.desc, sizeof op->ev.desc, code, cond, desc);
-        e->error = (code || cond) ? &op->ev.err : NULL;
-        op->on_done(op);
-        return;
-    }
     if (code || cond) {
         sbusi_error_set(&op->ev.err, op->ev.cond, sizeof op->ev.cond,
                         op->ev.desc, sizeof op->ev.desc, code, cond, desc);
         e->error = &op->ev.err;
+        settle_failed(op);
+    }
+    if (op->msg) {
+        sbusi_message_unref_op(op->msg, op);
+        op->msg = NULL;
+    }
+    if (op->on_done) {
+        op->on_done(op);
+        return;
     }
     if (op->kind == SBUS_OP_RECEIVE || op->kind == SBUS_OP_PEEK ||
         op->kind == SBUS_OP_RECEIVE_DEFERRED) {
@@ -405,6 +416,8 @@ void sbusi_op_retry_or_fail(sbusi_op_t *op, int code, const char *cond,
     op->stage = SBUSI_S_BACKOFF;
     op->retry_at = op->conn->now_mono + sbusi_backoff(op->conn, op->attempts);
     op->deadline = -1;
+    if (op->retry_at < op->conn->op_due)
+        op->conn->op_due = op->retry_at;
 }
 
 /* Completes every pending op (optionally only those on one object). */
@@ -832,6 +845,8 @@ int sbus_conn_close(sbus_conn_t *c, void *token)
     c->ops.prev->next = op;
     c->ops.prev = op;
     op->deadline = c->now_mono + c->op_timeout_ms;
+    if (op->deadline < c->op_due)
+        c->op_due = op->deadline;
     if (c->state == SBUSI_C_UP && c->have_driver) {
         c->state = SBUSI_C_CLOSING;
         pn_connection_close(c->driver.connection);
@@ -999,8 +1014,13 @@ static int64_t min_deadline(int64_t a, int64_t b)
     return a < b ? a : b;
 }
 
+/* Fires due retries and timeouts, and computes op_due again. Runs only
+ * when op_due has passed, so that ticking with thousands of operations in
+ * flight costs nothing until one of them is due. */
 static void expire_ops(sbus_conn_t *c)
 {
+    if (c->now_mono < c->op_due)
+        return;
     sbusi_op_t *op = c->ops.next;
     while (op != &c->ops) {
         sbusi_op_t *next = op->next;
@@ -1017,6 +1037,14 @@ static void expire_ops(sbus_conn_t *c)
         }
         op = next;
     }
+    int64_t due = INT64_MAX;
+    for (op = c->ops.next; op != &c->ops; op = op->next) {
+        if (op->deadline >= 0 && op->deadline < due)
+            due = op->deadline;
+        if (op->retry_at >= 0 && op->retry_at < due)
+            due = op->retry_at;
+    }
+    c->op_due = due;
 }
 
 int64_t sbus_conn_tick(sbus_conn_t *c, int64_t mono_ms, int64_t unix_ms)
@@ -1031,6 +1059,7 @@ int64_t sbus_conn_tick(sbus_conn_t *c, int64_t mono_ms, int64_t unix_ms)
             if (op->retry_at >= 0)
                 op->retry_at += mono_ms;
         }
+        c->op_due = 0; /* scan once with the real times */
         c->ticked = 1;
     }
     c->now_mono = mono_ms;
@@ -1051,10 +1080,8 @@ int64_t sbus_conn_tick(sbus_conn_t *c, int64_t mono_ms, int64_t unix_ms)
     sbusi_process(c);
     if (c->state == SBUSI_C_BACKOFF)
         next = min_deadline(next, c->reconnect_at);
-    for (sbusi_op_t *op = c->ops.next; op != &c->ops; op = op->next) {
-        next = min_deadline(next, op->deadline);
-        next = min_deadline(next, op->retry_at);
-    }
+    if (c->op_due != INT64_MAX)
+        next = min_deadline(next, c->op_due);
     next = min_deadline(next, sbusi_cbs_deadline(c));
     for (sbus_receiver_t *r = c->receivers; r; r = r->next)
         next = min_deadline(next, sbusi_receiver_deadline(r));

@@ -409,6 +409,8 @@ struct sbus_conn {
     int64_t now_mono;         /* last tick, monotonic ms */
     int64_t now_unix;         /* last tick, wall clock ms */
     int ticked;               /* tick was called once: times are real */
+    int64_t op_due;           /* no op deadline or retry comes before this
+                                 (a lower bound; INT64_MAX: none) */
     /* objects */
     sbusi_op_t ops;           /* pending ops: circular list head */
     sbusi_audience_t *auds;   /* token audiences */

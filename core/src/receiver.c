@@ -642,11 +642,29 @@ int sbus_receiver_receive(sbus_receiver_t *r, uint32_t max_count,
     return 0;
 }
 
+/* Puts messages a receive call held back at the front of the queue when
+ * they cannot be released (receive-and-delete: the broker deleted them
+ * already), releases the others. */
+static void give_back(sbus_receiver_t *r, sbusi_op_t *op)
+{
+    for (size_t i = op->nmsgs; i-- > 0;) {
+        sbus_message_t *m = op->msgs[i];
+        if (m->state != SBUS_MSG_PRESETTLED) {
+            release_and_free(r, m);
+            continue;
+        }
+        m->qnext = r->q_head;
+        r->q_head = m;
+        if (!r->q_tail)
+            r->q_tail = m;
+        r->q_len++;
+    }
+    op->nmsgs = 0;
+}
+
 void sbusi_receiver_cancel(sbus_receiver_t *r, sbusi_op_t *op)
 {
-    for (size_t i = 0; i < op->nmsgs; i++)
-        release_and_free(r, op->msgs[i]);
-    op->nmsgs = 0;
+    give_back(r, op);
     sbusi_op_done(op, SBUS_ECANCELLED, NULL, "cancelled by the caller");
     maybe_drain(r);
 }
@@ -735,6 +753,7 @@ int sbus_receiver_settle(sbus_receiver_t *r, sbus_message_t *m,
     op->rcv = r;
     op->outcome = outcome;
     m->state = SBUS_MSG_SETTLED;
+    attach_msg(op, m);
     if (m->renew)
         sbusi_renew_unlink(m->renew);
     sbusi_op_start(c, op);
@@ -835,6 +854,7 @@ static int settle_via_mgmt(sbus_receiver_t *r, sbus_message_t *m, int outcome,
     }
     n += enc_session_id(r, b);
     sbusi_enc_end(b, at, n);
+    attach_msg(op, m);
     int rc = submit(r, op);
     if (rc == 0) {
         m->state = SBUS_MSG_SETTLED;

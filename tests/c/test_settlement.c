@@ -186,7 +186,12 @@ static void test_lock_lost_and_renew(void)
         CHECK(settle_wait(&f.cl, f.r, d.msgs[1], SBUS_COMPLETE, NULL, NULL) ==
               SBUS_ELOCKLOST);
         CHECK(settle_wait(&f.cl, f.r, d.msgs[0], SBUS_COMPLETE, NULL, NULL) == 0);
-        CHECK(sbus_receiver_renew_lock(f.r, d.msgs[1], &tok) == SBUS_ESETTLED);
+        /* a lost lock stays lost: renewing or settling again says so */
+        CHECK(sbus_receiver_renew_lock(f.r, d.msgs[1], &tok) == 0);
+        CHECK(wait_done(&f.cl, &tok, &rd, 10000) == 0);
+        CHECK(rd.code == SBUS_ELOCKLOST);
+        CHECK(settle_wait(&f.cl, f.r, d.msgs[1], SBUS_COMPLETE, NULL, NULL) ==
+              SBUS_ELOCKLOST);
     }
     done_clear(&d);
     drain_queue(&f.cl, "demo");
