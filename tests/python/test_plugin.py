@@ -25,6 +25,13 @@ def test_the_plugin_is_registered_by_entry_point(pytester):
     assert "servicebus" in {ep.name for ep in _entry_points("pytest11")}
 
 
+def test_report_header_names_the_emulator(pytester):
+    pytester.makepyfile(test_x="def test_x():\n    pass\n")
+    result = run(pytester, "--servicebus-emulator", "/no/such/emu")
+    result.stdout.fnmatch_lines(["servicebus: sbus-emulator not found*/no/such/emu*, config built-in"])
+    result.assert_outcomes(passed=1)  # tests that do not use the fixtures are not affected
+
+
 def _entry_points(group):
     from importlib.metadata import entry_points
 

@@ -81,6 +81,19 @@ def pytest_configure(config: Any) -> None:
                             "(names or Microsoft's objects) and properties of the servicebus_topic fixture's topic")
 
 
+def pytest_report_header(config: Any) -> str:
+    """Which emulator the fixtures would run, for CI logs."""
+    from ._emulator import find_emulator
+    from ._errors import EmulatorNotFoundError
+
+    try:
+        binary = find_emulator(_setting(config, "servicebus_emulator"))
+    except EmulatorNotFoundError as exc:
+        binary = "not found (%s)" % str(exc).split(" (", 1)[0]
+    return "servicebus: sbus-emulator %s, config %s" % (
+        binary, _setting(config, "servicebus_config") or "built-in")
+
+
 def _setting(config: Any, name: str) -> Optional[str]:
     """The command-line option, else the ini key (relative to the ini file)."""
     option = config.getoption(name)
