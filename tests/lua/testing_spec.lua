@@ -141,6 +141,27 @@ describe("servicebus.testing.start", function()
     e:stop() -- twice is harmless
   end)
 
+  it("reads a Config.json file with comments, and its policies", function()
+    local path = os.tmpname()
+    local f = assert(io.open(path, "w"))
+    f:write([[{
+      // Microsoft's format: comments allowed
+      "UserConfig": { "Namespaces": [ { "Name": "ns", /* our addition: */
+        "SharedAccessPolicies": [ { "Name": "ops", "Key": "b3Bz", "Rights": [ "Manage" ] } ],
+        "Queues": [ { "Name": "from-file" } ] } ] } }]])
+    f:close()
+    local e = testing.start({ config = path })
+    os.remove(path)
+    assert.truthy(e.connection_string:find("SharedAccessKeyName=ops;SharedAccessKey=b3Bz;", 1, true))
+    assert.truthy(assert(e:entities())["from-file"])
+    local c = assert(sb.from_connection_string(e.connection_string))
+    local s = assert(c:sender("from-file"))
+    assert.is_true(s:send("x"))
+    s:close()
+    c:close()
+    e:stop()
+  end)
+
   it("raises with the emulator's reason for a bad config", function()
     local ok, err = pcall(testing.start, { config = { UserConfig = { Namespaces = { {
       Name = "ns", Queues = { { Name = "q", Properties = { LockDuration = "1 minute" } } } } } } } })
@@ -166,5 +187,7 @@ describe("servicebus.testing.start", function()
     assert.are.equal(2.5, v.a[2])
     assert.are.equal(false, v.c)
     assert.are.equal("é", testing.json_decode('"\\u00e9"'))
+    assert.are.equal('{"a": "// kept", "b": 1 \n}',
+                     testing.strip_json_comments('{"a": "// kept", /* gone */"b": 1 // gone\n}'))
   end)
 end)

@@ -262,6 +262,43 @@ function M.json_decode(s)
   return v
 end
 
+-- Removes // and /* */ comments outside strings (Microsoft's Config.json has them).
+function M.strip_json_comments(text)
+  local out, i, n = {}, 1, #text
+  while i <= n do
+    local c = text:sub(i, i)
+    if c == '"' then
+      local j = i + 1
+      while j <= n and text:sub(j, j) ~= '"' do
+        j = j + (text:sub(j, j) == "\\" and 2 or 1)
+      end
+      out[#out + 1] = text:sub(i, j)
+      i = j + 1
+    elseif text:sub(i, i + 1) == "//" then
+      i = text:find("\n", i, true) or n + 1
+    elseif text:sub(i, i + 1) == "/*" then
+      local j = text:find("*/", i + 2, true)
+      i = j and j + 2 or n + 1
+    else
+      out[#out + 1] = c
+      i = i + 1
+    end
+  end
+  return table.concat(out)
+end
+
+-- The namespace policy a client should use: the first with Manage rights.
+local function root_policy(config)
+  local ns = type(config) == "table" and config.UserConfig and config.UserConfig.Namespaces
+             and config.UserConfig.Namespaces[1]
+  for _, p in ipairs(type(ns) == "table" and ns.SharedAccessPolicies or {}) do
+    for _, r in ipairs(p.Rights or {}) do
+      if r == "Manage" then return p.Name, p.Key end
+    end
+  end
+  return M.DEFAULT_KEY_NAME, M.DEFAULT_KEY
+end
+
 -- -- control surface transport -------------------------------------------------
 
 -- M.http_client: "curl", "bash" (its /dev/tcp), or nil to pick curl when it is installed.
@@ -493,15 +530,10 @@ function M.start(opts)
   os.remove(tmpdir)
   assert(sh_ok("mkdir -p " .. quote(tmpdir)), "cannot create " .. tmpdir)
   local config = opts.config
-  local key_name, key = M.DEFAULT_KEY_NAME, M.DEFAULT_KEY
+  local key_name, key
   if config == nil or type(config) == "table" then
     local t = config or M.DEFAULT_CONFIG
-    local ns = t.UserConfig and t.UserConfig.Namespaces and t.UserConfig.Namespaces[1]
-    for _, p in ipairs(ns and ns.SharedAccessPolicies or {}) do
-      for _, r in ipairs(p.Rights or {}) do
-        if r == "Manage" and key_name == M.DEFAULT_KEY_NAME then key_name, key = p.Name, p.Key end
-      end
-    end
+    key_name, key = root_policy(t)
     config = tmpdir .. "/config.json"
     local f = assert(io.open(config, "w"))
     f:write(M.json_encode(t))
@@ -509,6 +541,10 @@ function M.start(opts)
   elseif not exists(config) then
     os.execute("rm -rf " .. quote(tmpdir))
     error("emulator config " .. config .. ": no such file", 2)
+  else
+    -- a file the emulator will judge; we only look for its policies
+    local ok, t = pcall(M.json_decode, M.strip_json_comments(slurp(config)))
+    key_name, key = root_policy(ok and t or nil)
   end
   local log = tmpdir .. "/emulator.log"
   local args = { binary, "--config", config, "--host", opts.host or "127.0.0.1",
