@@ -39,7 +39,9 @@ SBUS_API void sbus_io_free(sbus_io_t *io);
  * timeout, negative on misuse. */
 SBUS_API int sbus_io_wait(sbus_io_t *io, int64_t timeout_ms);
 /* Pulls the next caller event (CONNECT/DISCONNECT are handled inside):
- * 1 if there was one, 0 if none. Same borrowing rules as
+ * 1 if there was one, 0 if none. The event's data is borrowed until the
+ * next sbus_io_next_event(), sbus_io_wait() or sbus_io_step() (these may
+ * pull CONNECT/DISCONNECT themselves); messages transfer as with
  * sbus_conn_next_event(). */
 SBUS_API int sbus_io_next_event(sbus_io_t *io, sbus_event_t *ev);
 

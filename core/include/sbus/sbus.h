@@ -395,7 +395,8 @@ typedef struct sbus_conn_options {
     const char *sas_key;           /* key text */
     const char *sas_token;         /* a ready SharedAccessSignature */
     int host_tokens;               /* 1: host supplies tokens */
-    int port;                      /* 0: from the endpoint or the default */
+    int port;                      /* 0: a port written in the endpoint or
+                                      namespace, else 5671 (TLS) / 5672 */
     int use_tls;                   /* -1 auto (on unless
                                       UseDevelopmentEmulator), 0 off, 1 on */
     sbus_transport_t transport;    /* AMQP or WebSocket */
@@ -488,7 +489,11 @@ SBUS_API const uint8_t *sbus_conn_write_buffer(sbus_conn_t *c, size_t *len);
 /* n bytes of the write buffer were sent. */
 SBUS_API void sbus_conn_write_done(sbus_conn_t *c, size_t n);
 /* Moves time on: mono_ms from a monotonic clock, unix_ms from the wall
- * clock (for token expiry). Returns the next monotonic deadline, or -1. */
+ * clock (for token expiry). Returns the next monotonic deadline, or -1.
+ * Deadlines of operations started before the first tick count from that
+ * tick. Cheap (constant time until something is due): calling it after
+ * every drain is fine, and catches deadlines new operations brought
+ * forward. */
 SBUS_API int64_t sbus_conn_tick(sbus_conn_t *c, int64_t mono_ms,
                                 int64_t unix_ms);
 /* Hands over a token asked for by SBUS_EV_TOKEN (host_tokens mode). token
@@ -664,9 +669,13 @@ SBUS_API int sbus_receiver_close(sbus_receiver_t *r, void *token);
 SBUS_API void sbus_receiver_free(sbus_receiver_t *r);
 
 /* Receives up to max_count messages: completes as soon as at least one has
- * arrived and no more arrive at once, or with none after max_wait_ms
- * (-1: wait forever). Unused credit is withdrawn on completion so that no
- * message is locked for nobody (unless prefetch keeps them). */
+ * arrived and no more arrive at once (at the end of the input batch that
+ * brought them), or with none after max_wait_ms (-1: wait forever; 0:
+ * what is buffered or arrives at once). Unused credit is withdrawn (drain)
+ * on completion so that no message is locked for nobody (unless prefetch
+ * keeps them); peek-lock messages that still arrive for nobody are
+ * released (no delivery-count increment), receive-and-delete ones are kept
+ * for the next call. The messages in the event transfer to the caller. */
 SBUS_API int sbus_receiver_receive(sbus_receiver_t *r, uint32_t max_count,
                                    int64_t max_wait_ms, void *token);
 
@@ -678,10 +687,14 @@ typedef enum sbus_outcome {
 } sbus_outcome_t;
 
 /* Settles m (received on r) with an outcome; reason/description only for
- * SBUS_DEAD_LETTER (may be NULL; copied). Synchronous errors: SBUS_ESETTLED
- * (settled already), SBUS_ESTATE (peeked or receive-and-delete message),
- * SBUS_EINVAL (m not from r). Async: SBUS_ELOCKLOST, SBUS_ESESSIONLOCKLOST.
- * Messages received by sequence number settle over $management. */
+ * SBUS_DEAD_LETTER (may be NULL; copied; <= 4096 bytes). m borrowed.
+ * Synchronous errors: SBUS_ESETTLED (settled already), SBUS_ESTATE (peeked
+ * or receive-and-delete message), SBUS_EINVAL (m not from r). Async:
+ * SBUS_ELOCKLOST (lock expired, or the link it came from was lost),
+ * SBUS_ESESSIONLOCKLOST; after those m stays unsettled and settling or
+ * renewing it again reports the same. Completes when the service confirmed
+ * (rcv-settle-mode second). Messages received by sequence number settle
+ * over $management (update-disposition). */
 SBUS_API int sbus_receiver_settle(sbus_receiver_t *r, sbus_message_t *m,
                                   sbus_outcome_t outcome, const char *reason,
                                   const char *description, void *token);
