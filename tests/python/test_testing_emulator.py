@@ -258,3 +258,20 @@ def test_not_running_yet():
         emu.connection_string
     with pytest.raises(ValueError):
         Emulator(tls_cert="x.pem")
+
+
+def test_recipe_microsofts_sdk_over_tls():
+    """docs/testing.md: Microsoft's azure-servicebus (TLS, always port 5671)
+    against an Emulator on another loopback address."""
+    azure = pytest.importorskip("azure.servicebus")
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.9", 5671))
+        except OSError:
+            pytest.skip("127.0.0.9:5671 is taken")
+    with Emulator(host="127.0.0.9", amqps_port=5671) as emu:
+        conn = "Endpoint=sb://127.0.0.9;SharedAccessKeyName=%s;SharedAccessKey=%s;" % (emu.sas_key_name, emu.sas_key)
+        with azure.ServiceBusClient.from_connection_string(conn, connection_verify=emu.ca_file) as client:
+            with client.get_queue_sender("queue.1") as sender:
+                sender.send_messages(azure.ServiceBusMessage("from Microsoft's SDK"))
+        assert emu.counts("queue.1")["active"] == 1
