@@ -311,12 +311,17 @@ void sbusi_sender_on_event(sbus_sender_t *s, pn_event_t *e)
         sbusi_owner_error_from_link(&s->own, l);
         if (pn_link_state(l) & PN_LOCAL_ACTIVE)
             pn_link_close(l);
-        sbusi_sender_lost(s);
         if (s->own.state == SBUSI_L_CLOSING) {
+            /* sends the service answered before its detach are done;
+               the others end with the sender */
+            sbusi_owner_lost(&s->own);
             s->own.state = SBUSI_L_CLOSED;
+            sbusi_fail_object_kind(s->conn, s, SBUS_OP_SEND, SBUS_ECLOSED,
+                                   "the sender was closed");
             sbusi_fail_object_kind(s->conn, s, SBUS_OP_SENDER_CLOSE, 0, NULL);
             break;
         }
+        sbusi_sender_lost(s);
         sbusi_owner_after_detach(s->conn, &s->own);
         if (s->own.state == SBUSI_L_FAILED)
             complete_opens(s, &s->own.last_err);

@@ -108,6 +108,37 @@ static void test_free_and_close_complete_pending(void)
     client_close(&cl);
 }
 
+/* Closing a sender with sends in flight: each send completes (accepted,
+ * or SBUS_ECLOSED), then the close (regression: sends in flight at the
+ * close were requeued on a closed sender and never completed). */
+static void test_close_sender_with_sends_in_flight(void)
+{
+    client_t cl;
+    CHECK(client_open(&cl, emu.connstr) == 0);
+    sbus_sender_options_t so;
+    sbus_sender_options_init(&so);
+    so.entity = "test-queue-2";
+    sbus_sender_t *s;
+    sbus_sender_new(cl.c, &so, &s);
+    CHECK(send_text(&cl, s, "attach first", NULL) == 0);
+    sbus_message_t *m;
+    sbus_message_new(&m);
+    int tok[4], seen[4] = {0}, codes[4];
+    for (int i = 0; i < 3; i++)
+        CHECK(sbus_sender_send(s, &m, 1, &tok[i]) == 0);
+    sbus_message_free(m);
+    CHECK(sbus_sender_close(s, &tok[3]) == 0);
+    collect(&cl, tok, seen, codes, 4, 5000);
+    for (int i = 0; i < 4; i++)
+        CHECK(seen[i] == 1);
+    for (int i = 0; i < 3; i++)
+        CHECK(codes[i] == 0 || codes[i] == SBUS_ECLOSED);
+    CHECK(codes[3] == 0);
+    sbus_sender_free(s);
+    drain_queue(&cl, "test-queue-2");
+    client_close(&cl);
+}
+
 static void test_abort_completes_everything(void)
 {
     client_t cl;
@@ -164,6 +195,7 @@ int main(void)
     }
     test_cancel_receive();
     test_free_and_close_complete_pending();
+    test_close_sender_with_sends_in_flight();
     test_abort_completes_everything();
     emu_stop(&emu);
     if (failures)

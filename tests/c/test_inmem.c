@@ -107,6 +107,54 @@ static void test_auto_renew_failure_and_free(void)
     pair_close(&p);
 }
 
+static void test_auto_renew_session(void)
+{
+    pair_t p;
+    sbus_conn_options_t o;
+    default_opts(&o);
+    pair_open(&p, &o);
+    sbus_sender_t *s = sender(&p, "session-queue");
+    sbus_message_t *m;
+    sbus_message_new(&m);
+    sbus_message_set_prop(m, SBUS_PROP_SESSION_ID, "kept", 4);
+    int tok;
+    done_t d;
+    CHECK(sbus_sender_send(s, &m, 1, &tok) == 0);
+    take(&p, &tok, &d);
+    CHECK(d.code == 0);
+    sbus_message_free(m);
+    sbus_receiver_options_t ro;
+    sbus_receiver_options_init(&ro);
+    ro.entity = "session-queue";
+    ro.session = 1;
+    ro.session_id = "kept";
+    sbus_receiver_t *r;
+    sbus_receiver_new(p.c, &ro, &r);
+    CHECK(sbus_receiver_open(r, &tok) == 0);
+    take(&p, &tok, &d);
+    CHECK(d.code == 0);
+    int64_t first = sbus_receiver_session_locked_until(r);
+    CHECK(first > 0);
+    CHECK(sbus_receiver_auto_renew_session(r, 300000) == 0);
+    advance(&p, 90000); /* three lock durations of 30 s */
+    CHECK(p.renew_failed == 0);
+    CHECK(sbus_receiver_session_locked_until(r) > first + 60000);
+    CHECK(sbus_receiver_receive(r, 1, 2000, &tok) == 0);
+    take(&p, &tok, &d);
+    CHECK(d.count == 1);
+    if (d.count == 1) {
+        done_t sd;
+        CHECK(sbus_receiver_settle(r, d.msgs[0], SBUS_COMPLETE, NULL, NULL,
+                                   &tok) == 0);
+        take(&p, &tok, &sd);
+        CHECK(sd.code == 0);
+    }
+    done_clear(&d);
+    sbus_receiver_free(r);
+    sbus_sender_free(s);
+    pair_close(&p);
+}
+
 static void test_host_tokens(void)
 {
     pair_t p;
@@ -253,6 +301,7 @@ int main(void)
     test_token_refresh();
     test_auto_renew();
     test_auto_renew_failure_and_free();
+    test_auto_renew_session();
     test_host_tokens();
     test_timeout_and_reconnect();
     test_idle_keepalive();
