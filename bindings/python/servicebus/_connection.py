@@ -77,18 +77,10 @@ def build_options(
     o: Dict[str, Any] = {}
     if connection_string is not None:
         o["connection_string"] = connection_string
-        port = _sbus.parse_connection_string(connection_string)["port"]
-        if port:  # kept by the engine only with UseDevelopmentEmulator (STATUS.md)
-            o["port"] = port
     else:
         if not namespace:
             raise ValueError("fully_qualified_namespace is required")
         o["namespace"] = namespace
-        # The engine keeps a namespace's :port only for emulator connection
-        # strings (needs-from-engine in STATUS.md); pass it explicitly.
-        host, sep, port = namespace.rpartition(":")
-        if sep and port.isdigit() and "]" not in port:
-            o["port"] = int(port)
         named_key = getattr(credential, "named_key", None)  # azure.core AzureNamedKeyCredential
         if isinstance(credential, ServiceBusSharedKeyCredential):
             o["sas_key_name"] = credential.policy
