@@ -119,6 +119,10 @@ int sbus_receiver_open(sbus_receiver_t *r, void *token)
     op->rcv = r;
     r->opened = 1;
     r->nopen++;
+    /* next-available may legitimately wait session_wait_ms for a session */
+    if (r->o.session && !r->session_id && r->o.session_wait_ms > 0)
+        op->deadline = r->conn->now_mono + r->o.session_wait_ms +
+                       r->conn->op_timeout_ms;
     sbusi_op_start(r->conn, op);
     sbusi_process(r->conn);
     return 0;

@@ -118,6 +118,24 @@ static void test_sessions(void)
           1); /* r2 is a session receiver; just exercising the call */
     wait_done(&cl, &tok, &d, 10000);
     sbus_receiver_free(r2);
+    /* no session with messages left: next-available ends with a timeout
+       after the wait it asked for (com.microsoft:timeout) */
+    sbus_receiver_options_t ro;
+    sbus_receiver_options_init(&ro);
+    ro.entity = "session-queue";
+    ro.session = 1;
+    ro.session_wait_ms = 500;
+    sbus_receiver_t *none;
+    sbus_receiver_new(cl.c, &ro, &none);
+    int64_t t0 = sbus_io_mono_ms();
+    CHECK(sbus_receiver_open(none, &tok) == 0);
+    CHECK(wait_done(&cl, &tok, &d, 15000) == 0);
+    CHECK(d.code == SBUS_ETIMEOUT);
+    CHECK(sbus_io_mono_ms() - t0 < 10000);
+    fprintf(stderr, "no session -> %s (%s) after %lld ms\n",
+            sbus_errname(d.code), d.condition,
+            (long long)(sbus_io_mono_ms() - t0));
+    sbus_receiver_free(none);
     sbus_receiver_free(r1);
     sbus_sender_free(s);
     client_close(&cl);
