@@ -814,7 +814,8 @@ int sbusi_message_decode(const uint8_t *p, size_t n, sbus_message_t **out)
             rc = SBUS_EINVAL;
             break;
         }
-        rc = dec_section(m, &it, value_start(&it));
+        int raw = it.descriptor == 0x76 || it.descriptor == 0x77;
+        rc = dec_section(m, &it, raw ? value_start(&it) : NULL);
     }
     if (rc == 0 && m->body_kind == SBUS_BODY_DATA && m->nsections == 0)
         rc = add_section(m, NULL, 0);
