@@ -155,7 +155,7 @@ class ServiceBusReceiver(BaseHandler):
             raise ValueError("max_message_count must be 1 or greater.")
         count = max_message_count or max(1, self._prefetch_count)
         wait = self._wait_ms(max_wait_time)
-        handle = await self._open()
+        handle = self._handle if self._running else await self._open()
         if self._buffer:
             out, self._buffer = self._buffer[:count], self._buffer[count:]
             return out
@@ -179,7 +179,7 @@ class ServiceBusReceiver(BaseHandler):
         count = max(1, self._prefetch_count)
         while True:
             if not self._buffer:
-                handle = await self._open()
+                handle = self._handle if self._running else await self._open()
                 batch = await handle.receive(count, wait)
                 if not batch:
                     return
@@ -195,7 +195,7 @@ class ServiceBusReceiver(BaseHandler):
         """
         if max_message_count < 1:
             raise ValueError("max_message_count must be 1 or greater.")
-        handle = await self._open()
+        handle = self._handle if self._running else await self._open()
         peeked: List[PeekedMessage] = await handle.peek(max_message_count, sequence_number or 0)
         return peeked
 
@@ -208,7 +208,7 @@ class ServiceBusReceiver(BaseHandler):
         seqs = [sequence_numbers] if isinstance(sequence_numbers, int) else list(sequence_numbers)
         if not seqs:
             return []
-        handle = await self._open()
+        handle = self._handle if self._running else await self._open()
         deferred: List[ReceivedMessage] = await handle.receive_deferred(seqs)
         return deferred
 
@@ -241,7 +241,7 @@ class ServiceBusReceiver(BaseHandler):
             raise TypeError("expected a ServiceBusReceivedMessage")
         handle = message._receiver_handle
         if handle is None:
-            handle = await self._open()
+            handle = self._handle if self._running else await self._open()
         await handle.settle(message, outcome, *args)
 
 

@@ -77,7 +77,7 @@ class ServiceBusSender(BaseHandler):
         :raises MessageSendFailed: if the service refused the message.
         :raises ServiceBusError: on other errors (connection, authentication, ...).
         """
-        handle = await self._open()
+        handle = self._handle if self._running else await self._open()
         if isinstance(message, BatchMessage):
             if len(message) == 0:
                 return
@@ -100,7 +100,7 @@ class ServiceBusSender(BaseHandler):
         :rtype: BatchMessage
         :raises ValueError: if max_size_in_bytes exceeds the link's limit.
         """
-        handle = await self._open()
+        handle = self._handle if self._running else await self._open()
         limit = handle.max_message_size
         if max_size_in_bytes is not None and limit and max_size_in_bytes > limit:
             raise ValueError(
@@ -124,7 +124,7 @@ class ServiceBusSender(BaseHandler):
         :returns: The sequence numbers of the scheduled messages.
         :rtype: list[int]
         """
-        handle = await self._open()
+        handle = self._handle if self._running else await self._open()
         when = datetime_to_ms(schedule_time_utc)
         msgs = list(messages) if isinstance(messages, (list, tuple)) else [messages]
         if not msgs:
@@ -138,7 +138,7 @@ class ServiceBusSender(BaseHandler):
         :param sequence_numbers: The sequence number(s) of the scheduled messages.
         :raises ServiceBusError: if a message was already cancelled or enqueued.
         """
-        handle = await self._open()
+        handle = self._handle if self._running else await self._open()
         seqs = [sequence_numbers] if isinstance(sequence_numbers, int) else list(sequence_numbers)
         if not seqs:
             return
