@@ -26,6 +26,9 @@ def test_on_uvloop(connection_string: str) -> None:
     from servicebus import Message
 
     async def main() -> bytes:
+        from conftest import drain_queue
+
+        await drain_queue(connection_string, "test-queue-2")
         async with ServiceBusClient.from_connection_string(connection_string) as client:
             async with client.get_queue_sender("test-queue-2") as sender:
                 await sender.send_messages(Message(b"uv"))
