@@ -393,6 +393,29 @@ def test_emulator_command_default_config_and_plain_output():
         proc.stderr.close()
 
 
+def test_emulator_command_killed_takes_the_emulator_with_it():
+    from test_testing_emulator import _gone_within
+
+    proc = subprocess.Popen([sys.executable, "-m", "servicebus", "emulator", "--amqp-port", "0", "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert json.loads(proc.stdout.readline())["ready"]
+        try:
+            with open("/proc/%d/task/%d/children" % (proc.pid, proc.pid)) as f:
+                (child,) = [int(p) for p in f.read().split()]
+        except FileNotFoundError:
+            pytest.skip("the kernel does not list children in /proc")
+        proc.kill()  # SIGKILL: no chance to stop the emulator itself
+        proc.wait(10)
+        assert _gone_within(child, 10), "the emulator outlived the killed command"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()
+
+
 def test_emulator_command_bad_config_exits_2_with_the_reason(tmp_path):
     config = tmp_path / "bad.json"
     config.write_text('{"UserConfig": {"Namespaces": [{"Name": "ns", "Queues": [{"Name": "q", '

@@ -86,6 +86,45 @@ def test_config_policies_make_the_connection_string(tmp_path):
         assert emu.counts("orders")["active"] == 1
 
 
+def _gone_within(pid, seconds):
+    import time
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            with open("/proc/%d/stat" % pid) as f:
+                if f.read().split(") ", 1)[1].startswith("Z"):
+                    return True  # exited, waiting to be reaped by init
+        except FileNotFoundError:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_the_emulator_dies_with_a_killed_parent():
+    """Started with --exit-on-stdin-eof on a pipe only its parent holds: a
+    test run killed with SIGKILL leaves no emulator behind."""
+    import signal
+    import subprocess
+    import sys
+
+    parent = subprocess.Popen(
+        [sys.executable, "-c", "from servicebus.testing import Emulator; import time; e = Emulator().start(); "
+                               "print(e.pid, flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        pid = int(parent.stdout.readline())
+        assert os.path.exists("/proc/%d" % pid)
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(10)
+        assert _gone_within(pid, 10), "the emulator outlived its parent"
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait()
+        parent.stdout.close()
+
+
 # -- the control surface ----------------------------------------------------------
 
 
