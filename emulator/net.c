@@ -182,6 +182,8 @@ static bool wants_input(sock_t *s)
 {
   if (s->eof) return false;
   if (s->kind != NET_AMQP) return true;
+  /* after Proton closed its input, keep reading (and discarding) to notice the peer's EOF */
+  if (pn_connection_driver_read_closed(&s->conn->driver)) return true;
   return pn_connection_driver_read_buffer(&s->conn->driver).size > 0;
 }
 
@@ -191,7 +193,8 @@ static void on_readable(sock_t *s)
   for (int rounds = 0; rounds < 16 && wants_input(s); rounds++) {
     ssize_t r;
     pn_rwbytes_t rb = {0, NULL};
-    if (s->kind == NET_AMQP) {
+    bool discard = s->kind == NET_AMQP && pn_connection_driver_read_closed(&s->conn->driver);
+    if (s->kind == NET_AMQP && !discard) {
       rb = pn_connection_driver_read_buffer(&s->conn->driver);
       r = recv(s->fd, rb.start, rb.size, 0);
     } else {
@@ -203,6 +206,7 @@ static void on_readable(sock_t *s)
       if (s->conn) pn_connection_driver_read_close(&s->conn->driver);
       return;
     }
+    if (discard) continue;
     if (s->kind == NET_CONTROL) {
       if (s->in.len + (size_t)r > HTTP_MAX) s->done = true;
       else buf_put(&s->in, buf, (size_t)r);
@@ -343,6 +347,7 @@ static int next_timeout(emu_net_t *n)
   if (d != INT64_MAX) best = d - emu_now(n->b);
   for (sock_t *s = n->socks; s; s = s->next) {
     if (!s->conn) continue;
+    if (pn_connection_driver_has_event(&s->conn->driver)) return 0; /* e.g. TRANSPORT_CLOSED */
     /* decrypted input waited for room in Proton's buffer and there is room now: do not sleep */
     if (s->tls_stalled && pn_connection_driver_read_buffer(&s->conn->driver).size) return 0;
     int64_t t = pn_transport_tick(s->conn->driver.transport, mono);

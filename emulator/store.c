@@ -1124,12 +1124,27 @@ static int enqueue_topic(emu_broker_t *b, emu_entity_t *t, emu_msg_t *m, const c
   return 0;
 }
 
+/* The service stamps a message-id on messages sent without one (Microsoft's JS SDK relies on
+ * it to track lock renewal); like .NET's Guid "N" format: 32 hex digits. */
+static void stamp_message_id(emu_broker_t *b, emu_msg_t *m)
+{
+  unsigned char u[16];
+  char hex[33];
+  new_token(b, u);
+  for (int i = 0; i < 16; i++) snprintf(hex + 2 * i, 3, "%02x", u[i]);
+  emu_buf_t v = {0};
+  enc_str(&v, hex);
+  msg_props_set(m, 0, v.p, v.len);
+  buf_free(&v);
+}
+
 int emu_enqueue(emu_broker_t *b, emu_entity_t *e, emu_msg_t *m, const char **cond, char *desc, size_t dlen)
 {
   m->delivery_count = 0;
   m->state = MSG_ACTIVE;
   m->locked = false;
   b->stat_in++;
+  if (!m->message_id) stamp_message_id(b, m);
   if (dup_seen(b, e->kind == ENT_SUBSCRIPTION ? e->parent : e, m)) {
     msg_free(m);
     return 0;

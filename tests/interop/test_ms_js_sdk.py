@@ -1,0 +1,36 @@
+"""Microsoft's JS SDK (@azure/service-bus 7.9.5, from bench/js) over plain AMQP.
+
+Skipped when node or the package is missing (bench/run.sh installs it with npm ci).
+"""
+import json
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from conftest import ROOT
+
+MODULES = os.environ.get("SBUS_JS_MODULES", os.path.join(ROOT, "bench", "js", "node_modules"))
+
+
+@pytest.mark.skipif(not shutil.which("node") or not os.path.isdir(os.path.join(MODULES, "@azure", "service-bus")),
+                    reason="node or @azure/service-bus not installed")
+def test_js_sdk_round_trip(emulator):
+    queue = emulator.create_queue(LockDuration="PT30S", MaxDeliveryCount=5)
+    squeue = emulator.create_queue(RequiresSession=True)
+    port = emulator.amqp.rsplit(":", 1)[1]
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "js", "smoke.mjs")
+    p = subprocess.run(["node", script, MODULES, port, queue, squeue], capture_output=True, text=True, timeout=120)
+    lines = [l for l in p.stdout.splitlines() if l.startswith("{")]
+    assert lines, p.stdout + p.stderr
+    out = json.loads(lines[-1])
+    assert out["ok"], out
+    assert out["first"] == {"body": "j1", "seq": 1, "count": 0, "id": "id-1", "props": {"k": "v"}}
+    assert out["again"] == {"body": "j1", "count": 1}
+    assert out["rest"] == ["j2", "j3"]
+    assert out["empty"] == 0
+    assert out["dlq"] == {"body": "j2", "reason": "js", "desc": "why"}
+    assert out["peek"] == [["later", "scheduled"]]
+    assert out["session"] == {"id": "JS", "bodies": ["s1", "s2"], "state": "state-1"}
+    assert emulator.wait_count(queue, "total", 0) == 0
