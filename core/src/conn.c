@@ -263,6 +263,7 @@ void sbusi_log(sbus_conn_t *c, const char *fmt, ...)
 
 static void op_free(sbusi_op_t *op)
 {
+    sbusi_free(op->renews);
     sbusi_buf_free(&op->payload);
     sbusi_free(op->msgs);
     sbusi_free(op->seqs);

@@ -314,7 +314,10 @@ typedef struct sbusi_op {
     struct sbusi_op *msg_next;     /* chain of ops on the same message */
     int outcome;                   /* SETTLE: sbus_outcome_t */
     uint8_t lock[16];              /* lock token for mgmt ops */
-    struct sbusi_renew *renew;     /* auto-renew that started this op */
+    struct sbusi_renew **renews;   /* auto-renew registrations this op
+                                      renews (owned array; slots NULLed
+                                      when a registration ends first) */
+    size_t nrenews;                /* entries in renews */
     void (*on_done)(struct sbusi_op *op); /* internal ops: called instead
                                       of queueing an event; frees op */
     struct sbusi_op *qnext, *qprev; /* SEND: sender's queue of ops not yet
@@ -362,7 +365,9 @@ typedef struct sbusi_renew {
     int64_t until_mono;       /* stop renewing after this */
     int64_t next_mono;        /* next renewal due */
     int inflight;             /* a renewal op is running */
-    struct sbusi_op *op;      /* that op (its ->renew points back) */
+    struct sbusi_op *op;      /* that op (its ->renews holds this) */
+    int solo;                 /* renew alone next time: a shared request
+                                 failed, find out whose lock it was */
     sbusi_ev_t fail;          /* SBUS_EV_RENEW_FAILED record */
     int dead;                 /* 1: stopped, free when released */
 } sbusi_renew_t;
@@ -569,8 +574,8 @@ void sbusi_renew_tick(sbus_receiver_t *r);
 int64_t sbusi_renew_deadline(sbus_receiver_t *r);
 void sbusi_renew_stop_all(sbus_receiver_t *r);
 void sbusi_renew_free_all(sbus_receiver_t *r);
-sbusi_op_t *sbusi_renew_lock_op(sbus_receiver_t *r, sbus_message_t *m,
-                                void *token, int *rc);
+sbusi_op_t *sbusi_renew_lock_op(sbus_receiver_t *r, sbus_message_t *const *ms,
+                                size_t n, void *token, int *rc);
 
 /* Proton event dispatch helpers (conn.c) */
 int sbusi_owner_attach(sbus_conn_t *c, sbusi_owner_t *o);

@@ -485,8 +485,12 @@ int sbusi_mgmt_result(sbusi_op_t *op, const sbusi_item_t *body)
             return 0; /* 204: none */
         return read_messages(op, &v, op->kind == SBUS_OP_PEEK);
     case SBUS_OP_RENEW_LOCK:
+        /* one expiry per lock token, in order (kept in seqs for the
+           auto-renew timers that renew several at once) */
         if (!has || sbusi_map_find(body, "expirations", &v) < 0 ||
             read_first_time(&v, &op->ev.e.time_ms) < 0)
+            return SBUS_EINVAL;
+        if ((v.code == 0xe0 || v.code == 0xf0) && read_seqs(op, &v) < 0)
             return SBUS_EINVAL;
         if (op->msg)
             sbusi_message_set_locked_until(op->msg, op->ev.e.time_ms);

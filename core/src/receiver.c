@@ -878,10 +878,11 @@ void sbusi_receiver_adopt_deferred(sbus_receiver_t *r, sbus_message_t *m)
                                                     : SBUS_MSG_UNSETTLED;
 }
 
-/* Starts a renew-lock request for m; used by the public call and by the
- * auto-renew timers (with on_done set). */
-sbusi_op_t *sbusi_renew_lock_op(sbus_receiver_t *r, sbus_message_t *m,
-                                void *token, int *rc)
+/* Starts a renew-lock request for the n messages ms (one request, several
+ * lock tokens); used by the public call (n = 1, the op refers to ms[0])
+ * and by the auto-renew timers (with on_done set). */
+sbusi_op_t *sbusi_renew_lock_op(sbus_receiver_t *r, sbus_message_t *const *ms,
+                                size_t n, void *token, int *rc)
 {
     sbusi_op_t *op = sbusi_op_new(r->conn, SBUS_OP_RENEW_LOCK, token, r);
     if (!op) {
@@ -893,10 +894,12 @@ sbusi_op_t *sbusi_renew_lock_op(sbus_receiver_t *r, sbus_message_t *m,
     size_t at = sbusi_enc_map(b);
     sbusi_enc_str(b, "lock-tokens", 11);
     size_t arr = sbusi_enc_array(b, 0x98);
-    sbusi_enc_array_uuid(b, m->lock_token);
-    sbusi_enc_end(b, arr, 1);
+    for (size_t i = 0; i < n; i++)
+        sbusi_enc_array_uuid(b, ms[i]->lock_token);
+    sbusi_enc_end(b, arr, (uint32_t)n);
     sbusi_enc_end(b, at, 2);
-    attach_msg(op, m);
+    if (n == 1)
+        attach_msg(op, ms[0]);
     *rc = 0;
     return op;
 }
@@ -913,7 +916,7 @@ int sbus_receiver_renew_lock(sbus_receiver_t *r, sbus_message_t *m,
     if (m->state != SBUS_MSG_UNSETTLED || !m->has_lock)
         return SBUS_ESTATE;
     int rc;
-    sbusi_op_t *op = sbusi_renew_lock_op(r, m, token, &rc);
+    sbusi_op_t *op = sbusi_renew_lock_op(r, &m, 1, token, &rc);
     if (!op)
         return rc;
     rc = submit(r, op);

@@ -5,7 +5,10 @@
  * A registration ties a message (or, with msg NULL, the receiver's session
  * lock) to a receiver until a maximum time. When the lock comes within a
  * margin of its expiry, an internal renew-lock (or renew-session-lock)
- * operation runs; its completion never reaches the host (op->on_done)
+ * operation runs; the message locks due at the same tick go in one request
+ * with several lock tokens (when such a shared request fails, each is
+ * retried alone at once to learn whose lock it was). Its completion never
+ * reaches the host (op->on_done)
  * except as SBUS_EV_RENEW_FAILED when it fails, which also ends the
  * registration. Settling, freeing the message, stopping, or closing the
  * receiver ends it silently. A registration whose failure event is still
@@ -17,9 +20,6 @@
 #include <string.h>
 
 #define MARGIN_MS 10000
-
-sbusi_op_t *sbusi_renew_lock_op(sbus_receiver_t *r, sbus_message_t *m,
-                                void *token, int *rc);
 
 static int64_t locked_until(const sbusi_renew_t *rn)
 {
@@ -54,15 +54,23 @@ static void list_remove(sbusi_renew_t *rn)
 
 static void release_failed(sbusi_ev_t *ev) { sbusi_free(ev->owner); }
 
+/* Takes rn out of the op renewing it (the op may outlive it). */
+static void leave_op(sbusi_renew_t *rn)
+{
+    sbusi_op_t *op = rn->op;
+    for (size_t i = 0; op && i < op->nrenews; i++)
+        if (op->renews[i] == rn)
+            op->renews[i] = NULL;
+    rn->op = NULL;
+}
+
 void sbusi_renew_unlink(sbusi_renew_t *rn)
 {
     list_remove(rn);
     if (rn->msg)
         rn->msg->renew = NULL;
     rn->msg = NULL;
-    if (rn->op)
-        rn->op->renew = NULL;
-    rn->op = NULL;
+    leave_op(rn);
     rn->dead = 1;
     if (!rn->fail.queued)
         sbusi_free(rn);
@@ -85,23 +93,33 @@ static void fail(sbusi_renew_t *rn, const sbus_error_t *err)
         rn->msg->renew = NULL;
     rn->msg = NULL;
     rn->rcv = NULL;
-    rn->op = NULL;
+    leave_op(rn);
     rn->dead = 1;
     sbusi_ev_push(c, &rn->fail);
 }
 
 static void renew_done(sbusi_op_t *op)
 {
-    sbusi_renew_t *rn = op->renew;
     const sbus_error_t *err = op->ev.e.error;
-    if (rn) {
+    for (size_t i = 0; i < op->nrenews; i++) {
+        sbusi_renew_t *rn = op->renews[i];
+        if (!rn)
+            continue;
         rn->op = NULL;
         rn->inflight = 0;
-        if (err)
+        if (err && op->nrenews > 1) {
+            rn->solo = 1; /* whose lock? ask for each alone */
+            rn->next_mono = rn->rcv->conn->now_mono;
+        } else if (err) {
             fail(rn, err);
-        else
+        } else {
+            if (rn->msg && i < op->nseqs)
+                sbusi_message_set_locked_until(rn->msg, op->seqs[i]);
+            rn->solo = 0;
             schedule(rn);
+        }
     }
+    sbusi_free(op->renews);
     sbusi_buf_free(&op->payload);
     sbusi_free(op->msgs);
     sbusi_free(op->seqs);
@@ -127,40 +145,58 @@ static sbusi_op_t *session_renew_op(sbus_receiver_t *r)
     return op;
 }
 
-static void start_renewal(sbusi_renew_t *rn)
+#define MAX_TOKENS 64
+
+/* Starts one renewal op for the n registrations rns (all messages of one
+ * receiver, or one session registration). */
+static void start_renewal(sbus_receiver_t *r, sbusi_renew_t **rns, size_t n)
 {
-    sbus_receiver_t *r = rn->rcv;
+    sbus_message_t *ms[MAX_TOKENS];
+    for (size_t i = 0; i < n; i++)
+        ms[i] = rns[i]->msg;
     int rc = 0;
-    sbusi_op_t *op = rn->msg ? sbusi_renew_lock_op(r, rn->msg, NULL, &rc)
-                             : session_renew_op(r);
+    sbusi_op_t *op = rns[0]->msg ? sbusi_renew_lock_op(r, ms, n, NULL, &rc)
+                                 : session_renew_op(r);
     if (!op)
         return; /* out of memory: try again on the next tick */
     op->rcv = r;
     op->on_done = renew_done;
-    op->renew = rn;
-    if (op->payload.oom || sbusi_mgmt_submit(r->conn, r->entity, op) < 0) {
-        op->renew = NULL;
+    op->renews = sbusi_memdup(rns, n * sizeof *rns);
+    if (!op->renews || op->payload.oom ||
+        sbusi_mgmt_submit(r->conn, r->entity, op) < 0) {
         sbusi_message_unref_op(op->msg, op);
+        op->nrenews = 0;
         renew_done(op);
         return;
     }
-    rn->op = op;
-    rn->inflight = 1;
+    op->nrenews = n;
+    for (size_t i = 0; i < n; i++) {
+        rns[i]->op = op;
+        rns[i]->inflight = 1;
+    }
     sbusi_op_start(r->conn, op);
 }
 
 void sbusi_renew_tick(sbus_receiver_t *r)
 {
     sbus_conn_t *c = r->conn;
+    sbusi_renew_t *due[MAX_TOKENS];
+    size_t n = 0;
     sbusi_renew_t *rn = r->renews;
     while (rn) {
         sbusi_renew_t *next = rn->next;
-        if (c->now_mono >= rn->until_mono && !rn->inflight)
+        if (c->now_mono >= rn->until_mono && !rn->inflight) {
             sbusi_renew_unlink(rn);
-        else if (!rn->inflight && c->now_mono >= rn->next_mono)
-            start_renewal(rn);
+        } else if (!rn->inflight && c->now_mono >= rn->next_mono) {
+            if (!rn->msg || rn->solo)
+                start_renewal(r, &rn, 1);
+            else if (n < MAX_TOKENS)
+                due[n++] = rn;
+        }
         rn = next;
     }
+    if (n)
+        start_renewal(r, due, n);
 }
 
 int64_t sbusi_renew_deadline(sbus_receiver_t *r)

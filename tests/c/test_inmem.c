@@ -66,6 +66,53 @@ static void test_auto_renew(void)
     pair_close(&p);
 }
 
+/* Several locks due together go in one renew-lock request; when one of
+ * them is gone the shared request fails, and each is asked for alone: the
+ * lost one is reported, the others keep being renewed. */
+static void test_auto_renew_many(void)
+{
+    pair_t p;
+    sbus_conn_options_t o;
+    default_opts(&o);
+    pair_open(&p, &o);
+    sbus_sender_t *s = sender(&p, "demo");
+    sbus_receiver_t *r = receiver(&p, "demo");
+    for (int i = 0; i < 3; i++)
+        CHECK(send_one(&p, s, "many") == 0);
+    int tok;
+    done_t d;
+    CHECK(sbus_receiver_receive(r, 3, 5000, &tok) == 0);
+    take(&p, &tok, &d);
+    CHECK(d.count == 3);
+    for (size_t i = 0; i < d.count; i++)
+        CHECK(sbus_receiver_auto_renew(r, d.msgs[i], 300000) == 0);
+    advance(&p, 45000);
+    CHECK(p.renew_failed == 0);
+    if (d.count == 3) {
+        /* the broker forgets message 1's lock */
+        uint8_t lock[16];
+        sbus_message_lock_token(d.msgs[1], lock);
+        emu_msg_t *em = emu_find_token(p.b, lock);
+        CHECK(em != NULL);
+        if (em)
+            emu_unlock(p.b, em, false);
+        advance(&p, 45000);
+        CHECK(p.renew_failed == 1);
+        CHECK(p.renew_failed_code == SBUS_ELOCKLOST);
+        for (int i = 0; i < 3; i += 2) {
+            done_t sd;
+            CHECK(sbus_receiver_settle(r, d.msgs[i], SBUS_COMPLETE, NULL, NULL,
+                                       &tok) == 0);
+            take(&p, &tok, &sd);
+            CHECK(sd.code == 0);
+        }
+    }
+    done_clear(&d);
+    sbus_receiver_free(r);
+    sbus_sender_free(s);
+    pair_close(&p);
+}
+
 static void test_auto_renew_failure_and_free(void)
 {
     pair_t p;
@@ -301,6 +348,7 @@ int main(void)
     test_token_refresh();
     test_auto_renew();
     test_auto_renew_failure_and_free();
+    test_auto_renew_many();
     test_auto_renew_session();
     test_host_tokens();
     test_timeout_and_reconnect();
