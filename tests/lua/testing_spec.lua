@@ -162,6 +162,26 @@ describe("servicebus.testing.start", function()
     e:stop()
   end)
 
+  it("leaves no emulator behind when the Lua process is killed", function()
+    local lua = jit and "luajit" or "lua5.4"
+    local code = 'package.path = ' .. ("%q"):format(package.path)
+      .. '; local e = require("servicebus.testing").start(); print(e.pid); io.stdout:flush(); '
+      .. 'while true do os.execute("sleep 1") end'
+    local p = assert(io.popen(("%s -e %s & echo $!"):format(lua, ("%q"):format(code):gsub("\\\n", "\\n")), "r"))
+    local parent = p:read("*l")
+    local emu_pid = p:read("*l")
+    assert.truthy(tonumber(parent) and tonumber(emu_pid))
+    assert.is_true(alive(emu_pid))
+    os.execute("kill -9 " .. parent)
+    local gone = false
+    for _ = 1, 100 do
+      if not alive(emu_pid) then gone = true break end
+      os.execute("sleep 0.1")
+    end
+    p:close()
+    assert.is_true(gone, "the emulator outlived its parent")
+  end)
+
   it("raises with the emulator's reason for a bad config", function()
     local ok, err = pcall(testing.start, { config = { UserConfig = { Namespaces = { {
       Name = "ns", Queues = { { Name = "q", Properties = { LockDuration = "1 minute" } } } } } } } })

@@ -14,7 +14,9 @@
 -- (curl, else bash's /dev/tcp), start, and the Emulator methods.
 --
 -- Pure Lua over io.popen/os.execute: the same file runs on Lua 5.4 and
--- LuaJIT and needs neither the C module nor luasocket. start() raises when the
+-- LuaJIT and needs neither the C module nor luasocket. The emulator runs with
+-- --exit-on-stdin-eof on a pipe only this process holds, so a busted run that
+-- dies (even by SIGKILL) leaves no emulator behind. start() raises when the
 -- emulator cannot start (missing binary, bad config: the emulator's reason);
 -- control requests return `nil, message, code` on failure (code: "not-found",
 -- "conflict", "bad-request", "http-<status>" or "unreachable"), like the rest
@@ -497,8 +499,9 @@ end
 function Emulator:stop()
   if not self.pid then return end
   os.execute("kill " .. self.pid .. " 2>/dev/null")
-  if self.proc then self.proc:close() end -- waits for the process
-  self.proc, self.pid = nil, nil
+  if self.proc then self.proc:close() end -- closes its stdin (it exits) and waits for it
+  if self.out then self.out:close() end
+  self.proc, self.out, self.pid = nil, nil, nil
   if self.tmpdir then os.execute("rm -rf " .. quote(self.tmpdir)) end
   self.tmpdir = nil
 end
@@ -556,13 +559,22 @@ function M.start(opts)
   end
   for _ = 1, (opts.verbose or 0) do args[#args + 1] = "--verbose" end
   for _, a in ipairs(opts.args or {}) do args[#args + 1] = a end
+  args[#args + 1] = "--exit-on-stdin-eof"
   local quoted = {}
   for i, a in ipairs(args) do quoted[i] = quote(a) end
-  -- the shell prints its pid, then becomes the emulator (same pid)
-  local proc = assert(io.popen(("echo $$; exec %s 2>>%s"):format(table.concat(quoted, " "), quote(log)), "r"))
-  local pid = proc:read("*l")
-  local ready = proc:read("*l")
+  -- The emulator's stdin is a pipe only this Lua process holds (popen "w"),
+  -- so it exits when we do, even after kill -9. Its stdout goes through a
+  -- FIFO we read: the shell points its stdout there, prints its pid, then
+  -- becomes the emulator (same pid), which prints its ready line.
+  local fifo = tmpdir .. "/ready"
+  assert(sh_ok("mkfifo " .. quote(fifo)), "mkfifo failed")
+  local proc = assert(io.popen(("exec >%s 2>>%s; echo $$; exec %s")
+                               :format(quote(fifo), quote(log), table.concat(quoted, " ")), "w"))
+  local out = assert(io.open(fifo, "r")) -- returns once the shell has opened its end
+  local pid = out:read("*l")
+  local ready = out:read("*l")
   if not ready or not ready:match("^sbus%-emulator ready") then
+    out:close()
     proc:close()
     local err = slurp(log):gsub("%s+$", "")
     os.execute("rm -rf " .. quote(tmpdir))
@@ -573,7 +585,7 @@ function M.start(opts)
     error("sbus-emulator did not start (" .. tostring(ready) .. "): " .. err, 2)
   end
   local emu = setmetatable({
-    pid = pid, proc = proc, ready_line = ready, binary = binary, config_path = config, log_file = log,
+    pid = pid, proc = proc, out = out, ready_line = ready, binary = binary, config_path = config, log_file = log,
     tmpdir = tmpdir, host = opts.host or "127.0.0.1",
     port = tonumber(ready:match("amqp=[^%s]-:(%d+)")),
     amqps_port = tonumber(ready:match("amqps=[^%s]-:(%d+)")),
