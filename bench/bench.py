@@ -650,6 +650,9 @@ def main_run():
         "skipped_runs": skipped,
         "notes": [n for n in (FILL["note"],) if n],
     }
+    sys.path.insert(0, HERE)
+    import report  # the verdicts live in one place; the JSON carries them too
+    result["targets"] = report.targets(result)
     os.makedirs(RESULTS, exist_ok=True)
     # Only a full run of every client is "latest" (committed); smoke runs and runs of some
     # clients go beside it so that they never overwrite the reference figures.

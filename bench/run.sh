@@ -160,7 +160,7 @@ if [ "$phase" = measure ]; then
 fi
 setup
 if [ "${BENCH_NETNS:-1}" = 1 ] && command -v unshare >/dev/null && command -v ip >/dev/null \
-   && unshare -n true 2>/dev/null; then
+   && unshare -n ip link set lo up 2>/dev/null; then
     log "measuring in a private network namespace (loopback only)"
     unshare -n -- bash -c 'ip link set lo up && exec "$0" --measure "$1"' "$here/run.sh" "$build"
 else
