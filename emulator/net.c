@@ -3,12 +3,13 @@
  *
  * Three kinds of listeners: plain AMQP, AMQP over TLS (the sans-I/O filter of
  * core/src/tls.c between the socket and Proton's driver) and the HTTP control
- * surface. A step of the loop: fire the broker's timers and dispatch, drain
- * Proton events of every connection, move output to the sockets, close what
- * is finished, then poll() with a timeout equal to the nearest deadline
- * (broker timers, Proton idle ticks, CBS and delayed dispositions), so an idle
- * broker sleeps in poll and costs no CPU. Input is appended straight into
- * Proton's read buffer (plain) or through the TLS filter.
+ * surface. A step of the loop: poll() with a timeout equal to the nearest
+ * deadline (broker timers, Proton idle ticks, CBS, token expiry, delayed
+ * dispositions), so an idle broker sleeps in poll and costs no CPU; read the
+ * input; then fire the broker's timers, drain Proton events of every
+ * connection, dispatch, move output to the sockets and close what is
+ * finished. Plain input goes straight into Proton's read buffer; TLS input
+ * goes through the filter and waits there while Proton's buffer is full.
  */
 #include "net.h"
 
@@ -380,11 +381,17 @@ static void ensure_poll(emu_net_t *n, size_t need)
 
 void emu_net_watch(emu_net_t *n, int fd) { n->watch_fd = fd; }
 
+size_t emu_net_sockets(const emu_net_t *n)
+{
+  size_t k = 0;
+  for (const sock_t *s = n->socks; s; s = s->next) k++;
+  return k;
+}
+
 bool emu_net_stopped(const emu_net_t *n) { return n->stopped; }
 
 void emu_net_step(emu_net_t *n)
 {
-  process_all(n);
   size_t cnt = (size_t)n->nl + 1;
   for (sock_t *s = n->socks; s; s = s->next) cnt++;
   ensure_poll(n, cnt + 1);
@@ -402,7 +409,10 @@ void emu_net_step(emu_net_t *n)
   size_t watch_slot = k;
   if (n->watch_fd >= 0) n->pfd[k++] = (struct pollfd){.fd = n->watch_fd, .events = POLLIN};
   int r = poll(n->pfd, k, next_timeout(n));
-  if (r <= 0) return;
+  if (r <= 0) {
+    process_all(n); /* timers, ticks */
+    return;
+  }
   if (n->watch_fd >= 0 && n->pfd[watch_slot].revents) {
     char tmp[256];
     ssize_t got = read(n->watch_fd, tmp, sizeof tmp);
@@ -423,4 +433,6 @@ void emu_net_step(emu_net_t *n)
       if (s->conn && !s->out.len) amqp_output(s);
     }
   }
+  /* react to the input at once: events, dispatch, output, closing */
+  process_all(n);
 }

@@ -22,6 +22,8 @@ void emu_net_step(emu_net_t *n);
 /* Stop (emu_net_stopped) when fd reaches end of file: lets a parent's death end us. */
 void emu_net_watch(emu_net_t *n, int fd);
 bool emu_net_stopped(const emu_net_t *n);
+/* Number of accepted sockets still open (tests). */
+size_t emu_net_sockets(const emu_net_t *n);
 
 /* Control surface (control.c): handle one HTTP request; returns the status code. */
 int emu_control_handle(emu_broker_t *b, const char *method, const char *path, const char *body,
