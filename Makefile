@@ -58,3 +58,9 @@ bench: build python
 
 clean:
 	rm -rf $(BUILD) build-* $(VENV) .deps.stamp *.egg-info
+
+# fuzz: every libFuzzer target in tests/fuzz for 60 s each on its seed corpus
+# (clang-14, ASan+UBSan; scripts/fuzz.sh, docs/reliability.md).
+.PHONY: fuzz
+fuzz:
+	@./scripts/fuzz.sh --seconds $${FUZZ_SECONDS:-60}
