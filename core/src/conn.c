@@ -185,6 +185,11 @@ int sbus_conn_is_open(const sbus_conn_t *c)
 
 const char *sbus_conn_host(const sbus_conn_t *c) { return c ? c->host : NULL; }
 
+int sbusi_conn_closed(const sbus_conn_t *c)
+{
+    return c->state == SBUSI_C_CLOSING || c->state == SBUSI_C_CLOSED;
+}
+
 int sbusi_wire_ready(const sbus_conn_t *c)
 {
     return c->state == SBUSI_C_UP && c->wire_open && c->session;
@@ -644,6 +649,8 @@ int sbus_conn_open(sbus_conn_t *c, void *token)
         return SBUS_ENOMEM;
     c->opened = 1;
     sbusi_op_start(c, op);
+    if (sbus_conn_is_open(c))
+        sbusi_op_done(op, 0, NULL, NULL); /* open already */
     sbusi_process(c);
     return 0;
 }
@@ -837,6 +844,8 @@ int sbus_conn_close(sbus_conn_t *c, void *token)
 {
     if (!c)
         return SBUS_EINVAL;
+    if (sbusi_conn_closed(c))
+        return SBUS_ESTATE;
     sbusi_op_t *op = sbusi_op_new(c, SBUS_OP_CONN_CLOSE, token, NULL);
     if (!op)
         return SBUS_ENOMEM;
@@ -852,6 +861,8 @@ int sbus_conn_close(sbus_conn_t *c, void *token)
         c->state = SBUSI_C_CLOSING;
         pn_connection_close(c->driver.connection);
     } else {
+        if (c->state == SBUSI_C_CONNECTING)
+            sbusi_emit_disconnect(c); /* the host's socket is not wanted */
         c->state = SBUSI_C_CLOSED;
         sbusi_op_done(op, 0, NULL, NULL);
     }

@@ -499,6 +499,8 @@ int64_t sbusi_backoff(const sbus_conn_t *c, int attempt);
 void sbusi_process(sbus_conn_t *c);
 void sbusi_log(sbus_conn_t *c, const char *fmt, ...);
 int sbusi_wire_ready(const sbus_conn_t *c);
+/* 1 once the connection was closed or aborted: no new operations. */
+int sbusi_conn_closed(const sbus_conn_t *c);
 void sbusi_owner_init(sbusi_owner_t *o, int kind);
 void sbusi_owner_lost(sbusi_owner_t *o);
 void sbusi_owner_detach(sbusi_owner_t *o);

@@ -94,7 +94,8 @@ int sbus_receiver_new(sbus_conn_t *c, const sbus_receiver_options_t *o,
 
 static int closed(const sbus_receiver_t *r)
 {
-    return r->own.state == SBUSI_L_CLOSING || r->own.state == SBUSI_L_CLOSED;
+    return r->own.state == SBUSI_L_CLOSING || r->own.state == SBUSI_L_CLOSED ||
+           sbusi_conn_closed(r->conn);
 }
 
 static void wake(sbus_receiver_t *r)
@@ -748,6 +749,8 @@ int sbus_receiver_settle(sbus_receiver_t *r, sbus_message_t *m,
     int rc = settle_check(r, m, outcome, reason, description);
     if (rc < 0)
         return rc;
+    if (sbusi_conn_closed(r->conn))
+        return SBUS_ESTATE;
     if (m->via_mgmt)
         return settle_via_mgmt(r, m, outcome, reason, description, token);
     sbus_conn_t *c = r->conn;
@@ -805,6 +808,10 @@ static uint32_t enc_session_id(sbus_receiver_t *r, sbusi_buf_t *b)
 
 static int submit(sbus_receiver_t *r, sbusi_op_t *op)
 {
+    if (closed(r)) {
+        sbusi_op_discard(op);
+        return SBUS_ESTATE;
+    }
     if (op->payload.oom) {
         sbusi_op_discard(op);
         return SBUS_ENOMEM;
@@ -1058,7 +1065,8 @@ int sbus_receiver_close(sbus_receiver_t *r, void *token)
 {
     if (!r)
         return SBUS_EINVAL;
-    if (closed(r))
+    /* on a closed connection this still works (and completes at once) */
+    if (r->own.state == SBUSI_L_CLOSING || r->own.state == SBUSI_L_CLOSED)
         return SBUS_ESTATE;
     sbus_conn_t *c = r->conn;
     sbusi_op_t *op = sbusi_op_new(c, SBUS_OP_RECEIVER_CLOSE, token, r);

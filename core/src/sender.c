@@ -95,6 +95,10 @@ static void wake(sbus_sender_t *s)
 
 static int start(sbus_sender_t *s, sbusi_op_t *op)
 {
+    if (sbusi_conn_closed(s->conn)) {
+        sbusi_op_discard(op);
+        return SBUS_ESTATE;
+    }
     wake(s);
     op->snd = s;
     if (op->kind == SBUS_OP_SENDER_OPEN)
@@ -439,6 +443,10 @@ static void enc_app_op(sbusi_buf_t *b, const char *op)
 
 static int submit_mgmt(sbus_sender_t *s, sbusi_op_t *op)
 {
+    if (sbusi_conn_closed(s->conn)) {
+        sbusi_op_discard(op);
+        return SBUS_ESTATE;
+    }
     if (op->payload.oom) {
         sbusi_op_discard(op);
         return SBUS_ENOMEM;
