@@ -161,3 +161,32 @@ async def test_session_lock_expiry(connection_string: str, short_lock_session_qu
             await asyncio.sleep(LOCK_S + 1)
             with pytest.raises((SessionLockExpired, MessageLockExpired)):
                 await msg.complete()
+
+
+async def test_receiver_auto_lock_renewer_keyword(connection_string: str, short_lock_queue: str) -> None:
+    """7.x: get_queue_receiver(..., auto_lock_renewer=AutoLockRenewer()) registers each message."""
+    renewer = AutoLockRenewer(max_lock_renewal_duration=30)
+    async with ServiceBusClient.from_connection_string(connection_string) as client:
+        await _one(client, short_lock_queue)
+        async with client.get_queue_receiver(short_lock_queue, auto_lock_renewer=renewer) as receiver:
+            (msg,) = await receiver.receive_messages(max_wait_time=5)
+            await asyncio.sleep(LOCK_S + 1.5)
+            await msg.complete()  # still locked: renewed in the background
+    await renewer.close()
+
+
+async def test_session_receiver_auto_lock_renewer_keyword(
+    connection_string: str, short_lock_session_queue: str
+) -> None:
+    sid = "kw-" + uuid.uuid4().hex[:6]
+    renewer = AutoLockRenewer(max_lock_renewal_duration=30)
+    async with ServiceBusClient.from_connection_string(connection_string) as client:
+        async with client.get_queue_sender(short_lock_session_queue) as sender:
+            await sender.send_messages(Message(b"k", session_id=sid))
+        async with client.get_queue_receiver(
+            short_lock_session_queue, session_id=sid, auto_lock_renewer=renewer
+        ) as receiver:
+            await asyncio.sleep(LOCK_S + 1.5)
+            (msg,) = await receiver.receive_messages(max_wait_time=5)
+            await msg.complete()
+    await renewer.close()

@@ -7,6 +7,7 @@ from .. import _sbus
 from .._common import ReceiveMode, ServiceBusSessionFilter, SubQueue, ms_to_datetime, seconds_to_ms
 from .._message import PeekedMessage, ReceivedMessage
 from ..exceptions import NoActiveSession, OperationTimeoutError
+from ._autolock import AutoLockRenewer
 from ._base import BaseHandler
 from ._session import ServiceBusSession
 
@@ -32,6 +33,8 @@ class ServiceBusReceiver(BaseHandler):
     :keyword float max_wait_time: Seconds between messages after which iteration
         stops; default 0, no timeout.
     :keyword int prefetch_count: Messages cached ahead; default 0.
+    :keyword auto_lock_renewer: (7.x) an AutoLockRenewer: every message received
+        (and the session of a session receiver) is registered with it.
     :keyword bool logging_enable: Log AMQP frames. Default False.
     :keyword TransportType transport_type: Default ``TransportType.Amqp``.
     :keyword dict http_proxy: HTTP proxy settings.
@@ -65,6 +68,7 @@ class ServiceBusReceiver(BaseHandler):
             session_id = None
         self._session_id: Optional[str] = session_id
         self._buffer: List[ReceivedMessage] = []
+        self._auto_lock_renewer: Any = kwargs.pop("auto_lock_renewer", None)
         super().__init__(fully_qualified_namespace, credential, **kwargs)
         if self._queue_name is not None:
             self.entity_path = self._queue_name
@@ -160,7 +164,19 @@ class ServiceBusReceiver(BaseHandler):
             out, self._buffer = self._buffer[:count], self._buffer[count:]
             return out
         got: List[ReceivedMessage] = await handle.receive(count, wait)
+        self._register(got)
         return got
+
+    def _register(self, messages: List[ReceivedMessage]) -> None:
+        """Hands received messages to the auto_lock_renewer, if any (peek-lock only)."""
+        renewer = self._auto_lock_renewer
+        if renewer is None or self._receive_mode is not ReceiveMode.PeekLock or self._is_session:
+            return
+        for m in messages:
+            if isinstance(renewer, AutoLockRenewer):
+                renewer.register(self, m)
+            else:  # a 7.0 AutoLockRenew
+                renewer.register(m)
 
     def __aiter__(self) -> AsyncIterator[ReceivedMessage]:
         return self._iterate(self._max_wait_time)
@@ -183,6 +199,7 @@ class ServiceBusReceiver(BaseHandler):
                 batch = await handle.receive(count, wait)
                 if not batch:
                     return
+                self._register(batch)
                 self._buffer = batch
             yield self._buffer.pop(0)
 
@@ -210,6 +227,7 @@ class ServiceBusReceiver(BaseHandler):
             return []
         handle = self._handle if self._running else await self._open()
         deferred: List[ReceivedMessage] = await handle.receive_deferred(seqs)
+        self._register(deferred)
         return deferred
 
     # -- azure-servicebus 7.x settlement on the receiver ------------------
@@ -264,6 +282,12 @@ class ServiceBusSessionReceiver(ServiceBusReceiver):
         session_id, _locked_until = result if result else (None, 0)
         if session_id is not None:
             self._session_id = session_id
+        renewer = self._auto_lock_renewer
+        if renewer is not None:
+            if isinstance(renewer, AutoLockRenewer):
+                renewer.register(self, self.session)
+            else:
+                renewer.register(self.session)
 
     @property
     def session(self) -> ServiceBusSession:
