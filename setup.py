@@ -120,7 +120,7 @@ setup(
     description="Azure Service Bus client: one C engine, native asyncio (azure.servicebus.aio API)",
     long_description=__doc__,
     license="MIT",
-    python_requires=">=3.9",
+    python_requires=">=3.10",
     package_dir={"": rel("bindings", "python")},
     packages=["servicebus", "servicebus.aio", "servicebus.testing"],
     package_data={"servicebus": ["py.typed", "_sbus.pyi"]},
