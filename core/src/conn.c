@@ -421,7 +421,9 @@ void sbusi_op_retry_or_fail(sbusi_op_t *op, int code, const char *cond,
     op->attempts++;
     op->stage = SBUSI_S_BACKOFF;
     op->retry_at = op->conn->now_mono + sbusi_backoff(op->conn, op->attempts);
-    op->deadline = -1;
+    op->deadline = op->user_deadline ? op->user_deadline : -1;
+    if (op->deadline >= 0 && op->deadline < op->conn->op_due)
+        op->conn->op_due = op->deadline;
     if (op->retry_at < op->conn->op_due)
         op->conn->op_due = op->retry_at;
 }
@@ -482,6 +484,24 @@ int sbus_conn_cancel(sbus_conn_t *c, void *token)
             continue;
         cancel_op(op);
         sbusi_process(c);
+        return 0;
+    }
+    return SBUS_ENOENT;
+}
+
+int sbus_conn_set_op_timeout(sbus_conn_t *c, void *token, int64_t timeout_ms)
+{
+    if (!c || timeout_ms <= 0)
+        return SBUS_EINVAL;
+    for (sbusi_op_t *op = c->ops.next; op != &c->ops; op = op->next) {
+        if (op->token != token)
+            continue;
+        if (op->kind == SBUS_OP_RECEIVE)
+            return SBUS_EINVAL;
+        op->user_deadline = c->now_mono + timeout_ms;
+        op->deadline = op->user_deadline;
+        if (op->deadline < c->op_due)
+            c->op_due = op->deadline;
         return 0;
     }
     return SBUS_ENOENT;
@@ -1041,6 +1061,8 @@ static void expire_ops(sbus_conn_t *c)
             op->stage = SBUSI_S_QUEUED;
             op->retry_at = -1;
             op->deadline = c->now_mono + c->op_timeout_ms;
+            if (op->user_deadline && op->user_deadline < op->deadline)
+                op->deadline = op->user_deadline;
             c->mgmt_dirty = 1;
             sbusi_op_requeue(op);
         } else if (op->deadline >= 0 && c->now_mono >= op->deadline &&

@@ -293,6 +293,8 @@ typedef struct sbusi_op {
     sbus_receiver_t *rcv;          /* receiver it runs on, or NULL */
     int stage;                     /* enum sbusi_stage */
     int64_t deadline;              /* mono ms when it times out, -1 none */
+    int64_t user_deadline;         /* sbus_conn_set_op_timeout(), 0 none:
+                                      bounds every attempt and backoff */
     int64_t retry_at;              /* BACKOFF: mono ms of next attempt */
     int attempts;                  /* attempts failed so far */
     sbusi_buf_t payload;           /* SEND: transfer bytes; mgmt ops:

@@ -329,6 +329,43 @@ static void test_no_reconnect_storm(void)
     pair_close(&p);
 }
 
+/* A per-operation timeout (the SDKs' timeout= keyword) overrides the
+ * connection's operation_timeout for that operation only. */
+static void test_per_op_timeout(void)
+{
+    pair_t p;
+    sbus_conn_options_t o;
+    default_opts(&o);
+    o.operation_timeout_ms = 60000;
+    pair_open(&p, &o);
+    sbus_sender_t *s = sender(&p, "queue.1");
+    sbus_receiver_t *r = receiver(&p, "queue.1");
+    CHECK(send_one(&p, s, "slow") == 0);
+    int tok;
+    done_t d;
+    CHECK(sbus_receiver_receive(r, 1, 5000, &tok) == 0);
+    take(&p, &tok, &d);
+    CHECK(d.count == 1);
+    CHECK(sbus_conn_set_op_timeout(p.c, &tok, 1000) == SBUS_ENOENT);
+    p.b->faults.delay_disp_ms = 20000;
+    if (d.count == 1) {
+        done_t sd;
+        CHECK(sbus_receiver_settle(r, d.msgs[0], SBUS_COMPLETE, NULL, NULL,
+                                   &tok) == 0);
+        CHECK(sbus_conn_set_op_timeout(p.c, &tok, 2000) == 0);
+        int64_t t0 = p.mono;
+        take(&p, &tok, &sd);
+        CHECK(sd.code == SBUS_ETIMEOUT);
+        CHECK(p.mono - t0 <= 3000);
+    }
+    done_clear(&d);
+    advance(&p, 20000);
+    p.b->faults.delay_disp_ms = 0;
+    sbus_receiver_free(r);
+    sbus_sender_free(s);
+    pair_close(&p);
+}
+
 static void test_idle_keepalive(void)
 {
     pair_t p;
@@ -353,6 +390,7 @@ int main(void)
     test_host_tokens();
     test_timeout_and_reconnect();
     test_idle_keepalive();
+    test_per_op_timeout();
     test_no_reconnect_storm();
     if (failures)
         fprintf(stderr, "%d failure(s)\n", failures);

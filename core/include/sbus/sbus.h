@@ -473,6 +473,15 @@ SBUS_API void sbus_conn_abort(sbus_conn_t *c, const char *reason);
  * released). SBUS_ENOENT if no such operation is pending. */
 SBUS_API int sbus_conn_cancel(sbus_conn_t *c, void *token);
 
+/* Gives the pending operation with this token its own deadline: it
+ * completes with SBUS_ETIMEOUT if not done within timeout_ms from now
+ * (instead of opts.operation_timeout_ms per attempt). For the per-call
+ * `timeout=` of the SDKs; call it right after starting the operation. Not
+ * for receives (their max_wait_ms is the deadline). SBUS_ENOENT if no such
+ * operation is pending, SBUS_EINVAL for a receive or timeout_ms <= 0. */
+SBUS_API int sbus_conn_set_op_timeout(sbus_conn_t *c, void *token,
+                                      int64_t timeout_ms);
+
 /* The host connected the socket asked for by SBUS_EV_CONNECT. */
 SBUS_API void sbus_conn_transport_up(sbus_conn_t *c);
 /* The socket failed to connect, hit EOF or an error. `why` borrowed.
