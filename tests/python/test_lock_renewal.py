@@ -190,3 +190,21 @@ async def test_session_receiver_auto_lock_renewer_keyword(
             (msg,) = await receiver.receive_messages(max_wait_time=5)
             await msg.complete()
     await renewer.close()
+
+
+async def test_a_long_running_renewer_does_not_grow(connection_string: str, queue: str) -> None:
+    renewer = AutoLockRenewer(max_lock_renewal_duration=30)
+    async with ServiceBusClient.from_connection_string(connection_string) as client:
+        async with client.get_queue_sender(queue) as sender:
+            await sender.send_messages([Message(b"r%d" % i) for i in range(300)])
+        async with client.get_queue_receiver(queue, auto_lock_renewer=renewer, prefetch_count=50) as receiver:
+            done = 0
+            while done < 300:
+                got = await receiver.receive_messages(max_message_count=50, max_wait_time=5)
+                assert got
+                for m in got:
+                    await m.complete()
+                done += len(got)
+            assert len(renewer._registered) < 200
+            assert client._connection._handle.renewal_count == 0
+    await renewer.close()

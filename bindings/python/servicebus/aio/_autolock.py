@@ -10,6 +10,7 @@ is awaited.
 import asyncio
 from typing import Any, Awaitable, Callable, List, Optional, Tuple, Union
 
+from .. import _sbus
 from .._message import ReceivedMessage
 from ..exceptions import AutoLockRenewFailed
 from ._session import ServiceBusSession
@@ -28,6 +29,7 @@ class AutoLockRenew:
 
     def __init__(self, loop: Optional[asyncio.AbstractEventLoop] = None, **kwargs: Any) -> None:
         self._registered: List[Tuple[Renewable, Any]] = []
+        self._prune_at = 64  # prune settled messages when the list reaches this
         self._tasks: "set[asyncio.Task[Any]]" = set()
         self._closed = False
         self._max_duration: float = float(kwargs.get("max_lock_renewal_duration", 300))
@@ -75,15 +77,27 @@ class AutoLockRenew:
             if handle.session_id is not None:
                 raise TypeError("Session messages cannot be registered: register the session instead.")
             handle.auto_renew(renewable, max_ms, failed)
-            self._registered.append((renewable, handle))
+            self._remember(renewable, handle)
         elif isinstance(renewable, ServiceBusSession):
             handle = renewable._handle()
             if handle is None:
                 raise ValueError("The session receiver is not open.")
             handle.auto_renew_session(max_ms, failed)
-            self._registered.append((renewable, handle))
+            self._remember(renewable, handle)
         else:
             raise TypeError("AutoLockRenew registers ReceivedMessage or ServiceBusSession objects.")
+
+    def _remember(self, renewable: Renewable, handle: Any) -> None:
+        """Keeps what close() must stop; settled messages (the engine stopped renewing
+        them) are pruned, amortised, so a long-running consumer does not grow."""
+        self._registered.append((renewable, handle))
+        if len(self._registered) >= self._prune_at:
+            self._registered = [
+                (r, h)
+                for r, h in self._registered
+                if not isinstance(r, ReceivedMessage) or r._settle_state == _sbus.MSG_UNSETTLED
+            ]
+            self._prune_at = max(64, 2 * len(self._registered))
 
     async def close(self) -> None:
         """Cease autorenewal of everything registered."""
