@@ -585,8 +585,9 @@ static bool incoming_one(emu_link_t *l, pn_delivery_t *d)
     }
   }
   if (pn_delivery_partial(d) && !pn_delivery_aborted(d)) return false;
-  if (pn_delivery_aborted(d)) {
-    pn_delivery_settle(d);
+  bool closing = pn_connection_state(l->conn->driver.connection) & PN_LOCAL_CLOSED;
+  if (pn_delivery_aborted(d) || closing) {
+    pn_delivery_settle(d); /* aborted, or arrived after we closed: dropped like on a cut connection */
   } else if (l->kind == LINK_PRODUCER) {
     if (l->rx.len > max) l->rx_oversize = true;
     on_message(l, d);
