@@ -2,14 +2,14 @@
  * main.c: the sbus-emulator command line and its run loop.
  *
  *   sbus-emulator --config FILE [--host 127.0.0.1] [--amqp-port N] [--amqps-port N]
- *                 [--control-port N] [--tls-cert PEM --tls-key PEM] [--state-dir DIR]
+ *                 [--ws-port N] [--wss-port N] [--control-port N] [--tls-cert PEM --tls-key PEM] [--state-dir DIR]
  *                 [--max-message-size BYTES] [--cbs-timeout-ms MS] [--exit-on-stdin-eof]
  *                 [--allow-jwt] [--verbose]
  *
  * The amqp listener defaults to 5672 (use --amqp-port -1 to switch it off);
- * amqps and control are off unless their port is given; port 0 picks a free
- * one. When every listener is up, exactly one line is printed on stdout:
- *   sbus-emulator ready amqp=H:P amqps=H:P control=H:P ca=/path/ca.pem
+ * amqps, ws, wss and control are off unless their port is given; port 0
+ * picks a free one. When every listener is up, exactly one line is printed on stdout:
+ *   sbus-emulator ready amqp=H:P amqps=H:P [ws=H:P wss=H:P] control=H:P ca=/path/ca.pem
  * Exit codes: 0 after SIGINT/SIGTERM, 2 for an invalid config or usage, 1
  * for start-up failures (ports, certificates).
  */
@@ -37,6 +37,7 @@ typedef struct args {
   const char *config;     /* --config */
   const char *host;       /* --host */
   int amqp, amqps, ctl;   /* ports; -1 = off */
+  int ws, wss;            /* WebSocket ports; -1 = off */
   const char *cert, *key; /* --tls-cert, --tls-key */
   const char *state_dir;  /* --state-dir */
   bool watch_stdin;       /* --exit-on-stdin-eof */
@@ -46,7 +47,8 @@ typedef struct args {
 static void usage(void)
 {
   fprintf(stderr, "usage: sbus-emulator --config FILE [--host 127.0.0.1] [--amqp-port N] [--amqps-port N]\n"
-                  "                     [--control-port N] [--tls-cert PEM --tls-key PEM] [--state-dir DIR]\n"
+                  "                     [--ws-port N] [--wss-port N] [--control-port N]\n"
+                  "                     [--tls-cert PEM --tls-key PEM] [--state-dir DIR]\n"
                   "                     [--max-message-size BYTES] [--cbs-timeout-ms MS] [--exit-on-stdin-eof]\n"
                   "                     [--allow-jwt] [--verbose]\n");
 }
@@ -56,7 +58,7 @@ static int parse_args(int argc, char **argv, args_t *a)
   memset(a, 0, sizeof *a);
   a->host = "127.0.0.1";
   a->amqp = 5672;
-  a->amqps = a->ctl = -1;
+  a->amqps = a->ctl = a->ws = a->wss = -1;
   for (int i = 1; i < argc; i++) {
     const char *o = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
     if (!strcmp(o, "--verbose") || !strcmp(o, "-v")) { a->opt.verbose++; continue; }
@@ -70,6 +72,8 @@ static int parse_args(int argc, char **argv, args_t *a)
     else if (!strcmp(o, "--amqp-port")) a->amqp = atoi(v);
     else if (!strcmp(o, "--amqps-port")) a->amqps = atoi(v);
     else if (!strcmp(o, "--control-port")) a->ctl = atoi(v);
+    else if (!strcmp(o, "--ws-port")) a->ws = atoi(v);
+    else if (!strcmp(o, "--wss-port")) a->wss = atoi(v);
     else if (!strcmp(o, "--tls-cert")) a->cert = v;
     else if (!strcmp(o, "--tls-key")) a->key = v;
     else if (!strcmp(o, "--state-dir")) a->state_dir = v;
@@ -120,11 +124,11 @@ static sbusi_tls_ctx_t *make_tls(const args_t *a, char *ca, size_t calen)
 
 static int start_listeners(emu_net_t *n, const args_t *a, char *line, size_t len, const char *ca)
 {
-  const int ports[3] = {a->amqp, a->amqps, a->ctl};
-  const char *names[3] = {"amqp", "amqps", "control"};
-  const emu_net_kind_t kinds[3] = {NET_AMQP, NET_AMQPS, NET_CONTROL};
+  const int ports[5] = {a->amqp, a->amqps, a->ws, a->wss, a->ctl};
+  const char *names[5] = {"amqp", "amqps", "ws", "wss", "control"};
+  const emu_net_kind_t kinds[5] = {NET_AMQP, NET_AMQPS, NET_WS, NET_WSS, NET_CONTROL};
   size_t k = (size_t)snprintf(line, len, "sbus-emulator ready");
-  for (int i = 0; i < 3; i++) {
+  for (int i = 0; i < 5; i++) {
     if (ports[i] < 0) continue;
     char err[512];
     int bound = 0;
@@ -154,7 +158,7 @@ int main(int argc, char **argv)
     return 2;
   }
   sbusi_tls_ctx_t *tls = NULL;
-  if (a.amqps >= 0 && !(tls = make_tls(&a, ca, sizeof ca))) goto out;
+  if ((a.amqps >= 0 || a.wss >= 0) && !(tls = make_tls(&a, ca, sizeof ca))) goto out;
   emu_net_t *n = emu_net_new(b, tls);
   if (start_listeners(n, &a, line, sizeof line, ca) != 0) {
     emu_net_free(n);

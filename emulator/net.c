@@ -10,8 +10,14 @@
  * connection, dispatch, move output to the sockets and close what is
  * finished. Plain input goes straight into Proton's read buffer; TLS input
  * goes through the filter and waits there while Proton's buffer is full.
+ * WebSocket listeners (ws, wss) put the engine's RFC 6455 layer (core/src/
+ * ws.c, server role, subprotocol AMQPWSB10 at /$servicebus/websocket)
+ * between the socket (or TLS) and Proton: plaintext is staged in `wsin`,
+ * offered to the layer, and the layer's payload goes to Proton.
  */
 #include "net.h"
+
+#include "ws.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -35,13 +41,15 @@
 typedef struct sock {
   int fd;                  /* socket */
   emu_net_kind_t kind;     /* what it speaks */
-  sbusi_tls_t *tls;        /* TLS filter (NET_AMQPS) */
+  sbusi_tls_t *tls;        /* TLS filter (NET_AMQPS, NET_WSS) */
+  sbusi_layer_t *ws;       /* WebSocket layer (NET_WS, NET_WSS) */
+  emu_buf_t wsin;          /* plaintext not yet accepted by the WebSocket layer */
   emu_conn_t *conn;        /* AMQP connection (NET_AMQP/S) */
   emu_buf_t out;           /* bytes waiting for the socket (TLS and HTTP) */
   emu_buf_t in;            /* HTTP request bytes */
   bool eof;                /* the peer closed its side */
   bool done;               /* close once out is flushed */
-  bool tls_stalled;        /* TLS input stopped because Proton's read buffer was full */
+  bool tls_stalled;        /* TLS/WebSocket input waits for room in Proton's read buffer */
   struct sock *next;       /* next socket */
 } sock_t;
 
@@ -79,6 +87,8 @@ static void sock_free(emu_net_t *n, sock_t *s)
   }
   if (s->conn) emu_conn_free(s->conn);
   sbusi_tls_free(s->tls);
+  sbusi_layer_free(s->ws);
+  buf_free(&s->wsin);
   buf_free(&s->out);
   buf_free(&s->in);
   close(s->fd);
@@ -143,21 +153,77 @@ static void on_accept(emu_net_t *n, int lfd, emu_net_kind_t kind)
     if (!s) abort();
     s->fd = fd;
     s->kind = kind;
-    if (kind == NET_AMQPS) s->tls = sbusi_tls_new(n->tls, NULL);
+    if (kind == NET_AMQPS || kind == NET_WSS) s->tls = sbusi_tls_new(n->tls, NULL);
+    if (kind == NET_WS || kind == NET_WSS) {
+      sbusi_ws_opts_t o;
+      sbusi_ws_opts_init(&o, SBUSI_WS_SERVER);
+      if (sbusi_ws_new(&o, &s->ws) != 0) s->ws = NULL;
+    }
     if (kind != NET_CONTROL) s->conn = emu_conn_new(n->b, s);
     s->next = n->socks;
     n->socks = s;
-    emu_log(n->b, 1, "accepted a %s connection", kind == NET_CONTROL ? "control" : kind == NET_AMQPS ? "TLS" : "AMQP");
+    static const char *names[] = {"AMQP", "TLS", "WebSocket", "secure WebSocket", "control"};
+    emu_log(n->b, 1, "accepted a %s connection", names[kind]);
   }
 }
 
 /* ---------------------------------------------------------------- AMQP I/O */
+
+/* Bytes for the wire: through TLS when there is a filter, else into the socket buffer. */
+static void wire_out(sock_t *s, const uint8_t *p, size_t n)
+{
+  if (!n) return;
+  if (s->tls) {
+    if (sbusi_tls_write(s->tls, p, n) < 0) pn_connection_driver_close(&s->conn->driver);
+    return;
+  }
+  buf_put(&s->out, p, n);
+}
+
+/* Offer staged plaintext to the WebSocket layer, its payload to Proton, its own output to the wire. */
+static void ws_pump(sock_t *s)
+{
+  pn_connection_driver_t *d = &s->conn->driver;
+  while (s->wsin.len) {
+    size_t used = 0;
+    int rc = sbusi_layer_input(s->ws, s->wsin.p, s->wsin.len, &used);
+    memmove(s->wsin.p, s->wsin.p + used, s->wsin.len - used);
+    s->wsin.len -= used;
+    if (rc < 0 || !used) break;
+  }
+  sbusi_fifo_t *up = &s->ws->up;
+  while (sbusi_fifo_len(up)) {
+    pn_rwbytes_t rb = pn_connection_driver_read_buffer(d);
+    if (!rb.size) break;
+    size_t k = sbusi_fifo_len(up) < rb.size ? sbusi_fifo_len(up) : rb.size;
+    memcpy(rb.start, sbusi_fifo_data(up), k);
+    pn_connection_driver_read_done(d, k);
+    sbusi_fifo_consume(up, k);
+  }
+  s->tls_stalled = sbusi_fifo_len(up) > 0 || s->wsin.len > 0; /* waiting for room in Proton */
+  sbusi_fifo_t *down = &s->ws->down;
+  wire_out(s, sbusi_fifo_data(down), sbusi_fifo_len(down));
+  sbusi_fifo_consume(down, sbusi_fifo_len(down));
+  if (s->ws->state == SBUSI_LAYER_ERROR || s->ws->state == SBUSI_LAYER_CLOSED) {
+    if (s->ws->state == SBUSI_LAYER_ERROR) emu_log(s->conn->broker, 1, "WebSocket: %s", s->ws->text);
+    pn_connection_driver_close(d);
+  }
+}
 
 /* Move decrypted bytes into Proton as far as its read buffer allows (the rest stays in the filter). */
 static void tls_pump_in(sock_t *s)
 {
   pn_connection_driver_t *d = &s->conn->driver;
   s->tls_stalled = false;
+  if (s->ws) {
+    unsigned char buf[65536];
+    ssize_t r;
+    while (s->wsin.len < (1u << 20) && (r = sbusi_tls_read(s->tls, buf, sizeof buf)) > 0) buf_put(&s->wsin, buf, (size_t)r);
+    bool more = s->wsin.len >= (1u << 20);
+    ws_pump(s);
+    s->tls_stalled = s->tls_stalled || more;
+    return;
+  }
   for (;;) {
     pn_rwbytes_t rb = pn_connection_driver_read_buffer(d);
     if (!rb.size) {
@@ -182,7 +248,7 @@ static void tls_pump_in(sock_t *s)
 static bool wants_input(sock_t *s)
 {
   if (s->eof) return false;
-  if (s->kind != NET_AMQP) return true;
+  if (s->kind != NET_AMQP) return s->kind != NET_WS || s->wsin.len < (1u << 20);
   /* after Proton closed its input, keep reading (and discarding) to notice the peer's EOF */
   if (pn_connection_driver_read_closed(&s->conn->driver)) return true;
   return pn_connection_driver_read_buffer(&s->conn->driver).size > 0;
@@ -204,6 +270,7 @@ static void on_readable(sock_t *s)
     if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return;
     if (r <= 0) {
       s->eof = true;
+      if (s->ws) sbusi_layer_eof(s->ws);
       if (s->conn) pn_connection_driver_read_close(&s->conn->driver);
       return;
     }
@@ -214,6 +281,9 @@ static void on_readable(sock_t *s)
     } else if (s->tls) {
       if (sbusi_tls_feed(s->tls, buf, (size_t)r) == 0) tls_pump_in(s);
       else pn_connection_driver_close(&s->conn->driver);
+    } else if (s->ws) {
+      buf_put(&s->wsin, buf, (size_t)r);
+      ws_pump(s);
     } else {
       pn_connection_driver_read_done(&s->conn->driver, (size_t)r);
     }
@@ -227,6 +297,19 @@ static void amqp_output(sock_t *s)
   for (;;) {
     pn_bytes_t wb = pn_connection_driver_write_buffer(d);
     if (!wb.size) break;
+    if (s->ws) {
+      size_t used = 0;
+      if (sbusi_layer_output(s->ws, (const uint8_t *)wb.start, wb.size, &used) < 0) {
+        pn_connection_driver_close(d);
+        return;
+      }
+      pn_connection_driver_write_done(d, used);
+      sbusi_fifo_t *down = &s->ws->down;
+      wire_out(s, sbusi_fifo_data(down), sbusi_fifo_len(down));
+      sbusi_fifo_consume(down, sbusi_fifo_len(down));
+      if (!used) break;
+      continue;
+    }
     if (s->tls) {
       if (sbusi_tls_write(s->tls, wb.start, wb.size) < 0) {
         pn_connection_driver_close(d);
@@ -321,6 +404,7 @@ static void process_all(emu_net_t *n)
   emu_tick(n->b);
   for (sock_t *s = n->socks; s; s = s->next) {
     if (s->tls) tls_pump_in(s);
+    else if (s->ws) ws_pump(s);
     if (s->conn) emu_conn_process(s->conn);
   }
   emu_dispatch_all(n->b);

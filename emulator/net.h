@@ -7,7 +7,8 @@
 #include "../core/src/tls.h"
 #include "emu.h"
 
-typedef enum { NET_AMQP, NET_AMQPS, NET_CONTROL } emu_net_kind_t;
+/* Listener kinds: AMQP, AMQP over TLS, AMQP over WebSocket (plain and TLS), HTTP control. */
+typedef enum { NET_AMQP, NET_AMQPS, NET_WS, NET_WSS, NET_CONTROL } emu_net_kind_t;
 
 typedef struct emu_net emu_net_t;
 

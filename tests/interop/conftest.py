@@ -45,6 +45,8 @@ class Emulator:
         fields = dict(kv.split("=", 1) for kv in line.split()[2:])
         self.amqp = fields.get("amqp")
         self.amqps = fields.get("amqps")
+        self.ws = fields.get("ws")
+        self.wss = fields.get("wss")
         self.control = "http://" + fields["control"]
         self.ca = fields.get("ca")
         host = self.amqps.rsplit(":", 1)[0]
@@ -104,7 +106,8 @@ class Emulator:
 
 def start_emulator(binary, config, state, host):
     proc = subprocess.Popen([binary, "--config", config, "--host", host, "--amqps-port", "5671",
-                             "--amqp-port", "0", "--control-port", "0", "--state-dir", state,
+                             "--amqp-port", "0", "--ws-port", "0", "--wss-port", "0",
+                             "--control-port", "0", "--state-dir", state,
                              "--exit-on-stdin-eof"],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     line = proc.stdout.readline().strip()
