@@ -1295,10 +1295,7 @@ static void session_lock_expired(emu_broker_t *b, emu_sess_t *s)
   emu_entity_t *e = s->ent;
   for (emu_msg_t *m = e->head, *n; m; m = n) {
     n = m->next;
-    if (m->sess == s && m->locked) {
-      m->delivery_count++;
-      emu_unlock(b, m, false);
-    }
+    if (m->sess == s && m->locked) emu_unlock(b, m, true); /* counts, may dead-letter */
   }
   if (owner) emu_conn_release_session_links(s);
 }
