@@ -54,7 +54,11 @@ def tls_emulator(tmp_path_factory) -> Iterator[Tuple[str, str, str]]:  # type: i
         yield ms, ours, fields["ca"]
     finally:
         proc.terminate()
-        proc.wait(10)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:  # seen once: SIGTERM not honoured (STATUS.md)
+            proc.kill()
+            proc.wait()
         for f in (proc.stdout, proc.stderr):
             if f:
                 f.close()
