@@ -121,14 +121,27 @@ static char *make_container_id(void)
 static int configure(sbus_conn_t *c, const sbus_conn_options_t *o,
                      int use_emulator, char *err, size_t errlen)
 {
-    if (o->transport == SBUS_TRANSPORT_WEBSOCKET || o->proxy_host)
-        return set_err(err, errlen, SBUS_ENOTSUP,
-                       "WebSocket and proxy transports are not available yet");
+    c->websocket = o->transport == SBUS_TRANSPORT_WEBSOCKET;
     c->use_tls = o->use_tls < 0 ? !use_emulator : o->use_tls != 0;
     if (o->port)
         c->port = o->port;
     else if (!c->port) /* an explicit port in the endpoint is kept */
-        c->port = c->use_tls ? 5671 : 5672;
+        c->port = c->websocket ? (c->use_tls ? 443 : 80)
+                               : (c->use_tls ? 5671 : 5672);
+    if (o->proxy_host) {
+        if (o->proxy_port <= 0 || o->proxy_port > 65535 ||
+            (o->proxy_password && !o->proxy_user))
+            return set_err(err, errlen, SBUS_EINVAL,
+                           "a proxy needs a port, and a password needs a "
+                           "user");
+        c->proxy_host = sbusi_strdup(o->proxy_host);
+        c->proxy_port = o->proxy_port;
+        c->proxy_user = sbusi_strdup(o->proxy_user);
+        c->proxy_password = sbusi_strdup(o->proxy_password);
+        if (!c->proxy_host || (o->proxy_user && !c->proxy_user) ||
+            (o->proxy_password && !c->proxy_password))
+            return set_err(err, errlen, SBUS_ENOMEM, "out of memory");
+    }
     c->retry_total = o->retry_total < 0 ? 0 : o->retry_total;
     c->backoff_ms = o->retry_backoff_ms;
     c->backoff_max_ms = o->retry_backoff_max_ms;
@@ -646,8 +659,8 @@ static void emit_connect(sbus_conn_t *c)
 {
     sbusi_ev_t *ev = &c->connect_ev;
     ev->e.type = SBUS_EV_CONNECT;
-    ev->e.host = c->host;
-    ev->e.port = c->port;
+    ev->e.host = c->proxy_host ? c->proxy_host : c->host;
+    ev->e.port = c->proxy_host ? c->proxy_port : c->port;
     c->state = SBUSI_C_CONNECTING;
     sbusi_ev_push(c, ev);
 }
@@ -1166,6 +1179,11 @@ void sbus_conn_free(sbus_conn_t *c)
         memset(c->key, 0, strlen(c->key));
     sbusi_free(c->key);
     sbusi_free(c->sas_token);
+    sbusi_free(c->proxy_host);
+    sbusi_free(c->proxy_user);
+    if (c->proxy_password)
+        memset(c->proxy_password, 0, strlen(c->proxy_password));
+    sbusi_free(c->proxy_password);
     sbusi_free(c->container_id);
     sbusi_free(c->user_agent);
     sbusi_free(c);

@@ -444,8 +444,14 @@ struct sbus_conn {
     sbusi_buf_t plain;        /* TLS: filtered AMQP bytes not yet encrypted */
     sbusi_buf_t in;           /* TLS: the host's read buffer (ciphertext) */
     struct sbusi_tls_ctx *tls_ctx; /* TLS configuration (owned), or NULL */
-    struct sbusi_tls *tls;    /* TLS state of this transport, or NULL */
-    int tls_eof;              /* the peer closed TLS; AMQP input ended */
+    struct sbusi_layer *layers[3]; /* byte layers, bottom first (owned) */
+    size_t nlayers;           /* how many (0: Proton talks to the host) */
+    int tls_eof;              /* a layer closed: AMQP input ended */
+    int websocket;            /* 1: AMQP over WebSockets */
+    char *proxy_host;         /* HTTP CONNECT proxy, or NULL (owned) */
+    int proxy_port;           /* its port */
+    char *proxy_user;         /* basic auth user, or NULL (owned) */
+    char *proxy_password;     /* basic auth password, or NULL (owned) */
     sbusi_buf_t scratch;      /* reused buffer for incoming deliveries */
     int log_depth;            /* guards logging from the log sink */
 };

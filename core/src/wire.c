@@ -2,21 +2,27 @@
  * wire.c - the byte boundary between the host and Proton, and the layers
  * in between.
  *
- * Without TLS the host reads straight into Proton's read buffer; outgoing
- * bytes pass through the frame filter (frame.c) into c->out, which the
- * host writes. With TLS (core/src/tls.c, memory BIOs) the host reads
- * ciphertext into c->in, which is fed to TLS, whose plaintext goes on to
- * Proton; Proton's output goes through the frame filter into c->plain,
- * then through TLS into c->out. WebSocket and HTTP CONNECT layers
- * (layer.h) will sit between TLS and the host in the same two places:
- * read_done (bytes up) and pull_output (bytes down).
+ * Without layers the host reads straight into Proton's read buffer, and
+ * outgoing bytes pass through the frame filter (frame.c) into c->out, which
+ * the host writes. With layers (layer.h), bottom to top: the HTTP CONNECT
+ * tunnel (proxy.c, when a proxy is set), TLS (tls.c through the small
+ * adapter below), WebSocket (ws.c, for AMQP over WebSockets). The host
+ * reads into c->in, which enters the bottom layer; what comes out of the
+ * top goes to Proton. Proton's output goes through the frame filter into
+ * c->plain, into the top layer, and what comes out of the bottom is c->out.
  *
- * A TLS failure (handshake, verification, record) ends the transport with
- * SBUS_ETLS, which is not retried: a certificate does not get better.
+ * A layer failure ends the transport with the layer's code: SBUS_ETLS
+ * (handshake, verification), SBUS_EPROXY (the proxy refused) are not
+ * retried; SBUS_ECONNECTION (a broken WebSocket) is.
  */
 #include "frame.h"
 #include "internal.h"
+#include "layer.h"
+#include "proxy.h"
 #include "tls.h"
+#include "ws.h"
+
+#include <openssl/rand.h>
 
 #include <stdio.h>
 #include <string.h>
@@ -34,13 +40,183 @@ int sbusi_wire_tls_config(sbus_conn_t *c, const char *ca_file, int verify,
     return c->tls_ctx ? 0 : SBUS_ETLS;
 }
 
+/* ------------------------- the TLS adapter ------------------------ */
+
+/* tls.c's API as a layer: ciphertext below, plaintext above. */
+typedef struct tls_layer {
+    sbusi_layer_t l;  /* the layer (must be first) */
+    sbusi_tls_t *t;   /* the TLS state (owned) */
+} tls_layer_t;
+
+/* Moves what TLS has to send into down, as far as down has room. */
+static void tls_to_down(tls_layer_t *x)
+{
+    size_t n;
+    while ((n = sbusi_tls_pending(x->t)) > 0) {
+        size_t room = sbusi_fifo_room(&x->l.down);
+        if (n > room)
+            n = room;
+        uint8_t *w = n ? sbusi_fifo_reserve(&x->l.down, n) : NULL;
+        if (!w)
+            return;
+        sbusi_fifo_commit(&x->l.down, sbusi_tls_take(x->t, w, n));
+    }
+}
+
+/* Moves decrypted bytes into up, as far as up has room. */
+static int tls_to_up(tls_layer_t *x)
+{
+    for (;;) {
+        size_t room = sbusi_fifo_room(&x->l.up);
+        size_t n = room < 16384 ? room : 16384;
+        uint8_t *w = n ? sbusi_fifo_reserve(&x->l.up, n) : NULL;
+        if (!w)
+            return 0;
+        ssize_t got = sbusi_tls_read(x->t, w, n);
+        if (got > 0) {
+            sbusi_fifo_commit(&x->l.up, (size_t)got);
+            continue;
+        }
+        if (got == SBUSI_TLS_EOF) {
+            x->l.state = SBUSI_LAYER_CLOSED;
+            snprintf(x->l.text, sizeof x->l.text, "TLS closed by the peer");
+        } else if (got == SBUSI_TLS_FAIL) {
+            return sbusi_layer_fail(&x->l, SBUS_ETLS, "TLS: %s",
+                                    sbusi_tls_error(x->t));
+        }
+        return 0;
+    }
+}
+
+static int tls_input(sbusi_layer_t *l, const uint8_t *p, size_t n, size_t *used)
+{
+    tls_layer_t *x = (tls_layer_t *)l;
+    *used = 0;
+    if (l->state == SBUSI_LAYER_ERROR)
+        return l->code;
+    if (n && sbusi_tls_feed(x->t, p, n) < 0)
+        return sbusi_layer_fail(l, SBUS_ETLS, "TLS: %s", sbusi_tls_error(x->t));
+    *used = n;
+    int rc = tls_to_up(x);
+    tls_to_down(x);
+    if (rc == 0 && l->state == SBUSI_LAYER_HANDSHAKE &&
+        sbusi_tls_established(x->t))
+        l->state = SBUSI_LAYER_READY;
+    return rc;
+}
+
+static int tls_output(sbusi_layer_t *l, const uint8_t *p, size_t n,
+                      size_t *used)
+{
+    tls_layer_t *x = (tls_layer_t *)l;
+    *used = 0;
+    if (l->state == SBUSI_LAYER_ERROR)
+        return l->code;
+    if (n && sbusi_tls_write(x->t, p, n) < 0)
+        return sbusi_layer_fail(l, SBUS_ETLS, "TLS: %s", sbusi_tls_error(x->t));
+    *used = n;
+    tls_to_down(x);
+    return 0;
+}
+
+static int tls_shutdown(sbusi_layer_t *l)
+{
+    tls_layer_t *x = (tls_layer_t *)l;
+    sbusi_tls_close(x->t);
+    tls_to_down(x);
+    l->state = SBUSI_LAYER_CLOSING;
+    return 0;
+}
+
+static int tls_eof(sbusi_layer_t *l)
+{
+    if (l->state != SBUSI_LAYER_CLOSED && l->state != SBUSI_LAYER_ERROR) {
+        l->state = SBUSI_LAYER_CLOSED;
+        snprintf(l->text, sizeof l->text, "the peer closed the connection");
+    }
+    return 0;
+}
+
+static void tls_destroy(sbusi_layer_t *l)
+{
+    tls_layer_t *x = (tls_layer_t *)l;
+    sbusi_tls_free(x->t);
+    sbusi_fifo_free(&l->up);
+    sbusi_fifo_free(&l->down);
+    sbusi_free(x);
+}
+
+static const sbusi_layer_ops_t g_tls_ops = {
+    "tls", tls_input, tls_output, tls_shutdown, tls_eof, tls_destroy,
+};
+
+static int tls_layer_new(sbus_conn_t *c, sbusi_layer_t **out)
+{
+    tls_layer_t *x = sbusi_calloc(1, sizeof *x);
+    if (!x)
+        return SBUS_ENOMEM;
+    x->l.ops = &g_tls_ops;
+    x->t = sbusi_tls_new(c->tls_ctx, c->host);
+    if (!x->t) {
+        sbusi_free(x);
+        return SBUS_ENOMEM;
+    }
+    tls_to_down(x); /* the ClientHello */
+    *out = &x->l;
+    return 0;
+}
+
+/* ----------------------------- the stack --------------------------- */
+
+static int ws_layer_new(sbus_conn_t *c, sbusi_layer_t **out)
+{
+    sbusi_ws_opts_t o;
+    sbusi_ws_opts_init(&o, SBUSI_WS_CLIENT);
+    char host[300];
+    if (c->port == (c->tls_ctx ? 443 : 80))
+        snprintf(host, sizeof host, "%s", c->host);
+    else
+        snprintf(host, sizeof host, "%s:%d", c->host, c->port);
+    o.host = host;
+    if (RAND_bytes(o.key, sizeof o.key) != 1 ||
+        RAND_bytes(o.mask_seed, sizeof o.mask_seed) != 1)
+        return SBUS_ENOMEM;
+    return sbusi_ws_new(&o, out);
+}
+
+static int proxy_layer_new(sbus_conn_t *c, sbusi_layer_t **out)
+{
+    sbusi_proxy_opts_t o;
+    sbusi_proxy_opts_init(&o);
+    o.host = c->host;
+    o.port = (uint16_t)c->port;
+    o.username = c->proxy_user;
+    o.password = c->proxy_password;
+    return sbusi_proxy_new(&o, out);
+}
+
 int sbusi_wire_start(sbus_conn_t *c)
 {
-    c->tls_eof = 0;
-    if (!c->tls_ctx)
-        return 0;
-    c->tls = sbusi_tls_new(c->tls_ctx, c->host);
-    return c->tls ? 0 : SBUS_ENOMEM;
+    c->nlayers = 0;
+    int rc = 0;
+    if (c->proxy_host)
+        rc = proxy_layer_new(c, &c->layers[c->nlayers++]);
+    if (rc == 0 && c->tls_ctx)
+        rc = tls_layer_new(c, &c->layers[c->nlayers++]);
+    if (rc == 0 && c->websocket)
+        rc = ws_layer_new(c, &c->layers[c->nlayers++]);
+    if (rc < 0) {
+        c->nlayers--; /* the failed one was not made */
+        sbusi_wire_stop(c);
+    }
+    return rc;
+}
+
+static void free_layers(sbus_conn_t *c)
+{
+    for (size_t i = 0; i < c->nlayers; i++)
+        sbusi_layer_free(c->layers[i]);
+    c->nlayers = 0;
 }
 
 void sbusi_wire_stop(sbus_conn_t *c)
@@ -48,9 +224,7 @@ void sbusi_wire_stop(sbus_conn_t *c)
     sbusi_frame_reset(c->frame);
     c->out.len = c->out_head = 0;
     c->plain.len = 0;
-    if (c->tls)
-        sbusi_tls_free(c->tls);
-    c->tls = NULL;
+    free_layers(c);
 }
 
 void sbusi_wire_free(sbus_conn_t *c)
@@ -60,44 +234,77 @@ void sbusi_wire_free(sbus_conn_t *c)
     sbusi_buf_free(&c->out);
     sbusi_buf_free(&c->plain);
     sbusi_buf_free(&c->in);
-    if (c->tls)
-        sbusi_tls_free(c->tls);
-    c->tls = NULL;
+    free_layers(c);
     if (c->tls_ctx)
         sbusi_tls_ctx_free(c->tls_ctx);
     c->tls_ctx = NULL;
 }
 
-/* The TLS layer failed: end this transport for good. */
-static void tls_failed(sbus_conn_t *c)
+/* A layer failed: end this transport with its code and reason. */
+static void layer_failed(sbus_conn_t *c, int code, const char *text)
 {
     char why[SBUSI_DESC_MAX];
-    snprintf(why, sizeof why, "TLS: %s", sbusi_tls_error(c->tls));
-    sbusi_set_conn_error(c, SBUS_ETLS, NULL, why);
+    snprintf(why, sizeof why, "%s", text && *text ? text : sbus_strerror(code));
+    sbusi_set_conn_error(c, code, NULL, why);
     sbusi_emit_disconnect(c);
     sbusi_transport_gone(c, why);
 }
 
-/* Moves decrypted bytes into Proton while it has room. */
-static void tls_up(sbus_conn_t *c)
+/* Checks every layer after moving bytes; 0, or -1 after ending the
+ * transport. */
+static int check_layers(sbus_conn_t *c, int rc)
 {
-    while (c->have_driver && c->tls && !c->tls_eof) {
+    for (size_t i = 0; i < c->nlayers; i++) {
+        const char *text;
+        int code = sbusi_layer_error(c->layers[i], &text);
+        if (code || rc < 0) {
+            layer_failed(c, code ? code : rc, text);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Moves what the top layer produced into Proton, as far as it has room;
+ * passes the end of the stream on when a layer closed. */
+static void stack_to_proton(sbus_conn_t *c)
+{
+    sbusi_layer_t *top = c->layers[c->nlayers - 1];
+    while (c->have_driver && sbusi_fifo_len(&top->up)) {
         pn_rwbytes_t rb = pn_connection_driver_read_buffer(&c->driver);
         if (!rb.size)
             return;
-        ssize_t n = sbusi_tls_read(c->tls, rb.start, rb.size);
-        if (n > 0) {
-            pn_connection_driver_read_done(&c->driver, (size_t)n);
-            continue;
-        }
-        if (n == SBUSI_TLS_EOF) {
+        size_t n = sbusi_fifo_len(&top->up);
+        if (n > rb.size)
+            n = rb.size;
+        memcpy(rb.start, sbusi_fifo_data(&top->up), n);
+        sbusi_fifo_consume(&top->up, n);
+        pn_connection_driver_read_done(&c->driver, n);
+    }
+    for (size_t i = 0; c->have_driver && i < c->nlayers; i++)
+        if (sbusi_layer_closed(c->layers[i]) && !c->tls_eof) {
             c->tls_eof = 1;
             pn_connection_driver_read_close(&c->driver);
-        } else if (n == SBUSI_TLS_FAIL) {
-            tls_failed(c);
         }
-        return;
+}
+
+/* Feeds p[n] from the socket into the stack and on up to Proton. */
+static void stack_input(sbus_conn_t *c, const uint8_t *p, size_t n)
+{
+    size_t off = 0;
+    for (int rounds = 0; rounds < 10000; rounds++) {
+        size_t used = 0;
+        int rc = sbusi_layer_input(c->layers[0], p + off, n - off, &used);
+        if (rc == 0)
+            rc = sbusi_stack_pump(c->layers, c->nlayers);
+        if (check_layers(c, rc) < 0)
+            return;
+        off += used;
+        stack_to_proton(c);
+        if (off == n || (!used && !c->have_driver))
+            return;
     }
+    layer_failed(c, SBUS_ECONNECTION, "input stalled in the byte layers");
 }
 
 uint8_t *sbus_conn_read_buffer(sbus_conn_t *c, size_t *cap)
@@ -107,7 +314,7 @@ uint8_t *sbus_conn_read_buffer(sbus_conn_t *c, size_t *cap)
     *cap = 0;
     if (!c->have_driver)
         return NULL;
-    if (!c->tls) {
+    if (!c->nlayers) {
         pn_rwbytes_t rb = pn_connection_driver_read_buffer(&c->driver);
         *cap = rb.size;
         return (uint8_t *)rb.start;
@@ -125,40 +332,47 @@ void sbus_conn_read_done(sbus_conn_t *c, size_t n)
 {
     if (!c || !c->have_driver)
         return;
-    if (!c->tls) {
+    if (!c->nlayers)
         pn_connection_driver_read_done(&c->driver, n);
-    } else if (sbusi_tls_feed(c->tls, c->in.p, n) < 0) {
-        tls_failed(c);
-    } else {
-        tls_up(c);
-    }
+    else
+        stack_input(c, c->in.p, n);
     sbusi_process(c);
 }
 
-/* Appends what TLS has to send to c->out. */
-static void tls_down(sbus_conn_t *c)
+/* Passes c->plain down the stack and what leaves the bottom to c->out. */
+static void stack_output(sbus_conn_t *c)
 {
-    if (c->plain.len) {
-        if (sbusi_tls_write(c->tls, c->plain.p, c->plain.len) < 0) {
-            tls_failed(c);
-            return;
-        }
-        c->plain.len = 0;
+    sbusi_layer_t *top = c->layers[c->nlayers - 1];
+    size_t used = 0;
+    int rc = sbusi_layer_output(top, c->plain.p ? c->plain.p : (uint8_t *)"",
+                                c->plain.len, &used);
+    if (used) {
+        memmove(c->plain.p, c->plain.p + used, c->plain.len - used);
+        c->plain.len -= used;
     }
-    size_t n;
-    while (c->tls && (n = sbusi_tls_pending(c->tls)) > 0) {
-        if (sbusi_buf_reserve(&c->out, n) < 0) {
-            c->out.oom = 0;
-            return;
-        }
-        c->out.len += sbusi_tls_take(c->tls, c->out.p + c->out.len, n);
+    if (rc == 0)
+        rc = sbusi_stack_pump(c->layers, c->nlayers);
+    if (check_layers(c, rc) < 0)
+        return;
+    sbusi_layer_t *bottom = c->layers[0];
+    size_t n = sbusi_fifo_len(&bottom->down);
+    if (!n)
+        return;
+    size_t keep = c->out.len;
+    sbusi_buf_put(&c->out, sbusi_fifo_data(&bottom->down), n);
+    if (c->out.oom) {
+        c->out.oom = 0;
+        c->out.len = keep;
+        return;
     }
+    sbusi_fifo_consume(&bottom->down, n);
 }
 
-/* Moves Proton's output through the frame filter (and TLS) into c->out. */
+/* Moves Proton's output through the frame filter (and the layers) into
+ * c->out. */
 static void pull_output(sbus_conn_t *c)
 {
-    sbusi_buf_t *dst = c->tls ? &c->plain : &c->out;
+    sbusi_buf_t *dst = c->nlayers ? &c->plain : &c->out;
     if (c->have_driver)
         c->frame->max_frame =
             pn_transport_get_remote_max_frame(c->driver.transport);
@@ -175,8 +389,8 @@ static void pull_output(sbus_conn_t *c)
         }
         pn_connection_driver_write_done(&c->driver, wb.size);
     }
-    if (c->tls)
-        tls_down(c);
+    if (c->have_driver && c->nlayers)
+        stack_output(c);
 }
 
 const uint8_t *sbus_conn_write_buffer(sbus_conn_t *c, size_t *len)
@@ -185,8 +399,8 @@ const uint8_t *sbus_conn_write_buffer(sbus_conn_t *c, size_t *len)
         return NULL;
     if (c->out_head == c->out.len) {
         c->out.len = c->out_head = 0;
-        if (c->tls)
-            tls_up(c); /* plaintext left over when Proton was full */
+        if (c->have_driver && c->nlayers)
+            stack_to_proton(c); /* input left when Proton was full */
         pull_output(c);
         sbusi_process(c);
     }

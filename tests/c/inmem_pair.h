@@ -10,6 +10,8 @@
 
 #include "config.h"
 #include "emu.h"
+#include "layer.h"
+#include "ws.h"
 
 #include <proton/connection.h>
 #include <proton/transport.h>
@@ -60,6 +62,14 @@ typedef struct pair {
     int ntok;                  /* how many */
     int tok_seen[64];          /* completions seen per token */
     int drop_on_open;          /* drop every connection once it opens */
+    int ws;                    /* 1: a WebSocket server sits in front */
+    sbusi_layer_t *wsl;        /* its layer for the current connection */
+    int proxy_status;          /* >0: an HTTP proxy answering CONNECT so */
+    char proxy_req[1024];      /* the CONNECT request as received */
+    size_t proxy_len;          /* its length so far */
+    int proxy_done;            /* the proxy answered; bytes pass through */
+    emu_buf_t to_engine;       /* bytes waiting for the engine */
+    int fed_wire;              /* engine bytes ever reached the server */
 } pair_t;
 
 static int64_t unix_now(pair_t *p) { return emu_now(p->b); }
@@ -122,6 +132,93 @@ static void on_event(pair_t *p, sbus_event_t *ev)
     }
 }
 
+static void on_connect_layers(pair_t *p)
+{
+    p->proxy_len = 0;
+    p->proxy_done = 0;
+    p->to_engine.len = 0;
+    if (p->wsl)
+        sbusi_layer_free(p->wsl);
+    p->wsl = NULL;
+    if (p->ws) {
+        sbusi_ws_opts_t o;
+        sbusi_ws_opts_init(&o, SBUSI_WS_SERVER);
+        sbusi_ws_new(&o, &p->wsl);
+    }
+}
+
+/* Engine bytes for the broker side: through the fake proxy and the
+ * WebSocket server, into the broker. Returns how many were taken. */
+static size_t to_server(pair_t *p, const uint8_t *b, size_t n)
+{
+    size_t used = 0;
+    if (p->proxy_status && !p->proxy_done) {
+        while (used < n && p->proxy_len + 1 < sizeof p->proxy_req) {
+            p->proxy_req[p->proxy_len++] = (char)b[used++];
+            p->proxy_req[p->proxy_len] = 0;
+            if (strstr(p->proxy_req, "\r\n\r\n"))
+                break;
+        }
+        if (!strstr(p->proxy_req, "\r\n\r\n"))
+            return used;
+        char ans[128];
+        snprintf(ans, sizeof ans, "HTTP/1.1 %d %s\r\n\r\n", p->proxy_status,
+                 p->proxy_status == 200 ? "Connection established"
+                                        : "Proxy Authentication Required");
+        buf_put(&p->to_engine, ans, strlen(ans));
+        p->proxy_done = 1;
+        if (p->proxy_status != 200)
+            return n; /* a refusing proxy swallows the rest */
+    }
+    const uint8_t *q = b + used;
+    size_t m = n - used;
+    if (p->wsl) {
+        size_t u = 0;
+        sbusi_layer_input(p->wsl, q, m, &u);
+        buf_put(&p->to_engine, sbusi_fifo_data(&p->wsl->down),
+                sbusi_fifo_len(&p->wsl->down));
+        sbusi_fifo_consume(&p->wsl->down, sbusi_fifo_len(&p->wsl->down));
+        q = sbusi_fifo_data(&p->wsl->up);
+        m = sbusi_fifo_len(&p->wsl->up);
+        used += u;
+    } else {
+        used = n;
+    }
+    size_t done = 0;
+    while (done < m) {
+        pn_rwbytes_t in = pn_connection_driver_read_buffer(&p->server->driver);
+        size_t k = m - done < in.size ? m - done : in.size;
+        if (!k)
+            break;
+        memcpy(in.start, q + done, k);
+        pn_connection_driver_read_done(&p->server->driver, k);
+        done += k;
+        p->fed_wire = 1;
+    }
+    if (p->wsl)
+        sbusi_fifo_consume(&p->wsl->up, done);
+    return used;
+}
+
+/* Broker output for the engine: through the WebSocket server. */
+static void from_server(pair_t *p)
+{
+    pn_bytes_t sout = pn_connection_driver_write_buffer(&p->server->driver);
+    if (!sout.size || (p->proxy_status && !p->proxy_done))
+        return;
+    if (p->wsl) {
+        size_t u = 0;
+        sbusi_layer_output(p->wsl, (const uint8_t *)sout.start, sout.size, &u);
+        pn_connection_driver_write_done(&p->server->driver, u);
+        buf_put(&p->to_engine, sbusi_fifo_data(&p->wsl->down),
+                sbusi_fifo_len(&p->wsl->down));
+        sbusi_fifo_consume(&p->wsl->down, sbusi_fifo_len(&p->wsl->down));
+        return;
+    }
+    buf_put(&p->to_engine, sout.start, sout.size);
+    pn_connection_driver_write_done(&p->server->driver, sout.size);
+}
+
 /* Moves bytes both ways and handles events until nothing moves. */
 static void pump(pair_t *p)
 {
@@ -129,7 +226,10 @@ static void pump(pair_t *p)
         int moved = 0;
         sbus_event_t ev;
         while (sbus_conn_next_event(p->c, &ev)) {
+            int was = p->server != NULL;
             on_event(p, &ev);
+            if (!was && p->server)
+                on_connect_layers(p);
             moved = 1;
         }
         if (!p->server)
@@ -137,29 +237,30 @@ static void pump(pair_t *p)
         size_t len;
         const uint8_t *out = sbus_conn_write_buffer(p->c, &len);
         if (len) {
-            pn_rwbytes_t in = pn_connection_driver_read_buffer(&p->server->driver);
-            size_t n = len < in.size ? len : in.size;
+            size_t n = to_server(p, out, len);
             if (n) {
-                memcpy(in.start, out, n);
-                pn_connection_driver_read_done(&p->server->driver, n);
                 sbus_conn_write_done(p->c, n);
                 moved = 1;
             }
         }
+        if (!p->server)
+            return;
         emu_conn_process(p->server);
         emu_dispatch_all(p->b);
         if (p->drop_on_open && !p->server->dead &&
             (pn_connection_state(p->server->driver.connection) &
              PN_REMOTE_ACTIVE))
             emu_conn_drop(p->server, "amqp:connection:forced", "test drop");
-        pn_bytes_t sout = pn_connection_driver_write_buffer(&p->server->driver);
-        if (sout.size) {
+        from_server(p);
+        if (p->to_engine.len) {
             size_t cap;
             uint8_t *in = sbus_conn_read_buffer(p->c, &cap);
-            size_t n = sout.size < cap ? sout.size : cap;
-            if (n) {
-                memcpy(in, sout.start, n);
-                pn_connection_driver_write_done(&p->server->driver, n);
+            size_t n = p->to_engine.len < cap ? p->to_engine.len : cap;
+            if (in && n) {
+                memcpy(in, p->to_engine.p, n);
+                memmove(p->to_engine.p, p->to_engine.p + n,
+                        p->to_engine.len - n);
+                p->to_engine.len -= n;
                 sbus_conn_read_done(p->c, n);
                 moved = 1;
             }
@@ -248,6 +349,10 @@ static void pair_open(pair_t *p, sbus_conn_options_t *o)
 
 static void pair_close(pair_t *p)
 {
+    if (p->wsl)
+        sbusi_layer_free(p->wsl);
+    p->wsl = NULL;
+    buf_free(&p->to_engine);
     for (int i = 0; i < p->ndone; i++)
         done_clear(&p->done[i]);
     sbus_conn_abort(p->c, "test over");

@@ -146,6 +146,8 @@ out:
 }
 
 /* One run of the scenario; returns the number of allocations it made. */
+static int g_ws; /* run the scenario over WebSockets and a proxy */
+
 static long scenario(long fail_at)
 {
     g_count = g_live = 0;
@@ -166,6 +168,13 @@ static long scenario(long fail_at)
     sbus_conn_options_t o;
     default_opts(&o);
     o.operation_timeout_ms = 3000;
+    if (g_ws) {
+        p.ws = 1;
+        p.proxy_status = 200;
+        o.transport = SBUS_TRANSPORT_WEBSOCKET;
+        o.proxy_host = "proxy.example";
+        o.proxy_port = 3128;
+    }
     o.trace = 1; /* trace lines allocate too: exercise them */
     if (sbus_conn_new(&p.c, &o, err, sizeof err) == 0) {
         tick(&p);
@@ -188,6 +197,9 @@ static long scenario(long fail_at)
     }
     if (p.server)
         emu_conn_free(p.server);
+    if (p.wsl)
+        sbusi_layer_free(p.wsl);
+    buf_free(&p.to_engine);
     emu_broker_free(p.b);
     if (g_live != 0) {
         fprintf(stderr, "fail_at %ld: %ld engine blocks leaked\n", fail_at,
@@ -197,9 +209,8 @@ static long scenario(long fail_at)
     return g_count;
 }
 
-int main(void)
+static int run_all(void)
 {
-    sbus_set_allocator(t_malloc, t_realloc, t_free);
     long total = scenario(0);
     if (failures) {
         fprintf(stderr, "the scenario fails even with memory\n");
@@ -213,10 +224,20 @@ int main(void)
         if (failures > 20)
             break;
     }
-    sbus_set_allocator(NULL, NULL, NULL);
-    fprintf(stderr, "%ld allocations in the scenario; each made to fail "
+    fprintf(stderr, "%s: %ld allocations in the scenario; each made to fail "
                     "(%ld refusals in all)\n",
-            total, refused);
+            g_ws ? "websocket+proxy" : "plain", total, refused);
+    return failures;
+}
+
+int main(void)
+{
+    sbus_set_allocator(t_malloc, t_realloc, t_free);
+    run_all();
+    g_ws = 1;
+    if (!failures)
+        run_all();
+    sbus_set_allocator(NULL, NULL, NULL);
     if (failures)
         fprintf(stderr, "%d failure(s)\n", failures);
     return failures ? 1 : 0;

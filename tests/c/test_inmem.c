@@ -366,6 +366,78 @@ static void test_per_op_timeout(void)
     pair_close(&p);
 }
 
+/* AMQP over WebSockets (AMQPWSB10), through an HTTP CONNECT proxy, and a
+ * proxy that refuses (SBUS_EPROXY, not retried). */
+static void pair_open_transport(pair_t *p, int ws, int proxy_status)
+{
+    memset(p, 0, sizeof *p);
+    emu_options_t eo = {0};
+    eo.max_message_size = 262144;
+    eo.idle_timeout_ms = 120000;
+    p->b = emu_broker_new(&eo);
+    char err[512];
+    emu_config_load(p->b, SBUS_SOURCE_ROOT "/examples/emulator-config.json", err,
+                    sizeof err);
+    p->mono = 1000000;
+    p->ws = ws;
+    p->proxy_status = proxy_status;
+    sbus_conn_options_t o;
+    default_opts(&o);
+    if (ws)
+        o.transport = SBUS_TRANSPORT_WEBSOCKET;
+    if (proxy_status) {
+        o.proxy_host = "proxy.example";
+        o.proxy_port = 3128;
+        o.proxy_user = "u";
+        o.proxy_password = "p";
+    }
+    o.trace = 1;
+    CHECK(sbus_conn_new(&p->c, &o, err, sizeof err) == 0);
+    tick(p);
+}
+
+static void test_websocket_and_proxy(void)
+{
+    for (int variant = 0; variant < 3; variant++) {
+        int ws = variant != 1, proxy = variant >= 1 ? 200 : 0;
+        pair_t p;
+        pair_open_transport(&p, ws, proxy);
+        int tok;
+        done_t d;
+        CHECK(sbus_conn_open(p.c, &tok) == 0);
+        take(&p, &tok, &d);
+        CHECK(d.code == 0);
+        if (proxy) {
+            CHECK(strncmp(p.proxy_req, "CONNECT localhost:", 18) == 0);
+            CHECK(strstr(p.proxy_req, "Proxy-Authorization: Basic dTpw") != NULL);
+        }
+        sbus_sender_t *s = sender(&p, "queue.1");
+        CHECK(send_one(&p, s, "over layers") == 0);
+        sbus_receiver_options_t ro;
+        sbus_receiver_options_init(&ro);
+        ro.entity = "queue.1";
+        ro.mode = SBUS_RECEIVE_AND_DELETE;
+        sbus_receiver_t *r;
+        sbus_receiver_new(p.c, &ro, &r);
+        CHECK(sbus_receiver_receive(r, 1, 2000, &tok) == 0);
+        take(&p, &tok, &d);
+        CHECK(d.count == 1);
+        done_clear(&d);
+        sbus_receiver_free(r);
+        sbus_sender_free(s);
+        pair_close(&p);
+    }
+    pair_t p;
+    pair_open_transport(&p, 1, 407);
+    int tok;
+    done_t d;
+    CHECK(sbus_conn_open(p.c, &tok) == 0);
+    take(&p, &tok, &d);
+    CHECK(d.code == SBUS_EPROXY);
+    CHECK(p.connects == 1);
+    pair_close(&p);
+}
+
 static void test_idle_keepalive(void)
 {
     pair_t p;
@@ -391,6 +463,7 @@ int main(void)
     test_timeout_and_reconnect();
     test_idle_keepalive();
     test_per_op_timeout();
+    test_websocket_and_proxy();
     test_no_reconnect_storm();
     if (failures)
         fprintf(stderr, "%d failure(s)\n", failures);
