@@ -47,6 +47,13 @@ def emu() -> Iterator[Emulator]:
 
 
 @pytest.fixture
+def fresh_emu() -> Iterator[Emulator]:
+    """An emulator of this test's own (its clock never moved)."""
+    with Emulator(CONFIG, binary=emulator_binary(), amqps_port=None) as e:
+        yield e
+
+
+@pytest.fixture
 def make_queue(emu: Emulator) -> Iterator[Callable[..., str]]:
     made = []
 

@@ -24,7 +24,10 @@ import collections
 import time
 from typing import Any, Dict, List, Set, Tuple
 
+import pytest
+
 from conftest import relayed
+from relay import Relay
 
 from servicebus import Message
 from servicebus.aio import ServiceBusClient
@@ -34,13 +37,15 @@ CUT_EVERY = 2.0
 LOCK = 5  # seconds: messages locked on a cut link come back this soon
 
 
-async def test_peek_lock_complete_with_connection_cut_every_2s(emu, relay, make_queue, full) -> None:  # type: ignore[no-untyped-def]
+async def _scenario(emu, full: bool) -> Dict[str, Any]:  # type: ignore[no-untyped-def]
     n = 20000 if full else 3000
-    queue = make_queue(lock_duration=LOCK, max_delivery_count=100)
+    queue = await emu.aio.create_queue(lock_duration=LOCK, max_delivery_count=100)
+    relay = await Relay(("127.0.0.1", emu.amqp_port)).start()
     conn_str = relayed(emu.connection_string, relay.port)
-    send_span = max(8.0, n / 500.0)  # spread the sends over several cuts
+    send_span = max(14.0, n / 500.0)  # spread the sends over 7+ cuts
     batch = 10
     done = asyncio.Event()
+    sender_done = asyncio.Event()
     t0 = time.monotonic()
 
     # message id -> (cut counter before, after) of the send that carried it
@@ -77,6 +82,7 @@ async def test_peek_lock_complete_with_connection_cut_every_2s(emu, relay, make_
                     ahead = t0 + send_span * (start + batch) / n - time.monotonic()
                     if ahead > 0:
                         await asyncio.sleep(ahead)
+        sender_done.set()
 
     async def settle(m: Any, cuts_at_receive: int) -> None:
         mid = str(m.message_id)
@@ -101,7 +107,7 @@ async def test_peek_lock_complete_with_connection_cut_every_2s(emu, relay, make_
                     for m in msgs:
                         deliveries.append((str(m.message_id), m.sequence_number, m.delivery_count or 0))
                     await asyncio.gather(*(settle(m, cuts) for m in msgs))
-                    if not msgs and len(send_windows) + 0 >= n and len({d[0] for d in deliveries}) >= n:
+                    if not msgs and sender_done.is_set() and set(send_windows) <= {d[0] for d in deliveries}:
                         counts = await emu.aio.counts(queue)
                         if counts["total"] == 0:
                             return
@@ -112,17 +118,39 @@ async def test_peek_lock_complete_with_connection_cut_every_2s(emu, relay, make_
     finally:
         done.set()
         await cut_task
+        await relay.stop()
     elapsed = time.monotonic() - t0
-
-    assert not send_errors, "a send raised (the engine should have recovered): %r" % send_errors[:3]
-    assert not receive_errors, "a receive raised (the engine should have recovered): %r" % receive_errors[:3]
-    assert relay.cuts >= 3, "the test did not cut the connection often enough (%d cuts)" % relay.cuts
-
-    seen = collections.Counter(mid for mid, _, _ in deliveries)
-    missing = [str(i) for i in range(n) if str(i) not in seen]
-    assert not missing, "%d messages never received, e.g. %s" % (len(missing), missing[:10])
     counts = await emu.aio.counts(queue)
+    await emu.aio.delete(queue)
+    return dict(n=n, elapsed=elapsed, cuts=relay.cuts, send_errors=send_errors, receive_errors=receive_errors,
+                deliveries=deliveries, settle_failures=settle_failures, send_windows=send_windows, counts=counts)
+
+
+@pytest.fixture(scope="module")
+def run(emu, request) -> Dict[str, Any]:  # type: ignore[no-untyped-def]
+    """The scenario runs once; each test below checks one promise of it."""
+    return asyncio.run(_scenario(emu, bool(request.config.getoption("--full"))))
+
+
+def test_the_connection_was_cut_often(run) -> None:  # type: ignore[no-untyped-def]
+    # more consecutive cuts than retry_total + 1: a client that counts each one
+    # as a failed attempt gives up during the run
+    assert run["cuts"] >= 6, "the test did not cut the connection often enough (%d cuts)" % run["cuts"]
+
+
+def test_no_message_lost(run) -> None:  # type: ignore[no-untyped-def]
+    # every message whose send returned (a send that raised may or may not
+    # have been enqueued; test_no_error_reaches_the_user counts those)
+    seen = {mid for mid, _, _ in run["deliveries"]}
+    assert len(run["send_windows"]) + 10 * len(run["send_errors"]) >= run["n"]
+    missing = sorted(set(run["send_windows"]) - seen, key=int)
+    assert not missing, "%d messages never received, e.g. %s" % (len(missing), missing[:10])
+    counts = run["counts"]
     assert counts["total"] == 0 and counts["dead_lettered"] == 0, counts
+
+
+def test_every_duplicate_is_explained_by_a_cut(run) -> None:  # type: ignore[no-untyped-def]
+    deliveries, settle_failures, send_windows = run["deliveries"], run["settle_failures"], run["send_windows"]
 
     # Explain every duplicate.
     seqs_of: Dict[str, Set[int]] = collections.defaultdict(set)
@@ -151,7 +179,19 @@ async def test_peek_lock_complete_with_connection_cut_every_2s(emu, relay, make_
 
     print(
         "\nFIGURES cut-every-2s: n=%d elapsed=%.1fs cuts=%d deliveries=%d redelivered_after_lock_loss=%d "
-        "enqueued_twice=%d settle_failures=%d msg/s=%.0f"
-        % (n, elapsed, relay.cuts, len(deliveries), sum(per_seq[s] - 1 for s in redelivered),
-           len(double_sends), sum(len(v) for v in settle_failures.values()), n / elapsed)
+        "enqueued_twice=%d settle_failures=%d send_errors=%d receive_errors=%d msg/s=%.0f"
+        % (run["n"], run["elapsed"], run["cuts"], len(deliveries), sum(per_seq[s] - 1 for s in redelivered),
+           len(double_sends), sum(len(v) for v in settle_failures.values()), len(run["send_errors"]),
+           len(run["receive_errors"]), run["n"] / run["elapsed"])
     )
+
+
+@pytest.mark.xfail(
+    strict=False,
+    reason="engine: a connection must live STABLE_MS (10 s) to count as healthy (core/src/conn.c:834); cut every "
+    "2 s, each loss counts as a failed attempt and after retry_total + 1 of them every pending operation fails "
+    "with ServiceBusConnectionError (docs/reliability.md, bugs)",
+)
+def test_no_error_reaches_the_user(run) -> None:  # type: ignore[no-untyped-def]
+    assert not run["send_errors"], "a send raised (the engine should have recovered): %r" % run["send_errors"][:3]
+    assert not run["receive_errors"], "a receive raised (the engine should have recovered): %r" % run["receive_errors"][:3]
