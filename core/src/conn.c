@@ -251,6 +251,15 @@ int sbus_conn_next_event(sbus_conn_t *c, sbus_event_t *ev)
     return 1;
 }
 
+void sbusi_ev_forget_object(sbus_conn_t *c, const void *object)
+{
+    for (sbusi_ev_t *e = c->evq_head; e; e = e->next)
+        if (e->e.object == object)
+            e->e.object = NULL;
+    if (c->current && c->current->e.object == object)
+        c->current->e.object = NULL;
+}
+
 sbus_event_type_t sbus_conn_peek_event(const sbus_conn_t *c)
 {
     return c && c->evq_head ? c->evq_head->e.type : SBUS_EV_NONE;

@@ -493,6 +493,8 @@ struct sbus_receiver {
 
 /* conn.c */
 void sbusi_ev_push(sbus_conn_t *c, sbusi_ev_t *ev);
+/* A sender/receiver is being freed: events still queued stop naming it. */
+void sbusi_ev_forget_object(sbus_conn_t *c, const void *object);
 sbusi_op_t *sbusi_op_new(sbus_conn_t *c, sbus_op_t kind, void *token,
                          void *object);
 void sbusi_op_start(sbus_conn_t *c, sbusi_op_t *op);

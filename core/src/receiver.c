@@ -1101,6 +1101,7 @@ void sbus_receiver_free(sbus_receiver_t *r)
     free_queue(r, 1);
     sbusi_renew_stop_all(r);
     sbusi_renew_free_all(r);
+    sbusi_ev_forget_object(c, r);
     sbusi_owner_detach(&r->own);
     for (sbus_receiver_t **pp = &c->receivers; *pp; pp = &(*pp)->next)
         if (*pp == r) {

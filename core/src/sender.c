@@ -417,6 +417,7 @@ void sbus_sender_free(sbus_sender_t *s)
     while (s->q_head)
         q_remove(s, s->q_head);
     sbusi_fail_object(c, s, SBUS_ECLOSED, "the sender was freed");
+    sbusi_ev_forget_object(c, s);
     sbusi_owner_detach(&s->own);
     for (sbus_sender_t **pp = &c->senders; *pp; pp = &(*pp)->next)
         if (*pp == s) {

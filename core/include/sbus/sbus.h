@@ -564,7 +564,8 @@ typedef struct sbus_event {
     void *token;                /* DONE: the operation's token */
     const sbus_error_t *error;  /* DONE/RENEW_FAILED: NULL on success */
     void *object;               /* the sbus_sender_t/sbus_receiver_t it
-                                   concerns, or NULL */
+                                   concerns, or NULL (also NULL once that
+                                   object was freed) */
     /* results of DONE, by op */
     sbus_message_t **messages;  /* RECEIVE, PEEK, RECEIVE_DEFERRED */
     size_t count;               /* number of messages / sequence numbers */
