@@ -260,6 +260,28 @@ static pn_link_t *session_receiver(harness_t *h, const char *name, const char *a
   return l;
 }
 
+/* Go's form: the filter value is described (0x0000013700000000C) and must be echoed so. */
+static pn_link_t *described_session_receiver(harness_t *h, const char *name, const char *addr, const char *sid)
+{
+  pn_link_t *l = pn_receiver(h->ssn, name);
+  pn_terminus_set_address(pn_link_source(l), addr);
+  pn_data_t *f = pn_terminus_filter(pn_link_source(l));
+  pn_data_put_map(f);
+  pn_data_enter(f);
+  pn_data_put_symbol(f, pn_bytes(28, "com.microsoft:session-filter"));
+  pn_data_put_described(f);
+  pn_data_enter(f);
+  pn_data_put_ulong(f, 0x000001370000000CULL);
+  pn_data_put_string(f, pn_bytes(strlen(sid), sid));
+  pn_data_exit(f);
+  pn_data_exit(f);
+  pn_link_set_rcv_settle_mode(l, PN_RCV_SECOND);
+  pn_link_open(l);
+  pn_link_flow(l, 10);
+  h_pump(h);
+  return l;
+}
+
 static void send_in_session(harness_t *h, pn_link_t *s, const char *sid, const char *body)
 {
   pn_message_t *m = pn_message();
@@ -324,6 +346,31 @@ static void test_sessions(void)
   CHECK(!strcmp(pn_condition_get_name(pn_link_remote_condition(r)), "com.microsoft:session-lock-lost"));
   CHECK(q->counts.locked == 0 && q->counts.active == 1);
   CHECK(q->head && q->head->delivery_count == 1);
+  /* described filter (Go): echoed described, with the locked-until property as .NET ticks */
+  pn_link_t *g = described_session_receiver(&h, "go", "sq", "S1");
+  CHECK(pn_link_state(g) & PN_REMOTE_ACTIVE);
+  pn_data_t *gf = pn_terminus_filter(pn_link_remote_source(g));
+  pn_data_rewind(gf);
+  CHECK(pn_data_next(gf) && pn_data_type(gf) == PN_MAP);
+  pn_data_enter(gf);
+  pn_data_next(gf);
+  pn_data_next(gf);
+  CHECK(pn_data_type(gf) == PN_DESCRIBED);
+  pn_data_enter(gf);
+  pn_data_next(gf);
+  CHECK(pn_data_get_ulong(gf) == 0x000001370000000CULL);
+  pn_data_next(gf);
+  CHECK(pn_data_type(gf) == PN_STRING && !strncmp(pn_data_get_string(gf).start, "S1", 2));
+  pn_data_exit(gf);
+  pn_data_exit(gf);
+  pn_data_t *gp = pn_link_remote_properties(g);
+  pn_data_rewind(gp);
+  CHECK(gp && pn_data_next(gp) && pn_data_get_map(gp) == 2);
+  pn_data_enter(gp);
+  pn_data_next(gp);
+  pn_data_next(gp);
+  CHECK(pn_data_type(gp) == PN_LONG && pn_data_get_long(gp) > 621355968000000000LL);
+  pn_data_exit(gp);
   h_close(&h);
   emu_broker_free(b);
 }
