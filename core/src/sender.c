@@ -403,6 +403,9 @@ int sbus_sender_close(sbus_sender_t *s, void *token)
     } else {
         sbusi_owner_lost(&s->own);
         s->own.state = SBUSI_L_CLOSED;
+        /* sends waiting to be retried end with the sender */
+        sbusi_fail_object_kind(s->conn, s, SBUS_OP_SEND, SBUS_ECLOSED,
+                               "the sender was closed");
         sbusi_op_done(op, 0, NULL, NULL);
     }
     sbusi_process(s->conn);
