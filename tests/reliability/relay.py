@@ -103,3 +103,45 @@ class Relay:
             self._pairs.discard(pair)
             for x in pair:
                 x.transport.abort()
+
+
+def main() -> None:
+    """``python3 relay.py --target HOST:PORT [--cut-every S]``: a relay as a
+    process, for the Lua specs (plain Lua blocks, so the relay must run
+    elsewhere). Prints ``relay pid=N port=N`` once listening; cuts every
+    connection every S seconds when asked, and at once on SIGUSR1; exits on
+    SIGTERM or when its stdin reaches end of file."""
+    import argparse
+    import os
+    import signal
+    import sys
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--target", required=True)
+    ap.add_argument("--cut-every", type=float, default=0.0)
+    args = ap.parse_args()
+    host, port = args.target.rsplit(":", 1)
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        try:
+            loop.add_reader(sys.stdin.fileno(), lambda: (os.read(sys.stdin.fileno(), 4096) or stop.set()))
+        except (OSError, ValueError):
+            pass
+        relay = await Relay((host, int(port))).start()
+        loop.add_signal_handler(signal.SIGUSR1, relay.cut)  # cut now
+        print("relay pid=%d port=%d" % (os.getpid(), relay.port), flush=True)
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(stop.wait(), args.cut_every or 3600)
+            except asyncio.TimeoutError:
+                relay.cut()
+        await relay.stop()
+
+    asyncio.run(run())
+
+
+if __name__ == "__main__":
+    main()
