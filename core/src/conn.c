@@ -600,6 +600,23 @@ pn_link_t *sbusi_link_new(sbus_conn_t *c, sbusi_owner_t *o, int sender,
     return l;
 }
 
+/* The token for an owner's audience was refused or not answered: back off
+ * and put it again when that may help (busy, timeout), else fail. */
+static int token_failed(sbus_conn_t *c, sbusi_owner_t *o)
+{
+    const sbus_error_t *e = &o->aud->fail.err;
+    sbusi_owner_set_error(o, e->code, e->condition, e->description);
+    if (e->retriable && o->attempts < c->retry_total) {
+        o->attempts++;
+        o->state = SBUSI_L_BACKOFF;
+        o->retry_at = c->now_mono + sbusi_backoff(c, o->attempts);
+        sbusi_audience_retry(o->aud);
+        return 0;
+    }
+    o->state = SBUSI_L_FAILED;
+    return -1;
+}
+
 /* Where an owner stands: 1 attached, 0 waiting, -1 failed (o->last_err),
  * 2 ready to attach now (token in place, wire open). */
 int sbusi_owner_attach(sbus_conn_t *c, sbusi_owner_t *o)
@@ -623,14 +640,8 @@ int sbusi_owner_attach(sbus_conn_t *c, sbusi_owner_t *o)
         return 0;
     if (o->aud) {
         int r = sbusi_audience_ready(c, o->aud);
-        if (r < 0) {
-            o->last_err.err = o->aud->fail.err;
-            sbusi_owner_set_error(o, o->aud->fail.err.code,
-                                  o->aud->fail.err.condition,
-                                  o->aud->fail.err.description);
-            o->state = SBUSI_L_FAILED;
-            return -1;
-        }
+        if (r < 0)
+            return token_failed(c, o);
         if (r == 0)
             return 0;
     }
@@ -1144,6 +1155,12 @@ int64_t sbus_conn_tick(sbus_conn_t *c, int64_t mono_ms, int64_t unix_ms)
     for (sbus_sender_t *s = c->senders; s; s = s->next)
         if (s->own.state == SBUSI_L_BACKOFF)
             next = min_deadline(next, s->own.retry_at);
+    for (sbusi_mgmt_t *m = c->mgmts; m; m = m->next) {
+        if (m->snd.state == SBUSI_L_BACKOFF)
+            next = min_deadline(next, m->snd.retry_at);
+        if (m->rcv.state == SBUSI_L_BACKOFF)
+            next = min_deadline(next, m->rcv.retry_at);
+    }
     return next;
 }
 

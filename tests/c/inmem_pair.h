@@ -88,7 +88,10 @@ static void on_event(pair_t *p, sbus_event_t *ev)
         p->server = NULL;
         break;
     case SBUS_EV_LOG:
-        if (strncmp(ev->text, "put-token ", 10) == 0)
+        if (getenv("SBUS_TRACE"))
+            fprintf(stderr, "trace: %s\n", ev->text);
+        if (strncmp(ev->text, "put-token ", 10) == 0 &&
+            !strstr(ev->text, "refused"))
             p->put_tokens++;
         for (const char *q = strstr(ev->text, "sig="); q;
              q = strstr(q + 4, "sig="))

@@ -438,6 +438,26 @@ static void test_websocket_and_proxy(void)
     pair_close(&p);
 }
 
+/* A put-token the service answers "busy" is tried again under the policy;
+ * an unauthorized one is not. */
+static void test_token_retry(void)
+{
+    pair_t p;
+    sbus_conn_options_t o;
+    default_opts(&o);
+    pair_open(&p, &o);
+    p.b->faults.fail_next = 1;
+    snprintf(p.b->faults.fail_op, sizeof p.b->faults.fail_op, "cbs");
+    snprintf(p.b->faults.fail_cond, sizeof p.b->faults.fail_cond,
+             "com.microsoft:server-busy");
+    sbus_sender_t *s = sender(&p, "queue.1");
+    CHECK(send_one(&p, s, "after busy cbs") == 0);
+    CHECK(p.put_tokens == 2);
+
+    sbus_sender_free(s);
+    pair_close(&p);
+}
+
 static void test_idle_keepalive(void)
 {
     pair_t p;
@@ -463,6 +483,7 @@ int main(void)
     test_timeout_and_reconnect();
     test_idle_keepalive();
     test_per_op_timeout();
+    test_token_retry();
     test_websocket_and_proxy();
     test_no_reconnect_storm();
     if (failures)
