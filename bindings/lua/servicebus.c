@@ -940,18 +940,28 @@ static void handle_renew_failed(lua_State *L, int envi, const sbus_event_t *ev)
 static void handle_token(lua_State *L, client_t *cl, int envi,
                          const sbus_event_t *ev)
 {
-    const char *aud = ev->audience ? ev->audience : "";
+    const char *aud;
+    int ai;
+    /* a Lua copy: the callback may step the driver, which ends the event */
+    lua_pushstring(L, ev->audience ? ev->audience : "");
+    ai = lua_gettop(L);
+    aud = lua_tostring(L, ai);
     lua_getfield(L, envi, "token_provider");
     if (!lua_isfunction(L, -1)) {
-        lua_pop(L, 1);
+        lua_pop(L, 2);
         sbus_conn_set_token(cl->conn, aud, NULL, 0,
                             "no token_provider was given");
         return;
     }
-    lua_pushstring(L, aud);
+    lua_pushvalue(L, ai);
     if (lua_pcall(L, 1, 2, 0) != 0) {
-        sbus_conn_set_token(cl->conn, aud, NULL, 0, lua_tostring(L, -1));
-        lua_pop(L, 1);
+        if (cl->conn)
+            sbus_conn_set_token(cl->conn, aud, NULL, 0, lua_tostring(L, -1));
+        lua_pop(L, 2);
+        return;
+    }
+    if (!cl->conn) { /* the callback closed the client */
+        lua_pop(L, 3);
         return;
     }
     if (lua_type(L, -2) != LUA_TSTRING) {
@@ -963,7 +973,7 @@ static void handle_token(lua_State *L, client_t *cl, int envi,
         sbus_conn_set_token(cl->conn, aud, lua_tostring(L, -2),
                             (int64_t)lua_tonumber(L, -1), NULL);
     }
-    lua_pop(L, 2);
+    lua_pop(L, 3);
 }
 
 /* Pulls every pending event of the client at stack index ci and completes
@@ -2332,6 +2342,29 @@ static int op_cancel(lua_State *L)
     return 1;
 }
 
+/* op:set_timeout(seconds) -> true, or nil, msg, code: the op completes
+ * with "timeout" if not done by then, retries and backoffs included (the
+ * SDKs' per-call timeout). Not for receives: their max_wait is theirs. */
+static int op_set_timeout(lua_State *L)
+{
+    client_t *cl;
+    lua_Integer id;
+    int64_t ms;
+    int rc;
+    luaL_checktype(L, 1, LUA_TTABLE);
+    ms = secs_to_ms(luaL_checknumber(L, 2));
+    lua_getfield(L, 1, "client");
+    cl = check_client(L, -1);
+    lua_getfield(L, 1, "id");
+    id = lua_tointeger(L, -1);
+    lua_pop(L, 1);
+    rc = sbus_conn_set_op_timeout(cl->conn, TOKEN(id), ms);
+    if (rc < 0)
+        return push_fail(L, rc, NULL);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
 /* ------------------------------------------------------------------ */
 /* Module functions                                                    */
 /* ------------------------------------------------------------------ */
@@ -2686,6 +2719,7 @@ static const luaL_Reg BATCH_METHODS[] = {
 
 static const luaL_Reg OP_METHODS[] = {
     {"cancel", op_cancel},
+    {"set_timeout", op_set_timeout},
     {NULL, NULL},
 };
 

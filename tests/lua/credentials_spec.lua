@@ -94,12 +94,6 @@ describe("namespace with a port", function()
   teardown(function() if emu then emu:stop() end end)
 
   it("takes the port from host:port", function()
-    -- core/src/conn.c configure() replaces a namespace's port by the
-    -- default unless UseDevelopmentEmulator: reported in bindings/lua/STATUS.md
-    if os.getenv("SBUS_TEST_NAMESPACE_PORT") ~= "1" then
-      pending("engine: the port of a namespace is not honoured yet")
-      return
-    end
     local client, err, code = sb.from_namespace("localhost:" .. emu.port,
       { key_name = "RootManageSharedAccessKey", key = "SAS_KEY_VALUE" },
       { use_tls = false, retry_total = 0 })

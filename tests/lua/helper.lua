@@ -63,7 +63,8 @@ function M.start_emulator(extra)
   assert(exists(bin), "sbus-emulator not found at " .. bin
          .. " (build it or set SBUS_EMULATOR)")
   local log = os.tmpname()
-  local cmd = ("sh -c 'echo $$; exec \"$0\" --config \"$1\" --host 127.0.0.1 "
+  -- (env -u LD_PRELOAD: a sanitizer preloaded into the tests stays out of it)
+  local cmd = ("env -u LD_PRELOAD sh -c 'echo $$; exec \"$0\" --config \"$1\" --host 127.0.0.1 "
                .. "--amqp-port 0 %s 2>>\"$2\"' '%s' '%s' '%s'")
               :format(extra or "", bin, M.config, log)
   local proc = assert(io.popen(cmd, "r"))
@@ -112,7 +113,7 @@ function Emulator:control(method, path, body)
   local f = assert(io.open(tmp, "w"))
   f:write(body and json(body) or "")
   f:close()
-  local p = assert(io.popen(("curl -s -m 10 -X %s -H 'Content-Type: application/json' "
+  local p = assert(io.popen(("env -u LD_PRELOAD curl -s -m 10 -X %s -H 'Content-Type: application/json' "
     .. "--data-binary @%s -w '\n%%{http_code}' 'http://%s%s'"):format(method, tmp, self.control_addr, path)))
   local out = p:read("*a")
   p:close()
