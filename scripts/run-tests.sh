@@ -63,12 +63,62 @@ run_busted() {
     add_counts "$name" "${p:-0}" "$(( ${f:-0} + ${e:-0} ))" "$rc"
 }
 
+# --- reliability suites (issue 9, docs/reliability.md) -------------------
+
+# count_log NAME LOG RC: books a log that ends with a ctest, pytest, busted
+# or "N passed, N failed" summary line.
+count_log() {
+    local name=$1 log=$2 rc=$3 line p f e
+    line=$(grep -E 'tests passed, [0-9]+ tests? failed out of [0-9]+' "$log" | tail -1)
+    if [ -n "$line" ]; then
+        local total nfail
+        total=$(sed -E 's/.* out of ([0-9]+).*/\1/' <<<"$line")
+        nfail=$(sed -E 's/.*passed, ([0-9]+) tests? failed.*/\1/' <<<"$line")
+        add_counts "$name" "$(( total - nfail ))" "$nfail" "$rc"
+        return
+    fi
+    line=$(grep -E '[0-9]+ successes? / [0-9]+ failures? / [0-9]+ errors?' "$log" | tail -1)
+    if [ -n "$line" ]; then
+        p=$(grep -oE '[0-9]+ success' <<<"$line" | grep -oE '[0-9]+')
+        f=$(grep -oE '[0-9]+ failures?' <<<"$line" | grep -oE '[0-9]+')
+        e=$(grep -oE '[0-9]+ errors?' <<<"$line" | grep -oE '[0-9]+')
+        add_counts "$name" "${p:-0}" "$(( ${f:-0} + ${e:-0} ))" "$rc"
+        return
+    fi
+    line=$(grep -E '^(=+ )?[0-9]+ (passed|failed|error)|no tests ran|^[a-z-]+: [0-9]+ passed, [0-9]+ failed' "$log" | tail -1)
+    p=$(grep -oE '[0-9]+ passed' <<<"$line" | grep -oE '[0-9]+')
+    f=$(grep -oE '[0-9]+ failed' <<<"$line" | grep -oE '[0-9]+')
+    e=$(grep -oE '[0-9]+ errors?' <<<"$line" | grep -oE '[0-9]+')
+    add_counts "$name" "${p:-0}" "$(( ${f:-0} + ${e:-0} ))" "$rc"
+}
+
+# run_script NAME COMMAND...: runs a reliability script and books its log.
+run_script() {
+    local name=$1; shift
+    echo "== $name ($*)"
+    local t0=$SECONDS
+    "$@" 2>&1 | tee "$logs/$name.log"
+    local rc=${PIPESTATUS[0]}
+    echo "($name took $((SECONDS - t0)) s)" | tee -a "$logs/$name.log"
+    count_log "$name" "$logs/$name.log" "$rc"
+}
+
 run_ctest
 [ -d tests/python ] && run_pytest python tests/python
 [ -d tests/interop ] && ls tests/interop/test_*.py >/dev/null 2>&1 && run_pytest interop tests/interop
 if [ -x tests/lua/run.sh ]; then
     run_busted lua5.4 lua5.4
     run_busted luajit luajit
+fi
+
+if [ "${SBUS_SKIP_RELIABILITY:-}" != 1 ]; then
+    run_script asan-ctest ./scripts/sanitize.sh asan
+    run_script valgrind ./scripts/sanitize.sh valgrind "$build"
+    run_script python-asan ./scripts/sanitize.sh python
+    run_script reliability .venv/bin/python -m pytest -q -p no:cacheprovider tests/reliability
+    run_script rel-lua5.4 ./tests/reliability/lua/run.sh "$build" lua5.4
+    run_script rel-luajit ./tests/reliability/lua/run.sh "$build" luajit
+    run_script fuzz ./scripts/fuzz.sh --seconds "${SBUS_FUZZ_SECONDS:-10}"
 fi
 
 echo
