@@ -17,7 +17,11 @@
  */
 #include "net.h"
 
+/* WebSocket support needs the engine's ws layer (core/src/ws.c, proxy.c, alloc.c); builds
+ * that link only the broker files (scripts/fuzz.sh) leave SBUS_EMU_WS undefined. */
+#ifdef SBUS_EMU_WS
 #include "ws.h"
+#endif
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -42,7 +46,11 @@ typedef struct sock {
   int fd;                  /* socket */
   emu_net_kind_t kind;     /* what it speaks */
   sbusi_tls_t *tls;        /* TLS filter (NET_AMQPS, NET_WSS) */
+#ifdef SBUS_EMU_WS
   sbusi_layer_t *ws;       /* WebSocket layer (NET_WS, NET_WSS) */
+#else
+  void *ws;                /* always NULL: built without WebSocket support */
+#endif
   emu_buf_t wsin;          /* plaintext not yet accepted by the WebSocket layer */
   emu_conn_t *conn;        /* AMQP connection (NET_AMQP/S) */
   emu_buf_t out;           /* bytes waiting for the socket (TLS and HTTP) */
@@ -87,7 +95,9 @@ static void sock_free(emu_net_t *n, sock_t *s)
   }
   if (s->conn) emu_conn_free(s->conn);
   sbusi_tls_free(s->tls);
+#ifdef SBUS_EMU_WS
   sbusi_layer_free(s->ws);
+#endif
   buf_free(&s->wsin);
   buf_free(&s->out);
   buf_free(&s->in);
@@ -117,6 +127,12 @@ int emu_net_listen(emu_net_t *n, emu_net_kind_t kind, const char *host, int port
   struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE}, *ai;
   char ps[16];
   snprintf(ps, sizeof ps, "%d", port);
+#ifndef SBUS_EMU_WS
+  if (kind == NET_WS || kind == NET_WSS) {
+    snprintf(err, errlen, "this sbus-emulator was built without WebSocket support");
+    return -1;
+  }
+#endif
   if (n->nl == MAX_LISTENERS || getaddrinfo(host, ps, &hints, &ai) != 0) {
     snprintf(err, errlen, "cannot resolve %s", host);
     return -1;
@@ -154,11 +170,13 @@ static void on_accept(emu_net_t *n, int lfd, emu_net_kind_t kind)
     s->fd = fd;
     s->kind = kind;
     if (kind == NET_AMQPS || kind == NET_WSS) s->tls = sbusi_tls_new(n->tls, NULL);
+#ifdef SBUS_EMU_WS
     if (kind == NET_WS || kind == NET_WSS) {
       sbusi_ws_opts_t o;
       sbusi_ws_opts_init(&o, SBUSI_WS_SERVER);
       if (sbusi_ws_new(&o, &s->ws) != 0) s->ws = NULL;
     }
+#endif
     if (kind != NET_CONTROL) s->conn = emu_conn_new(n->b, s);
     s->next = n->socks;
     n->socks = s;
@@ -169,6 +187,7 @@ static void on_accept(emu_net_t *n, int lfd, emu_net_kind_t kind)
 
 /* ---------------------------------------------------------------- AMQP I/O */
 
+#ifdef SBUS_EMU_WS
 /* Bytes for the wire: through TLS when there is a filter, else into the socket buffer. */
 static void wire_out(sock_t *s, const uint8_t *p, size_t n)
 {
@@ -209,6 +228,10 @@ static void ws_pump(sock_t *s)
     pn_connection_driver_close(d);
   }
 }
+
+#else
+static void ws_pump(sock_t *s) { (void)s; }
+#endif
 
 /* Move decrypted bytes into Proton as far as its read buffer allows (the rest stays in the filter). */
 static void tls_pump_in(sock_t *s)
@@ -270,7 +293,9 @@ static void on_readable(sock_t *s)
     if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return;
     if (r <= 0) {
       s->eof = true;
+#ifdef SBUS_EMU_WS
       if (s->ws) sbusi_layer_eof(s->ws);
+#endif
       if (s->conn) pn_connection_driver_read_close(&s->conn->driver);
       return;
     }
@@ -297,6 +322,7 @@ static void amqp_output(sock_t *s)
   for (;;) {
     pn_bytes_t wb = pn_connection_driver_write_buffer(d);
     if (!wb.size) break;
+#ifdef SBUS_EMU_WS
     if (s->ws) {
       size_t used = 0;
       if (sbusi_layer_output(s->ws, (const uint8_t *)wb.start, wb.size, &used) < 0) {
@@ -310,6 +336,7 @@ static void amqp_output(sock_t *s)
       if (!used) break;
       continue;
     }
+#endif
     if (s->tls) {
       if (sbusi_tls_write(s->tls, wb.start, wb.size) < 0) {
         pn_connection_driver_close(d);

@@ -537,6 +537,31 @@ static sval_t eval_cmp(const sql_expr_t *e, const emu_msg_t *m)
   return r;
 }
 
+/* Integer arithmetic without undefined behaviour: false when the result does not fit in
+ * 64 bits (the caller then computes in double), NULL for a zero divisor. */
+static bool int_arith(int op, int64_t x, int64_t y, sval_t *r)
+{
+  r->t = V_INT;
+  switch (op) {
+  case '+': return !__builtin_add_overflow(x, y, &r->i);
+  case '-': return !__builtin_sub_overflow(x, y, &r->i);
+  case '*': return !__builtin_mul_overflow(x, y, &r->i);
+  default: break;
+  }
+  if (y == 0) {
+    r->t = V_NULL;
+    return true;
+  }
+  if (y == -1) { /* INT64_MIN / -1 traps; x % -1 is always 0 */
+    if (op == '%') r->i = 0;
+    else if (x == INT64_MIN) return false;
+    else r->i = -x;
+    return true;
+  }
+  r->i = op == '/' ? x / y : x % y;
+  return true;
+}
+
 static sval_t eval_arith(const sql_expr_t *e, const emu_msg_t *m)
 {
   sval_t a = eval(e->a, m), b = eval(e->b, m), r = {0};
@@ -547,14 +572,8 @@ static sval_t eval_arith(const sql_expr_t *e, const emu_msg_t *m)
     strcpy(r.s, a.s);
     strcat(r.s, b.s);
     r.own = true;
-  } else if (a.t == V_INT && b.t == V_INT) {
-    r.t = V_INT;
-    if (e->op == '+') r.i = a.i + b.i;
-    else if (e->op == '-') r.i = a.i - b.i;
-    else if (e->op == '*') r.i = a.i * b.i;
-    else if (b.i == 0) r.t = V_NULL;
-    else if (e->op == '/') r.i = a.i / b.i;
-    else r.i = a.i % b.i;
+  } else if (a.t == V_INT && b.t == V_INT && int_arith(e->op, a.i, b.i, &r)) {
+    /* done in 64-bit integers */
   } else if (numeric(&a) && numeric(&b)) {
     double x = as_dbl(&a), y = as_dbl(&b);
     r.t = V_DBL;
@@ -622,7 +641,10 @@ static sval_t eval(const sql_expr_t *e, const emu_msg_t *m)
   case N_ARITH: return eval_arith(e, m);
   case N_NEG:
     r = eval(e->a, m);
-    if (r.t == V_INT) r.i = -r.i;
+    if (r.t == V_INT && r.i == INT64_MIN) {
+      r.t = V_DBL;
+      r.d = 9223372036854775808.0;
+    } else if (r.t == V_INT) r.i = -r.i;
     else if (r.t == V_DBL) r.d = -r.d;
     else sv_free(&r);
     return r;

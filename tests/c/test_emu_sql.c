@@ -83,6 +83,14 @@ static void test_filters(void)
   CHECK(eval(m, "[userProp1] = 'value1'") == 1);
   CHECK(eval(m, "name = 'it''s'") == 0);
   CHECK(eval(m, "qty = '9'") == 0); /* no implicit string/number conversion */
+  /* 64-bit edges: no undefined behaviour, no SIGFPE (found by tests/fuzz/fuzz_sql.c) */
+  CHECK(eval(m, "(-9223372036854775807 - 1) / -1 = 1") == 0);
+  CHECK(eval(m, "(-9223372036854775807 - 1) % -1 = 0") == 1);
+  CHECK(eval(m, "(-9223372036854775807 - 1) - 1 < 0") == 1);
+  CHECK(eval(m, "9223372036854775807 + 1 > 9e18") == 1);
+  CHECK(eval(m, "9223372036854775807 * 2 > 0") == 1);
+  CHECK(eval(m, "-(-9223372036854775807 - 1) > 0") == 1);
+  CHECK(eval(m, "7 / -1 = -7 AND 7 % -1 = 0 AND 7 / 0 IS NULL") == 1);
   msg_free(m);
 }
 
