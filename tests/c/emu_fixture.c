@@ -25,7 +25,20 @@ static const char *emulator_path(void)
     return p && *p ? p : "sbus-emulator";
 }
 
-int emu_start(emu_t *e)
+static int start(emu_t *e, int ws);
+
+int emu_start(emu_t *e) { return start(e, 0); }
+int emu_start_ws(emu_t *e) { return start(e, 1); }
+
+/* The port after "key=host:" in a ready line, 0 if absent. */
+static int port_of(const char *line, const char *key)
+{
+    const char *k = strstr(line, key);
+    const char *colon = k ? strchr(k + strlen(key), ':') : NULL;
+    return colon ? atoi(colon + 1) : 0;
+}
+
+static int start(emu_t *e, int ws)
 {
     memset(e, 0, sizeof *e);
     const char *cfg = getenv("SBUS_EMULATOR_CONFIG");
@@ -39,9 +52,15 @@ int emu_start(emu_t *e)
         dup2(fds[1], 1);
         close(fds[0]);
         close(fds[1]);
-        execl(emulator_path(), "sbus-emulator", "--config", cfg, "--host",
-              "127.0.0.1", "--amqp-port", "0", "--control-port", "0", "--amqps-port", "0",
-              (char *)NULL);
+        if (ws)
+            execl(emulator_path(), "sbus-emulator", "--config", cfg, "--host",
+                  "127.0.0.1", "--amqp-port", "0", "--control-port", "0",
+                  "--amqps-port", "0", "--ws-port", "0", "--wss-port", "0",
+                  (char *)NULL);
+        else
+            execl(emulator_path(), "sbus-emulator", "--config", cfg, "--host",
+                  "127.0.0.1", "--amqp-port", "0", "--control-port", "0",
+                  "--amqps-port", "0", (char *)NULL);
         _exit(127);
     }
     close(fds[1]);
@@ -59,6 +78,8 @@ int emu_start(emu_t *e)
             char *tl = strstr(line, "amqps=");
             char *tc = tl ? strchr(tl + 6, ':') : NULL;
             e->amqps = tc ? atoi(tc + 1) : 0;
+            e->ws = port_of(line, " ws=");
+            e->wss = port_of(line, " wss=");
             char *ca = strstr(line, "ca=");
             if (ca)
                 sscanf(ca + 3, "%255s", e->ca);

@@ -27,6 +27,8 @@ typedef struct emu {
     int port;         /* plain AMQP port */
     int control;      /* control HTTP port */
     int amqps;        /* AMQP over TLS port */
+    int ws;           /* AMQP over WebSocket port (0: not offered) */
+    int wss;          /* AMQP over secure WebSocket port (0: not offered) */
     char ca[256];     /* the CA file its certificate chains to */
     char connstr[256]; /* a connection string for it */
 } emu_t;
@@ -34,6 +36,8 @@ typedef struct emu {
 /* Starts the emulator (SBUS_EMULATOR, else SBUS_EMULATOR_DEFAULT) with
  * SBUS_EMULATOR_CONFIG; 0 or -1. */
 int emu_start(emu_t *e);
+/* The same with WebSocket listeners too (emulators without them fail). */
+int emu_start_ws(emu_t *e);
 /* Stops it (SIGTERM, wait). */
 void emu_stop(emu_t *e);
 /* POSTs a JSON body to the control surface; returns the HTTP status. */
