@@ -164,3 +164,49 @@ async def test_sql_rule_with_int64_min_div_minus_one_does_not_kill_the_broker(fr
                 pass
     await asyncio.sleep(0.3)
     assert emu.running, "sbus-emulator died (exit %s)" % emu._proc.poll()
+
+
+async def test_invalid_utf8_from_the_wire_is_received_without_a_crash(emu, queue) -> None:  # type: ignore[no-untyped-def]
+    """A peer (here the Lua binding, which sends Lua strings as they are) puts
+    invalid UTF-8 into AMQP strings: the Python receiver must hand the message
+    over (with replacement characters or raw bytes) or raise a ServiceBusError,
+    never crash, and keep receiving."""
+    import os
+    import shutil
+    import subprocess
+
+    from conftest import ROOT
+
+    build = os.environ.get("SBUS_BUILD_DIR") or os.path.join(ROOT, "build")
+    so = os.path.join(build, "lua54", "servicebus.so")
+    if not (shutil.which("lua5.4") and os.path.exists(so)):
+        pytest.skip("needs lua5.4 and %s" % so)
+    script = (
+        'local sb = require "servicebus"\n'
+        "local c = assert(sb.from_connection_string(arg[1]))\n"
+        "local s = assert(c:sender(arg[2]))\n"
+        'assert(s:send(sb.message{ body = "x", subject = "\\xc3\\x28", correlation_id = "\\xff\\xfe",'
+        ' properties = { bad = "\\xed\\xa0\\x80", ["k\\xff"] = "v" } }))\n'
+        'assert(s:send("after"))\n'
+        "c:close()\n"
+    )
+    env = dict(os.environ, LUA_CPATH_5_4=os.path.join(build, "lua54", "?.so") + ";;",
+               LUA_PATH_5_4=os.path.join(ROOT, "bindings", "lua", "?.lua") + ";;")
+    proc = subprocess.run(["lua5.4", "-", emu.connection_string, queue], input=script.encode(), env=env,
+                          capture_output=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")
+    async with ServiceBusClient.from_connection_string(emu.connection_string) as client:
+        async with client.get_queue_receiver(queue) as receiver:
+            seen = []
+            for _ in range(10):
+                try:
+                    got = await receiver.receive_messages(max_message_count=10, max_wait_time=1)
+                except ServiceBusError:
+                    continue  # a clear refusal of the malformed one is acceptable
+                for m in got:
+                    repr(m), m.subject, m.correlation_id, m.properties  # noqa: B018 - must not crash
+                    seen.append(bytes(m.body))
+                    await m.complete()
+                if b"after" in seen:
+                    break
+            assert b"after" in seen
