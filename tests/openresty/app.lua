@@ -28,6 +28,20 @@ function M.init_worker()
     end,
   })
   assert(consumer:start())
+  -- a slow handler on a queue with a 2 s lock: the pump thread must keep
+  -- the lock renewed while the handler sleeps 5 s
+  assert(rsb.consumer({
+    connection_string = conn_str,
+    queue = "ngx-short-lock",
+    max_wait = 0.5,
+    auto_renew = 60,
+    handler = function(msg)
+      local calls = ngx.shared.consumed:incr("slow_calls", 1, 0)
+      ngx.sleep(5)
+      ngx.shared.consumed:set("slow", msg.body .. ":" .. calls)
+      return true
+    end,
+  }):start())
   wsender = rsb.worker_sender({ connection_string = conn_str, entity = "test-queue" })
   assert(wsender:start())
 end
@@ -101,6 +115,10 @@ function M.wsend()
   local ok, err, code = wsender:send({ body = args.body, message_id = args.id })
   if not ok then return fail(502, "wsend: ", err, " (", code, ")") end
   ngx.say("sent")
+end
+
+function M.slow()
+  ngx.say(ngx.shared.consumed:get("slow") or "")
 end
 
 function M.consumed()

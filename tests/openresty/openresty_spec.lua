@@ -62,6 +62,7 @@ http {
     location = /consumed { content_by_lua_block { require("app").consumed() } }
     location = /ping     { content_by_lua_block { ngx.say("pong") } }
     location = /tls      { content_by_lua_block { require("app").tls() } }
+    location = /slow     { content_by_lua_block { require("app").slow() } }
   }
 }
 ]]
@@ -72,7 +73,8 @@ describe("OpenResty", function()
   setup(function()
     assert(io.open("/usr/lib/nginx/modules/ngx_http_lua_module.so"),
            "libnginx-mod-http-lua is not installed")
-    emu = helper.start_emulator("--amqps-port 0")
+    emu = helper.start_emulator("--amqps-port 0 --control-port 0")
+    emu:create_queue("ngx-short-lock", { LockDuration = "PT2S" })
     prefix = sh("mktemp -d"):gsub("%s+$", "")
     sh("mkdir -p " .. prefix .. "/logs " .. prefix .. "/tmp " .. prefix .. "/conf")
     port = free_port()
@@ -153,6 +155,24 @@ describe("OpenResty", function()
     local body, code = http(port, "/tls?queue=test-queue-2")
     assert.are.equal(200, code, body)
     assert.are.equal("over tls|tls", body)
+  end)
+
+  it("a background consumer keeps a lock renewed while its handler runs", function()
+    local body, code = http(port, "/send?queue=ngx-short-lock&body=slow&id=" .. helper.unique("slow"))
+    assert.are.equal(200, code, body)
+    local seen
+    for _ = 1, 60 do
+      seen = http(port, "/slow")
+      if seen ~= "" then break end
+      sh("sleep 0.2")
+    end
+    -- completed by the first handler call, after 5 s with a 2 s lock
+    assert.are.equal("slow:1", seen)
+    sh("sleep 1")
+    local status, text = emu:control("GET", "/entities")
+    assert.are.equal(200, status)
+    local total = text:match('"ngx%-short%-lock"%s*:%s*{[^}]-"total"%s*:%s*(%d+)')
+    assert.are.equal("0", total, text)
   end)
 
   it("sends through the worker-level sender", function()

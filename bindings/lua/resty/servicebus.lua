@@ -99,6 +99,30 @@ function _M:_close_socket()
   end
 end
 
+-- Writes everything the engine wrote. One writer at a time: a second
+-- light thread finds `writing` set and leaves its bytes to the first, which
+-- takes output until there is none. Returns true if it wrote anything.
+function _M:_flush(c)
+  if self.writing then return false end
+  local acted = false
+  local out = c:take_output()
+  if not out then return false end
+  self.writing = true
+  while out do
+    acted = true
+    if not self.sock then break end -- no transport: the engine knows
+    local ok, err = self.sock:send(out)
+    if not ok then
+      self:_close_socket()
+      c:transport_down("send: " .. tostring(err))
+      break
+    end
+    out = c:take_output()
+  end
+  self.writing = false
+  return acted
+end
+
 -- One round of the host's chores: answer connect/disconnect requests and
 -- write everything the engine wrote. Returns true if it did anything.
 function _M:_service(c)
@@ -112,23 +136,10 @@ function _M:_service(c)
   end
   if c:disconnect_request() then
     acted = true
-    local out = c:take_output()
-    if out and self.sock then self.sock:send(out) end
+    self:_flush(c)
     self:_close_socket()
   end
-  local out = c:take_output()
-  while out do
-    acted = true
-    if not self.sock then break end -- no transport: the engine knows
-    local ok, err = self.sock:send(out)
-    if not ok then
-      self:_close_socket()
-      c:transport_down("send: " .. tostring(err))
-      break
-    end
-    out = c:take_output()
-  end
-  return acted
+  return self:_flush(c) or acted
 end
 
 -- Moves bytes until op completes or timeout (seconds) passes. This is the
@@ -137,6 +148,9 @@ end
 function _M:_pump(op, timeout, client)
   local c = client or self.client
   local deadline = timeout and now() + timeout
+  if self.pump_thread and not self.pump_done then
+    return self:_wait_for_pump(c, op, deadline)
+  end
   while not op.done and not c:is_closed() do
     local t
     repeat
@@ -164,6 +178,92 @@ function _M:_pump(op, timeout, client)
       ngx.sleep(max(0.001, wait))
     end
   end
+end
+
+-- A waiter while the pump thread owns the reading: put our request on the
+-- wire, then sleep on the semaphore the pump posts after every wake-up.
+function _M:_wait_for_pump(c, op, deadline)
+  self:_flush(c)
+  while not op.done and not c:is_closed() and not self.pump_done do
+    local wait = 1
+    if deadline then
+      wait = min(wait, deadline - now())
+      if wait <= 0 then return end
+    end
+    self.waiters = self.waiters + 1
+    self.sem:wait(wait)
+    self.waiters = self.waiters - 1
+    self:_flush(c)
+  end
+  if not op.done and self.pump_done and not c:is_closed() then
+    -- the pump stopped (close or error): finish by pumping ourselves
+    self.pump_thread = nil
+    return self:_pump(op, deadline and max(0, deadline - now()), c)
+  end
+end
+
+function _M:_wake_waiters()
+  if self.waiters > 0 then self.sem:post(self.waiters) end
+end
+
+-- The pump thread's loop: tick, answer the engine, read with a timeout no
+-- longer than the next engine deadline (lock renewal, token refresh,
+-- receive max_wait) and at most one second, so that stop requests are seen.
+function _M:_pump_loop(c)
+  while not self.pump_stop and not c:is_closed() do
+    local t
+    repeat
+      t = c:tick()
+    until not self:_service(c) or c:is_closed()
+    self:_wake_waiters()
+    if c:is_closed() then break end
+    local wait = min(1, self.read_timeout / 1000)
+    if t then wait = min(wait, t) end
+    if self.sock then
+      self.sock:settimeouts(self.connect_timeout, self.send_timeout, max(1, wait * 1000))
+      local data, err = self.sock:receiveany(65536)
+      if data then
+        c:feed(data)
+      elseif err ~= "timeout" then
+        self:_close_socket()
+        c:transport_down("receive: " .. tostring(err))
+      end
+    else
+      ngx.sleep(max(0.001, wait))
+    end
+    self:_wake_waiters()
+  end
+  self.pump_done = true
+  self:_wake_waiters()
+  return true
+end
+
+-- start_pump(): runs the connection in a light thread of the current
+-- request or timer, so that engine timers (automatic lock renewal, token
+-- refresh) fire while the caller does other work, and several light
+-- threads can use the connection at once (each blocking call then waits
+-- on a semaphore). close() stops it.
+function _M:start_pump()
+  local c = self.client
+  if not c then return nil, "not connected" end
+  if self.pump_thread and not self.pump_done then return 1 end
+  local semaphore = require "ngx.semaphore"
+  self.sem = semaphore.new()
+  self.waiters = 0
+  self.pump_stop, self.pump_done = false, false
+  local th, err = ngx.thread.spawn(function()
+    local ok, e = pcall(self._pump_loop, self, c)
+    if not ok then
+      -- never leave waiters hanging: they finish by pumping themselves
+      ngx.log(ngx.ERR, "servicebus: pump thread failed: ", e)
+      self.pump_done = true
+      self:_wake_waiters()
+    end
+    return ok
+  end)
+  if not th then return nil, err end
+  self.pump_thread = th
+  return 1
 end
 
 -- connect(connection_string [, opts]) -> 1, or nil, err, code
@@ -215,6 +315,11 @@ function _M:close()
   if not c then return nil, "not connected" end
   self.client = nil
   local ok, err, code = c:close()
+  if self.pump_thread then
+    self.pump_stop = true
+    if not self.pump_done then ngx.thread.wait(self.pump_thread) end
+    self.pump_thread = nil
+  end
   self:_close_socket()
   if not ok then return nil, err, code end
   return 1
@@ -278,6 +383,8 @@ function Consumer:_session()
     rx, err, code = conn:receiver(o.topic, { subscription = o.subscription, mode = o.mode, prefetch = o.prefetch })
   end
   if not rx then conn:close(); return nil, err, code end
+  -- a pump thread keeps lock renewal going while the handler runs
+  conn:start_pump()
   self.connected = true
   while not stopping(self) do
     local msgs
