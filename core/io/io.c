@@ -224,6 +224,8 @@ static void read_some(sbus_io_t *io)
         ssize_t n = recv(io->fd, p, cap, 0);
         if (n > 0) {
             sbus_conn_read_done(io->c, (size_t)n);
+            if ((size_t)n < cap)
+                return; /* drained: back to poll, no EAGAIN read */
             continue;
         }
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))

@@ -181,7 +181,13 @@ void sbusi_error_set(sbus_error_t *e, char *cond_buf, size_t cond_cap,
         e->condition = cond_buf;
         int r, f;
         int mapped = sbus_condition_code(condition, &r, &f);
-        if (!code)
+        /* The service refuses a token that lacks a right with the same
+           condition as a bad token; only the text tells them apart
+           ("'Send' claim(s) are required to perform this operation"). */
+        if (mapped == SBUS_EAUTH && description &&
+            strstr(description, "claim") && (!code || code == SBUS_EAUTH))
+            mapped = SBUS_EFORBIDDEN;
+        if (!code || code == SBUS_EAUTH)
             e->code = mapped;
         e->retriable = (e->code == mapped) ? r : local_retriable(e->code);
         e->fatal = (e->code == mapped) ? f : 0;

@@ -6,6 +6,8 @@
  */
 #include <sbus/sbus.h>
 
+#include "internal.h"
+
 #include <stdio.h>
 #include <string.h>
 
@@ -70,6 +72,24 @@ static void test_conditions(void)
     CHECK(sbus_condition_code(NULL, NULL, NULL) == SBUS_ESERVICE);
 }
 
+/* A token refused for a missing right is "forbidden", a bad one
+ * "unauthorized": the service uses one condition for both. */
+static void test_forbidden(void)
+{
+    sbus_error_t e;
+    char c[96], d[320];
+    sbusi_error_set(&e, c, sizeof c, d, sizeof d, 0, "amqp:unauthorized-access",
+                    "Unauthorized access. 'Send' claim(s) are required to "
+                    "perform this operation.");
+    CHECK(e.code == SBUS_EFORBIDDEN && !e.retriable);
+    sbusi_error_set(&e, c, sizeof c, d, sizeof d, 0, "amqp:unauthorized-access",
+                    "InvalidSignature: The token has an invalid signature.");
+    CHECK(e.code == SBUS_EAUTH);
+    sbusi_error_set(&e, c, sizeof c, d, sizeof d, 0, "amqp:not-found", NULL);
+    CHECK(e.code == SBUS_ENOTFOUND && strcmp(e.description,
+                                              sbus_strerror(SBUS_ENOTFOUND)) == 0);
+}
+
 static void test_walk(void)
 {
     size_t n = 0;
@@ -90,6 +110,7 @@ int main(void)
     test_names();
     test_conditions();
     test_walk();
+    test_forbidden();
     if (failures)
         fprintf(stderr, "%d failure(s)\n", failures);
     return failures ? 1 : 0;
