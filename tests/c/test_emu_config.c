@@ -137,6 +137,13 @@ static void test_sas_vector(void)
   bad[60] = bad[60] == 'A' ? 'B' : 'A';
   CHECK(emu_sas_verify(b, bad, "sb://localhost/queue.1", &rights, &exp, why, sizeof why) != 0);
   CHECK(emu_sas_verify(b, "Bearer xyz", "sb://localhost/queue.1", &rights, &exp, why, sizeof why) != 0);
+  /* .NET signs the namespace URI once and reuses it for every audience below it */
+  char ns[1024];
+  h_sas(ns, sizeof ns, "sb://localhost/", "RootManageSharedAccessKey", "SAS_KEY_VALUE", 600);
+  CHECK(emu_sas_verify(b, ns, "sb://localhost/topic.1/Subscriptions/s1/$management", &rights, &exp, why, sizeof why) == 0);
+  h_sas(ns, sizeof ns, "sb://localhost/", "RootManageSharedAccessKey", "SAS_KEY_VALUE", -5);
+  CHECK(emu_sas_verify(b, ns, "sb://localhost/queue.1", &rights, &exp, why, sizeof why) != 0);
+  CHECK(strstr(why, "ExpiredToken") != NULL);
   emu_broker_free(b);
 }
 
