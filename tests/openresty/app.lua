@@ -99,10 +99,11 @@ function M.tls()
   local args = ngx.req.get_uri_args()
   local sb = rsb.new()
   sb:set_timeouts(5000, 5000, 10000)
-  local ok, err, code = sb:connect(os.getenv("SBUS_CONN_TLS"))
+  local env = args.ws and "SBUS_CONN_WSS" or "SBUS_CONN_TLS"
+  local ok, err, code = sb:connect(os.getenv(env), { transport = args.ws and "websocket" or nil })
   if not ok then return fail(502, "connect: ", err, " (", code, ")") end
   local sender = assert(sb:sender(args.queue))
-  ok, err, code = sender:send({ body = "over tls" })
+  ok, err, code = sender:send({ body = args.ws and "over wss" or "over tls" })
   if not ok then return fail(502, "send: ", err, " (", code, ")") end
   local rx = assert(sb:receiver(args.queue, { mode = "receive_and_delete" }))
   local msgs = rx:receive(1, 5) or {}

@@ -39,6 +39,7 @@ pid %s/logs/nginx.pid;
 error_log %s/logs/error.log info;
 env SBUS_CONN;
 env SBUS_CONN_TLS;
+env SBUS_CONN_WSS;
 events { worker_connections 256; }
 http {
   access_log off;
@@ -73,7 +74,7 @@ describe("OpenResty", function()
   setup(function()
     assert(io.open("/usr/lib/nginx/modules/ngx_http_lua_module.so"),
            "libnginx-mod-http-lua is not installed")
-    emu = helper.start_emulator("--amqps-port 0 --control-port 0")
+    emu = helper.start_emulator("--amqps-port 0 --wss-port 0 --control-port 0")
     emu:create_queue("ngx-short-lock", { LockDuration = "PT2S" })
     prefix = sh("mktemp -d"):gsub("%s+$", "")
     sh("mkdir -p " .. prefix .. "/logs " .. prefix .. "/tmp " .. prefix .. "/conf")
@@ -90,8 +91,9 @@ describe("OpenResty", function()
     -- sslhandshake), verified against the emulator's generated CA
     local tls_cs = ("Endpoint=sb://localhost:%d;SharedAccessKeyName=RootManageSharedAccessKey;"
                     .. "SharedAccessKey=%s;"):format(emu.amqps_port, helper.key)
-    local out = sh(("cd %s && SBUS_CONN='%s' SBUS_CONN_TLS='%s' nohup nginx -p %s -c conf/nginx.conf >%s/logs/stdout 2>&1 & echo $!")
-                   :format(prefix, emu.connection_string, tls_cs, prefix, prefix))
+    local wss_cs = tls_cs:gsub("localhost:%d+", "localhost:" .. emu.ready:match(" wss=[^%s:]+:(%d+)"))
+    local out = sh(("cd %s && SBUS_CONN='%s' SBUS_CONN_TLS='%s' SBUS_CONN_WSS='%s' nohup nginx -p %s -c conf/nginx.conf >%s/logs/stdout 2>&1 & echo $!")
+                   :format(prefix, emu.connection_string, tls_cs, wss_cs, prefix, prefix))
     nginx_pid = assert(out:match("(%d+)"))
     for _ = 1, 100 do
       local body = http(port, "/ping", 1)
@@ -173,6 +175,12 @@ describe("OpenResty", function()
     assert.are.equal(200, status)
     local total = text:match('"ngx%-short%-lock"%s*:%s*{[^}]-"total"%s*:%s*(%d+)')
     assert.are.equal("0", total, text)
+  end)
+
+  it("speaks AMQP over WebSocket over the cosocket's TLS (wss)", function()
+    local body, code = http(port, "/tls?ws=1&queue=test-queue-2")
+    assert.are.equal(200, code, body)
+    assert.are.equal("over wss|tls", body)
   end)
 
   it("sends through the worker-level sender", function()
