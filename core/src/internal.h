@@ -162,7 +162,10 @@ struct sbus_message {
     sbus_body_kind_t body_kind;          /* how the body is carried */
     sbusi_section_t *sections;           /* data sections, or for VALUE
                                             and SEQUENCE one raw encoded
-                                            section body each (owned) */
+                                            section body each (owned;
+                                            &section0 while there is at
+                                            most one) */
+    sbusi_section_t section0;            /* storage of the first section */
     size_t nsections;                    /* used entries of sections */
     size_t capsections;                  /* allocated entries */
     sbusi_prop_t *aprops;                /* application properties */

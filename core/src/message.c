@@ -50,10 +50,16 @@ static void clear_sections(sbus_message_t *m)
 static int add_section(sbus_message_t *m, const void *p, size_t n)
 {
     if (m->nsections == m->capsections) {
-        size_t cap = m->capsections ? m->capsections * 2 : 2;
-        sbusi_section_t *s = sbusi_realloc(m->sections, cap * sizeof *s);
+        /* the first section lives inside the message (one allocation less
+           per message); more move to the heap */
+        size_t cap = m->capsections * 2;
+        int was_inline = m->sections == &m->section0;
+        sbusi_section_t *s = sbusi_realloc(was_inline ? NULL : m->sections,
+                                           cap * sizeof *s);
         if (!s)
             return SBUS_ENOMEM;
+        if (was_inline)
+            s[0] = m->section0;
         m->sections = s;
         m->capsections = cap;
     }
@@ -72,8 +78,11 @@ static int add_section(sbus_message_t *m, const void *p, size_t n)
 static sbus_message_t *message_alloc(void)
 {
     sbus_message_t *m = sbusi_calloc(1, sizeof *m);
-    if (m)
-        m->body_kind = SBUS_BODY_DATA;
+    if (!m)
+        return NULL;
+    m->body_kind = SBUS_BODY_DATA;
+    m->sections = &m->section0;
+    m->capsections = 1;
     return m;
 }
 
@@ -103,7 +112,8 @@ void sbus_message_free(sbus_message_t *m)
     for (int i = 0; i < SBUS_PROP__COUNT; i++)
         sbusi_free(m->props[i].p);
     clear_sections(m);
-    sbusi_free(m->sections);
+    if (m->sections != &m->section0)
+        sbusi_free(m->sections);
     for (size_t i = 0; i < m->naprops; i++) {
         sbusi_free(m->aprops[i].key.p);
         value_free(&m->aprops[i].v);
@@ -180,14 +190,6 @@ int sbus_message_copy(const sbus_message_t *m, sbus_message_t **out)
 static int replace_body(sbus_message_t *m, sbus_body_kind_t kind, uint8_t *q,
                         size_t n)
 {
-    if (!m->capsections) {
-        m->sections = sbusi_malloc(2 * sizeof *m->sections);
-        if (!m->sections) {
-            sbusi_free(q);
-            return SBUS_ENOMEM;
-        }
-        m->capsections = 2;
-    }
     clear_sections(m);
     m->sections[0].p = q;
     m->sections[0].n = n;
