@@ -930,6 +930,7 @@ void sbus_conn_abort(sbus_conn_t *c, const char *reason)
     int had = c->have_driver || c->state == SBUSI_C_CONNECTING;
     c->state = SBUSI_C_CLOSED;
     driver_stop(c);
+    c->out.len = c->out_head = 0; /* no I/O: nothing more to write */
     fail_all(c, NULL, SBUS_ECLOSED, NULL,
              reason ? reason : "the connection was aborted", NULL);
     if (had)

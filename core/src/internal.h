@@ -450,6 +450,7 @@ struct sbus_conn {
     struct sbusi_layer *layers[3]; /* byte layers, bottom first (owned) */
     size_t nlayers;           /* how many (0: Proton talks to the host) */
     int tls_eof;              /* a layer closed: AMQP input ended */
+    int layers_shut;          /* the layers were told to close */
     int websocket;            /* 1: AMQP over WebSockets */
     char *proxy_host;         /* HTTP CONNECT proxy, or NULL (owned) */
     int proxy_port;           /* its port */

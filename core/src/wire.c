@@ -197,6 +197,8 @@ static int proxy_layer_new(sbus_conn_t *c, sbusi_layer_t **out)
 
 int sbusi_wire_start(sbus_conn_t *c)
 {
+    c->out.len = c->out_head = 0; /* what the old socket did not take */
+    c->layers_shut = 0;
     c->nlayers = 0;
     int rc = 0;
     if (c->proxy_host)
@@ -219,10 +221,11 @@ static void free_layers(sbus_conn_t *c)
     c->nlayers = 0;
 }
 
+/* The transport ended. What c->out still holds (the AMQP close, TLS
+ * close_notify) stays for the host to flush on SBUS_EV_DISCONNECT. */
 void sbusi_wire_stop(sbus_conn_t *c)
 {
     sbusi_frame_reset(c->frame);
-    c->out.len = c->out_head = 0;
     c->plain.len = 0;
     free_layers(c);
 }
@@ -388,6 +391,14 @@ static void pull_output(sbus_conn_t *c)
             break;
         }
         pn_connection_driver_write_done(&c->driver, wb.size);
+    }
+    if (c->have_driver && c->nlayers && !c->layers_shut &&
+        pn_connection_driver_write_closed(&c->driver) && !c->plain.len) {
+        /* AMQP said its last word: close the layers in order (WebSocket
+           close frame, TLS close_notify) */
+        c->layers_shut = 1;
+        for (size_t i = c->nlayers; i-- > 0;)
+            sbusi_layer_shutdown(c->layers[i]);
     }
     if (c->have_driver && c->nlayers)
         stack_output(c);
