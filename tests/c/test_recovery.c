@@ -121,8 +121,35 @@ static void test_busy_is_retried(void)
     client_close(&cl);
 }
 
+/* Nobody listening: the open fails with SBUS_ECONNECTION after the
+ * policy's attempts, saying why. */
+static void test_refused(void)
+{
+    sbus_conn_options_t o;
+    sbus_conn_options_init(&o);
+    o.connection_string = "Endpoint=sb://127.0.0.1:1;SharedAccessKeyName=k;"
+                          "SharedAccessKey=v;UseDevelopmentEmulator=true";
+    o.retry_total = 2;
+    o.retry_backoff_ms = 10;
+    client_t cl;
+    memset(&cl, 0, sizeof cl);
+    char err[256];
+    CHECK(sbus_conn_new(&cl.c, &o, err, sizeof err) == 0);
+    sbus_io_new(cl.c, &cl.io);
+    int tok;
+    done_t d;
+    CHECK(sbus_conn_open(cl.c, &tok) == 0);
+    CHECK(wait_done(&cl, &tok, &d, 10000) == 0);
+    CHECK(d.code == SBUS_ECONNECTION);
+    CHECK(strstr(d.description, "refused") != NULL);
+    fprintf(stderr, "refused -> %s: %s\n", sbus_errname(d.code), d.description);
+    sbus_io_free(cl.io);
+    sbus_conn_free(cl.c);
+}
+
 int main(void)
 {
+    test_refused();
     if (emu_start(&emu) < 0) {
         fprintf(stderr, "cannot start the emulator\n");
         return 1;
