@@ -49,3 +49,19 @@ async def test_extension_connection_warns_when_dropped_open() -> None:
     closed.abort()
     del closed
     gc.collect()
+
+
+async def test_a_failed_async_with_releases_its_connection(emulator, recwarn) -> None:  # type: ignore[no-untyped-def]
+    from servicebus.aio import ServiceBusSender
+    from servicebus.exceptions import ServiceBusAuthenticationError
+
+    cs = emulator.connection_string_with_key("wrong") + "EntityPath=test-queue"
+    sender = ServiceBusSender.from_connection_string(cs)
+    with pytest.raises(ServiceBusAuthenticationError):
+        async with sender:
+            pass
+    assert sender._connection.closed
+    del sender
+    gc.collect()
+    await asyncio.sleep(0.05)
+    assert not [w for w in recwarn if issubclass(w.category, ResourceWarning)]

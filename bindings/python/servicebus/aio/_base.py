@@ -102,7 +102,12 @@ class BaseHandler:
                 await self._connection.close()
 
     async def __aenter__(self) -> Any:
-        await self._open()
+        try:
+            await self._open()
+        except BaseException:
+            # __aexit__ will not run: release the link and any connection we own
+            await asyncio.shield(self.close())
+            raise
         return self
 
     async def __aexit__(self, *args: Any) -> None:
