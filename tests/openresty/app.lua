@@ -118,6 +118,32 @@ function M.wsend()
   ngx.say("sent")
 end
 
+-- /shared: two light threads share one connection without a pump thread:
+-- A waits 2 s on an empty queue while B sends and receives on another.
+function M.shared()
+  local sb = connect()
+  local order = {}
+  local a = ngx.thread.spawn(function()
+    local rx = assert(sb:receiver("queue.1"))
+    local msgs = assert(rx:receive(1, 2))
+    order[#order + 1] = "A"
+    return #msgs == 0 and "none" or msgs[1].body
+  end)
+  local b = ngx.thread.spawn(function()
+    local tx = assert(sb:sender("test-queue-2"))
+    assert(tx:send("shared"))
+    local rx = assert(sb:receiver("test-queue-2", { mode = "receive_and_delete" }))
+    local msgs = assert(rx:receive(1, 5))
+    order[#order + 1] = "B"
+    return msgs[1] and msgs[1].body or "none"
+  end)
+  local _, ra = ngx.thread.wait(a)
+  local _, rb = ngx.thread.wait(b)
+  local connects = sb.connects
+  sb:close()
+  ngx.say("A:", tostring(ra), " B:", tostring(rb), " order:", table.concat(order), " sockets:", connects)
+end
+
 function M.slow()
   ngx.say(ngx.shared.consumed:get("slow") or "")
 end

@@ -64,6 +64,7 @@ http {
     location = /ping     { content_by_lua_block { ngx.say("pong") } }
     location = /tls      { content_by_lua_block { require("app").tls() } }
     location = /slow     { content_by_lua_block { require("app").slow() } }
+    location = /shared   { content_by_lua_block { require("app").shared() } }
   }
 }
 ]]
@@ -181,6 +182,13 @@ describe("OpenResty", function()
     local body, code = http(port, "/tls?ws=1&queue=test-queue-2")
     assert.are.equal(200, code, body)
     assert.are.equal("over wss|tls", body)
+  end)
+
+  it("shares one connection between two light threads", function()
+    local body, code = http(port, "/shared")
+    assert.are.equal(200, code, body)
+    -- one socket: neither thread broke the other's read
+    assert.are.equal("A:none B:shared order:BA sockets:1", body)
   end)
 
   it("sends through the worker-level sender", function()

@@ -18,8 +18,11 @@
 --
 -- Every method of the plain module works on it (sender, receiver,
 -- session_receiver, send, receive, complete, ...): blocking calls wait on
--- the cosocket. One connection belongs to one light thread (request
--- handler or timer) at a time.
+-- the cosocket. Light threads of one request or timer may share a
+-- connection: the first one that waits reads the socket, the others send
+-- their bytes and sleep on a semaphore until it makes progress or hands the
+-- reading over. start_pump() gives the reading to a light thread of its own
+-- so that engine timers (lock renewal) run while the caller does other work.
 --
 -- Background work (see rsb.consumer and rsb.worker_sender below) runs in
 -- ngx.timer.at timers, which is where cosockets are allowed outside
@@ -89,6 +92,7 @@ function _M:_open_socket(host, port)
     end
   end
   self.sock = sock
+  self.connects = (self.connects or 0) + 1
   return true
 end
 
@@ -152,10 +156,38 @@ function _M:_pump(op, timeout, client)
     return self:_wait_for_pump(c, op, deadline)
   end
   while not op.done and not c:is_closed() do
+    if self.pumping then
+      -- another light thread is reading this connection: put our bytes on
+      -- the wire and sleep until it makes progress or hands the reading over
+      self:_flush(c)
+      local wait = 1
+      if deadline then
+        wait = min(wait, deadline - now())
+        if wait <= 0 then return end
+      end
+      self:_ensure_sem()
+      self.waiters = self.waiters + 1
+      self.sem:wait(wait)
+      self.waiters = self.waiters - 1
+    else
+      self.pumping = true
+      local ok, err = pcall(self._pump_own, self, c, op, deadline)
+      self.pumping = false
+      self:_wake_waiters()
+      if not ok then error(err, 0) end
+      return
+    end
+  end
+end
+
+-- The reading light thread's loop (see _pump): until op is done.
+function _M:_pump_own(c, op, deadline)
+  while not op.done and not c:is_closed() do
     local t
     repeat
       t = c:tick()
     until not self:_service(c) or op.done or c:is_closed()
+    self:_wake_waiters()
     if op.done or c:is_closed() then break end
     local wait = self.read_timeout / 1000
     if t then wait = min(wait, t) end
@@ -169,6 +201,7 @@ function _M:_pump(op, timeout, client)
       local data, err = self.sock:receiveany(65536)
       if data then
         c:feed(data)
+        self:_wake_waiters()
       elseif err ~= "timeout" then
         self:_close_socket()
         c:transport_down("receive: " .. tostring(err))
@@ -202,14 +235,27 @@ function _M:_wait_for_pump(c, op, deadline)
   end
 end
 
+function _M:_ensure_sem()
+  if not self.sem then
+    local semaphore = require "ngx.semaphore"
+    self.sem = semaphore.new()
+    self.waiters = 0
+  end
+end
+
 function _M:_wake_waiters()
-  if self.waiters > 0 then self.sem:post(self.waiters) end
+  if self.sem and self.waiters > 0 then self.sem:post(self.waiters) end
 end
 
 -- The pump thread's loop: tick, answer the engine, read with a timeout no
 -- longer than the next engine deadline (lock renewal, token refresh,
 -- receive max_wait) and at most one second, so that stop requests are seen.
 function _M:_pump_loop(c)
+  while self.pumping do -- a blocking call is reading: let it finish
+    self.waiters = self.waiters + 1
+    self.sem:wait(1)
+    self.waiters = self.waiters - 1
+  end
   while not self.pump_stop and not c:is_closed() do
     local t
     repeat
@@ -247,9 +293,7 @@ function _M:start_pump()
   local c = self.client
   if not c then return nil, "not connected" end
   if self.pump_thread and not self.pump_done then return 1 end
-  local semaphore = require "ngx.semaphore"
-  self.sem = semaphore.new()
-  self.waiters = 0
+  self:_ensure_sem()
   self.pump_stop, self.pump_done = false, false
   local th, err = ngx.thread.spawn(function()
     local ok, e = pcall(self._pump_loop, self, c)
