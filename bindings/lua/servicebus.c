@@ -2372,14 +2372,11 @@ static int op_set_timeout(lua_State *L)
 /* servicebus.message(string | table) -> message (to send, or to reuse) */
 static int l_message(lua_State *L)
 {
-    message_t *mu;
     luaL_checkany(L, 1);
     lua_settop(L, 1);
     if (luaL_testudata(L, 1, MT_MESSAGE))
         return message_copy(L);
-    to_send_message(L, 1);
-    mu = check_message(L, -1);
-    (void)mu;
+    to_send_message(L, 1); /* pushes the new message */
     return 1;
 }
 

@@ -193,8 +193,8 @@ end
 function Loop:close(client)
   local op = client:start_close()
   local p = proxy({ op = op, result = function()
+    self:unwatch(client) -- stop polling the fd before the driver closes it
     client:_free()
-    self:unwatch(client)
     return true
   end })
   self:rearm_all()
