@@ -26,3 +26,26 @@ describe("topics", function()
     sender:close()
   end)
 end)
+
+describe("EntityPath", function()
+  local emu
+  setup(function() emu = helper.start_emulator() end)
+  teardown(function() if emu then emu:stop() end end)
+
+  it("is the default entity of senders and receivers", function()
+    local sb = require "servicebus"
+    local cs = emu.connection_string:gsub(";$", "") .. ";EntityPath=test-queue-2"
+    local client = assert(sb.from_connection_string(cs))
+    assert.are.equal("test-queue-2", client:entity_path())
+    helper.drain(client, "test-queue-2")
+    local s = assert(client:sender())
+    assert(s:send("ep"))
+    local rx = assert(client:receiver({ mode = "receive_and_delete" }))
+    local got = assert(rx:receive(1, 5))
+    assert.are.equal("ep", got[1] and got[1].body)
+    client:close()
+    local plain = helper.client(emu)
+    assert.has_error(function() plain:sender() end)
+    plain:close()
+  end)
+end)
