@@ -27,6 +27,46 @@ describe("topics", function()
   end)
 end)
 
+describe("subscription filters", function()
+  local emu, client
+  setup(function()
+    emu = helper.start_emulator()
+    client = helper.client(emu)
+  end)
+  teardown(function()
+    if client then client:close() end
+    if emu then emu:stop() end
+  end)
+
+  it("fans out by correlation and SQL filters (with the rule's action)", function()
+    for _, sub in ipairs({ "all", "json-only", "red" }) do
+      helper.drain(client, "topic.1", { subscription = sub })
+    end
+    local s = assert(client:sender("topic.1"))
+    assert(s:send({
+      { body = "plain", message_id = "p" },
+      { body = "{}", message_id = "j", content_type = "application/json" },
+      { body = "r", message_id = "r", properties = { color = "red" } },
+    }))
+    local function ids(sub)
+      local rx = assert(client:subscription_receiver("topic.1", sub, { mode = "receive_and_delete" }))
+      local got, props = {}, {}
+      for m in rx:messages(1) do
+        got[#got + 1] = m.message_id
+        props[m.message_id] = m.properties
+      end
+      rx:close()
+      table.sort(got)
+      return got, props
+    end
+    assert.are.same({ "j", "p", "r" }, (ids("all")))
+    assert.are.same({ "j" }, (ids("json-only")))
+    local red, props = ids("red")
+    assert.are.same({ "r" }, red)
+    assert.are.equal("red", props.r.routed)
+  end)
+end)
+
 describe("EntityPath", function()
   local emu
   setup(function() emu = helper.start_emulator() end)
