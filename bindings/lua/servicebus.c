@@ -1800,15 +1800,25 @@ static int sender_max_message_size(lua_State *L)
     return 1;
 }
 
-/* sender:create_batch([max_size]) -> batch */
+/* sender:create_batch([max_size]) -> batch. The default and the ceiling
+ * are the link's max-message-size once the link is attached (as Python's
+ * create_batch: a larger max_size is an argument error). */
 static int sender_create_batch(lua_State *L)
 {
+    sender_t *sd;
     batch_t *bt;
     lua_Integer max;
+    uint64_t limit;
     int rc;
-    check_sender(L, 1);
+    sd = check_sender(L, 1);
     max = luaL_optinteger(L, 2, 0);
     luaL_argcheck(L, max >= 0, 2, "max_size must not be negative");
+    limit = sbus_sender_max_message_size(sd->s);
+    if (limit > 0 && (uint64_t)max > limit)
+        return luaL_error(L, "servicebus: max_size %d exceeds the link's limit "
+                             "of %d bytes", (int)max, (int)limit);
+    if (max == 0 && limit > 0)
+        max = (lua_Integer)limit;
     bt = (batch_t *)sbl_newuserdata(L, sizeof *bt);
     bt->b = NULL;
     luaL_setmetatable(L, MT_BATCH);

@@ -72,6 +72,21 @@ describe("sender extras", function()
     rx:close()
   end)
 
+  it("refuses a batch larger than the link's limit; defaults to it", function()
+    assert.has_error(function() sender:create_batch(1024 * 1024 * 1024) end)
+    local batch = assert(sender:create_batch())
+    assert.are.equal(sender:max_message_size(), batch:max_size())
+  end)
+
+  it("a list that does not fit one transfer is 'too-large'", function()
+    local big = {}
+    for i = 1, 5 do big[i] = { body = ("z"):rep(100000) } end
+    local ok, err, code = sender:send(big)
+    assert.is_nil(ok)
+    assert.is_string(err)
+    assert.are.equal("too-large", code)
+  end)
+
   it("peeks without locking", function()
     assert(sender:send({ { body = "p1" }, { body = "p2" } }))
     local rx = assert(client:receiver(Q))
