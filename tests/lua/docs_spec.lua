@@ -33,7 +33,7 @@ describe("docs/lua.md", function()
     names_of(message_methods, names, "")
     local missing = {}
     for _, n in ipairs(names) do
-      if not doc:find(n, 1, true) then missing[#missing + 1] = n end
+      if not doc:find("%f[%w_]" .. n .. "%f[^%w_]") then missing[#missing + 1] = n end
     end
     table.sort(missing)
     assert.are.same({}, missing)
