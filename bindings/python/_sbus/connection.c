@@ -470,7 +470,7 @@ static void flush_output(ConnObject *self)
     }
 }
 
-void sbpy_conn_pump(ConnObject *self)
+static void pump(ConnObject *self, int flush_now)
 {
     if (!self->conn)
         return;
@@ -485,12 +485,40 @@ void sbpy_conn_pump(ConnObject *self)
         self->last_tick = sbpy_mono_ms();
         deadline = sbus_conn_tick(self->conn, self->last_tick, sbpy_unix_ms());
         int n = drain(self);
-        flush_output(self);
+        if (flush_now)
+            flush_output(self);
         if (n == 0 && !self->need_pump)
             break;
     }
     self->in_pump = 0;
     arm_timer(self, deadline);
+}
+
+void sbpy_conn_pump(ConnObject *self)
+{
+    pump(self, 1);
+}
+
+/* After an operation call: drain now, but write once per loop iteration, so
+ * that operations started together (gather, a loop of sends) share one
+ * transport.write. Falls back to writing now if nothing can be scheduled. */
+static void pump_after_op(ConnObject *self)
+{
+    if (self->flush_soon || self->transport_state != TS_UP) {
+        pump(self, self->transport_state != TS_UP);
+        return;
+    }
+    PyObject *cb = bound(self, "_flush");
+    PyObject *h = cb ? PyObject_CallMethod(self->loop, "call_soon", "O", cb) : NULL;
+    Py_XDECREF(cb);
+    if (!h) {
+        PyErr_Clear();
+        pump(self, 1);
+        return;
+    }
+    Py_DECREF(h);
+    self->flush_soon = 1;
+    pump(self, 0);
 }
 
 /* ---------------------------------------------------------------- */
@@ -544,7 +572,7 @@ PyObject *sbpy_op_end(ConnObject *c, PyObject *fut, int op, int rc)
         sbpy_conn_pump(c);
         return sbpy_raise(op, rc);
     }
-    sbpy_conn_pump(c);
+    pump_after_op(c);
     return fut;
 }
 
@@ -752,6 +780,13 @@ static PyObject *conn_connect_done(ConnObject *self, PyObject *task)
         }
         Py_DECREF(why);
     }
+    Py_RETURN_NONE;
+}
+
+static PyObject *conn_flush(ConnObject *self, PyObject *unused)
+{
+    self->flush_soon = 0;
+    sbpy_conn_pump(self);
     Py_RETURN_NONE;
 }
 
@@ -1128,6 +1163,8 @@ static PyMethodDef conn_methods[] = {
      "Done callback of the create_connection task."},
     {"_on_timer", (PyCFunction)conn_on_timer, METH_NOARGS,
      "The deadline timer fired."},
+    {"_flush", (PyCFunction)conn_flush, METH_NOARGS,
+     "Writes what operations of this loop iteration produced."},
     {"_cancel_op", (PyCFunction)conn_cancel_op, METH_O,
      "Cancels the engine operation of a cancelled Future."},
     {"open", (PyCFunction)conn_open, METH_NOARGS,

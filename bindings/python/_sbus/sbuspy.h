@@ -52,6 +52,7 @@ typedef struct ConnObject {
     int in_pump;              /* re-entrancy guard of conn_pump */
     int need_pump;            /* a nested pump was asked for */
     int closed;               /* close() or abort() was called */
+    int flush_soon;           /* a _flush is scheduled (call_soon) */
     char scratch[4096];       /* read target when the engine has no room */
     int use_scratch;          /* get_buffer handed out `scratch` */
     PyObject *weakreflist;
