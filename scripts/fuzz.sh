@@ -52,19 +52,24 @@ JANSSON=$(pkg-config --cflags --libs jansson 2>/dev/null || echo -ljansson)
 # Engine sources (the same list CMake and setup.py use) and the emulator's
 # broker library (as emulator/CMakeLists.txt lists it).
 core_srcs=$(sed -e 's/#.*//' -e '/^[[:space:]]*$/d' core/sources.txt)
-emu_srcs="emulator/codec.c emulator/store.c emulator/amqp.c emulator/cbs.c emulator/mgmt.c
-emulator/sasl.c emulator/config.c emulator/sql.c emulator/control.c emulator/certgen.c emulator/net.c
-core/src/tls.c"
+# The emulator's list is read from emulator/CMakeLists.txt (one truth).
+emu_srcs=$(awk '/^set\(SBUS_EMU_LIB_SOURCES/ {on = 1} on { sub(/#.*/, ""); print; if (/\)/) exit }' \
+    emulator/CMakeLists.txt | sed -e 's/set(SBUS_EMU_LIB_SOURCES//' -e 's/)//' | tr -s ' \t' '\n' |
+    sed '/^$/d' | sed -e 's|^\${SBUS_ROOT}/||' -e '/\//!s|^|emulator/|')
+EMU_DEFS=$(grep -q 'SBUS_EMU_WS=1' emulator/CMakeLists.txt && echo -DSBUS_EMU_WS=1)
 newest_header=$(ls -t core/include/sbus/*.h core/src/*.h emulator/*.h 2>/dev/null | head -1)
 
 # obj SRC SET: compiles SRC for object set SET (core|emu|plain) if stale; echoes the .o path.
 obj() {
     local src=$1 set=$2 o
-    o=$out/obj/$set/$(echo "$src" | tr / _).o
-    mkdir -p "$out/obj/$set"
+    # objects are kept per set and per flags, so a flag change rebuilds them
+    local key
+    key=$(echo "$CC $CFLAGS $EMU_DEFS $PROTON_INC" | cksum | cut -d' ' -f1)
+    o=$out/obj/$set-$key/$(echo "$src" | tr / _).o
+    mkdir -p "$out/obj/$set-$key"
     if [ ! -f "$o" ] || [ "$src" -nt "$o" ] || [ "$newest_header" -nt "$o" ]; then
         local inc="-Icore/include -Icore/src $PROTON_INC"
-        [ "$set" = emu ] && inc="-Iemulator $inc"
+        [ "$set" = emu ] && inc="-Iemulator $EMU_DEFS $inc"
         $CC $CFLAGS $inc -c "$src" -o "$o" || return 1
     fi
     echo "$o"
@@ -140,7 +145,7 @@ xfailed=0
 known_crash() {
     local sigs=tests/fuzz/known/$1.sigs summary
     [ -f "$sigs" ] || return 1
-    summary=$(grep -E '^SUMMARY:|runtime error:|ERROR: libFuzzer|^fuzz_[a-z_]+: ' "$2" | head -4)
+    summary=$(grep -E '^SUMMARY:|runtime error:|ERROR: (libFuzzer|AddressSanitizer)|^fuzz_[a-z_]+: ' "$2" | head -4)
     [ -n "$summary" ] && grep -qE -f "$sigs" <<<"$summary"
 }
 # judge NAME: replays every artifact of the run; 0 when all are known bugs.

@@ -147,12 +147,9 @@ async def test_many_concurrent_misuses_do_not_disturb_good_traffic(pair) -> None
     assert all(r is None for r in results[20:])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="emulator: INT64_MIN / -1 in a SQL filter traps with SIGFPE and kills sbus-emulator "
-    "(emulator/sql.c eval_arith; tests/fuzz/known/README)",
-)
 async def test_sql_rule_with_int64_min_div_minus_one_does_not_kill_the_broker(fresh_emu) -> None:  # type: ignore[no-untyped-def]
+    """Regression (found by fuzz_sql): INT64_MIN / -1 in a rule trapped with SIGFPE and killed
+    sbus-emulator (emulator/sql.c eval_arith; fixed in e642a63)."""
     emu = fresh_emu
     topic = await emu.aio.create_topic(subscriptions=[{"Name": "s", "Rules": [{"Name": "r", "Properties": {
         "FilterType": "Sql", "SqlFilter": {"SqlExpression": "(-9223372036854775807 - 1) / -1 = 1"}}}]}])

@@ -31,17 +31,6 @@ from servicebus.exceptions import (
 
 NO_RETRY = {"retry_total": 0}
 
-# The engine has the code for it (SBUS_EFORBIDDEN, "forbidden" ->
-# ServiceBusAuthorizationError in docs/python.md) but never produces it.
-FORBIDDEN_XFAIL = pytest.mark.xfail(
-    strict=True,
-    raises=ServiceBusAuthenticationError,
-    reason="engine: an attach refused with amqp:unauthorized-access after the token for that audience was accepted "
-    "(a missing Send/Listen claim) is reported as SBUS_EAUTH 'unauthorized' (core/src/error.c:68 maps the condition "
-    "unconditionally), never SBUS_EFORBIDDEN, so Python raises ServiceBusAuthenticationError instead of the "
-    "documented ServiceBusAuthorizationError (docs/reliability.md, bugs)",
-)
-
 
 def sas_token(resource: str, key_name: str, key: str, expiry: int) -> str:
     sr = urllib.parse.quote_plus(resource)
@@ -95,8 +84,8 @@ async def test_valid_token_for_the_namespace_works(emu, queue) -> None:  # type:
     await _send(sas_connection_string(emu, token), queue)
 
 
-@FORBIDDEN_XFAIL
 async def test_send_only_policy_cannot_receive(emu, queue) -> None:  # type: ignore[no-untyped-def]
+    """Regression: missing rights were reported as authentication errors (core/src/error.c, fixed in c825694)."""
     conn = emu.connection_string_for("sender", SENDER_KEY)
     await _send(conn, queue)
     with pytest.raises(ServiceBusAuthorizationError) as info:
@@ -104,7 +93,6 @@ async def test_send_only_policy_cannot_receive(emu, queue) -> None:  # type: ign
     assert not isinstance(info.value, ServiceBusAuthenticationError)
 
 
-@FORBIDDEN_XFAIL
 async def test_listen_only_policy_cannot_send(emu, queue) -> None:  # type: ignore[no-untyped-def]
     conn = emu.connection_string_for("listener", LISTENER_KEY)
     await _receive(conn, queue)
@@ -122,7 +110,6 @@ async def test_listen_only_policy_cannot_schedule(emu, queue) -> None:  # type: 
                 await sender.schedule_messages(Message(b"x"), datetime.datetime.now(datetime.timezone.utc))
 
 
-@FORBIDDEN_XFAIL
 async def test_entity_policy_is_limited_to_its_entity_and_right(emu) -> None:  # type: ignore[no-untyped-def]
     conn = emu.connection_string_for("queue-sender", QUEUE_SENDER_KEY)
     await _send(conn, "secured")

@@ -197,9 +197,7 @@ describe("reliability (Lua)", function()
     assert.is_nil(rx)
     assert.is_nil(tostring(rerr):find(SENDER_KEY, 1, true))
     sender_only:close()
-    if rcode ~= "forbidden" then
-      pending("engine reports a missing Listen right as 'unauthorized', not 'forbidden' (core/src/error.c:68)")
-    end
+    assert.are.equal("forbidden", rcode)
   end)
 
   it("keeps keys and signatures out of the frame log", function()
