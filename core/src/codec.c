@@ -277,6 +277,19 @@ static int fixed_width(uint8_t code)
     }
 }
 
+/* A count a peer cannot back with bytes is a lie: every list or map item
+ * takes at least one byte, every array element its width (arrays of
+ * zero-width elements are capped), so consumers may size arrays by it. */
+static int plausible_count(const sbusi_item_t *it)
+{
+    if (it->code >> 4 < 0xe)
+        return it->count <= it->size;
+    int w = fixed_width(it->elem);
+    if (w > 0)
+        return (uint64_t)it->count * (uint64_t)w <= it->size;
+    return w == 0 ? it->count <= 65536 : it->count <= it->size;
+}
+
 /* Reads the body of an item whose constructor `code` was just read. */
 static int dec_body(sbusi_dec_t *d, uint8_t code, sbusi_item_t *it)
 {
@@ -325,6 +338,10 @@ static int dec_body(sbusi_dec_t *d, uint8_t code, sbusi_item_t *it)
         it->elem = it->body[0];
         it->body++;
         it->size--;
+    }
+    if (!plausible_count(it)) {
+        d->bad = 1;
+        return -1;
     }
     return 0;
 }

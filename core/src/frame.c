@@ -36,7 +36,8 @@ static int is_batch(const sbusi_item_t *list)
     for (uint32_t i = 0; i < list->count && i < 3; i++)
         if (sbusi_dec_item(&d, &it) < 0)
             return 0;
-    return list->count >= 3 && it.v.type == SBUS_VAL_BINARY &&
+    return list->count >= 3 && list->count <= 11 &&
+           it.v.type == SBUS_VAL_BINARY &&
            it.v.u.s.len == 9 && (uint8_t)it.v.u.s.ptr[0] == SBUSI_BATCH_TAG_MARK;
 }
 
@@ -126,8 +127,15 @@ static void emit_frame(const uint8_t *p, uint32_t size, uint32_t max_frame,
     int more = more_of(&perf);
     sbusi_buf_t probe = {0};
     enc_transfer(&probe, &perf, 1, 0);
-    size_t room = max_frame - doff - probe.len;
+    size_t head = doff + probe.len;
     sbusi_buf_free(&probe);
+    if (probe.oom || head >= max_frame || max_frame - head >= len) {
+        /* cannot be split sensibly (a peer limit below any transfer):
+           send it as it is and let the peer refuse it */
+        put_frame(out, p, doff, &perf, -1, 0, payload, len);
+        return;
+    }
+    size_t room = max_frame - head;
     put_frame(out, p, doff, &perf, 1, 0, payload, room);
     put_frame(out, p, doff, &perf, more, 1, payload + room, len - room);
 }

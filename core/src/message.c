@@ -781,7 +781,7 @@ static int dec_section(sbus_message_t *m, const sbusi_item_t *it,
     case 0x73: return dec_properties(m, it);
     case 0x74: return dec_app_props(m, it);
     case 0x75:
-        if (m->body_kind != SBUS_BODY_DATA)
+        if (m->body_kind != SBUS_BODY_DATA || it->v.type != SBUS_VAL_BINARY)
             return SBUS_EINVAL;
         return add_section(m, it->v.u.s.ptr, it->v.u.s.len);
     case 0x76:
