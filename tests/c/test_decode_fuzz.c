@@ -121,9 +121,19 @@ int main(void)
         }
         sbusi_rpc_reply_t r;
         if (sbusi_rpc_decode(work.p, n, &r) == 0 && r.has_body) {
-            sbusi_item_t it;
-            sbusi_map_find(&r.body, "messages", &it);
-            sbusi_map_find(&r.body, "expirations", &it);
+            static const sbus_op_t kinds[] = {
+                SBUS_OP_PEEK, SBUS_OP_RECEIVE_DEFERRED, SBUS_OP_SCHEDULE,
+                SBUS_OP_RENEW_LOCK, SBUS_OP_SESSION_GET_STATE,
+                SBUS_OP_SESSION_RENEW_LOCK};
+            sbusi_op_t op;
+            memset(&op, 0, sizeof op);
+            op.kind = kinds[rnd() % 6];
+            sbusi_mgmt_result(&op, &r.body);
+            for (size_t i = 0; i < op.nmsgs; i++)
+                sbus_message_free(op.msgs[i]);
+            sbusi_free(op.msgs);
+            sbusi_free(op.seqs);
+            sbusi_buf_free(&op.payload);
         }
         /* as a batch transfer frame for the frame filter, then mutated */
         sbusi_buf_t fr = {0};
