@@ -2,12 +2,12 @@
 -- receivers and session receivers, then pass messages through one receiver,
 -- sampling this process's RSS. Run with tests/reliability/soak.sh, or:
 --   LUA_CPATH="build/lua54/?.so;;" LUA_PATH="bindings/lua/?.lua;;" \
---     lua5.4 tests/reliability/lua/soak.lua [cycles=10000] [messages=200000] [max_growth_mb=8]
+--     lua5.4 tests/reliability/lua/soak.lua [cycles=10000] [messages=1000000] [max_growth_mb=8]
 local testing = require "servicebus.testing"
 local sb = require "servicebus"
 
 local cycles = tonumber(arg[1]) or 10000
-local messages = tonumber(arg[2]) or 200000
+local messages = tonumber(arg[2]) or 1000000
 local max_growth = tonumber(arg[3]) or 8
 local dir = os.getenv("SBUS_RELIABILITY_DIR") or "tests/reliability"
 local interp = (jit and jit.version) or _VERSION
