@@ -972,14 +972,25 @@ static void on_transport_error(sbus_conn_t *c)
         sbusi_set_conn_error(c, SBUS_ECONNECTION, name, desc);
 }
 
+/* A link both ends have detached and nobody owns any more is freed, so
+ * that opening and closing links for a long time does not grow memory.
+ * Proton keeps what its transport still needs (the detach to write). */
+static void release_link(pn_link_t *l)
+{
+    if (pn_link_state(l) & PN_LOCAL_ACTIVE)
+        pn_link_close(l);
+    pn_link_set_context(l, NULL);
+    pn_link_free(l);
+}
+
 static void on_link_event(sbus_conn_t *c, pn_event_t *e, pn_link_t *l)
 {
     sbusi_owner_t *o = link_owner(l);
     pn_event_type_t t = pn_event_type(e);
+    int detached = t == PN_LINK_REMOTE_CLOSE || t == PN_LINK_REMOTE_DETACH;
     if (!o) {
-        if (t == PN_LINK_REMOTE_CLOSE || t == PN_LINK_REMOTE_DETACH) {
-            if (pn_link_state(l) & PN_LOCAL_ACTIVE)
-                pn_link_close(l);
+        if (detached) {
+            release_link(l);
         } else if (t == PN_DELIVERY) {
             pn_delivery_t *d = pn_event_delivery(e);
             if (d && !pn_link_is_sender(l) && !pn_delivery_partial(d))
@@ -995,6 +1006,8 @@ static void on_link_event(sbus_conn_t *c, pn_event_t *e, pn_link_t *l)
     case SBUSI_OWN_CBS: sbusi_cbs_on_event(c, o, e); break;
     case SBUSI_OWN_MGMT: sbusi_mgmt_on_event(c, o, e); break;
     }
+    if (detached && !pn_link_get_context(l))
+        release_link(l); /* its owner let go of it */
 }
 
 static void dispatch(sbus_conn_t *c, pn_event_t *e)
