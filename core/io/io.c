@@ -33,6 +33,8 @@ struct sbus_io {
     struct addrinfo *ai_cur; /* the one being tried */
     int64_t deadline;        /* engine's next deadline (mono ms), -1 none */
     int blocked;             /* the socket refused bytes: wait for POLLOUT */
+    void (*close_hook)(void *ud, int fd); /* called before each close */
+    void *close_ud;          /* its argument */
     char why[160];           /* last socket error text */
 };
 
@@ -67,10 +69,27 @@ int sbus_io_new(sbus_conn_t *c, sbus_io_t **out)
     return 0;
 }
 
+void sbus_io_set_close_hook(sbus_io_t *io, void (*fn)(void *ud, int fd),
+                            void *ud)
+{
+    if (!io)
+        return;
+    io->close_hook = fn;
+    io->close_ud = ud;
+}
+
+/* Closes fd, telling the hook first. */
+static void close_fd(sbus_io_t *io, int fd)
+{
+    if (io->close_hook)
+        io->close_hook(io->close_ud, fd);
+    close(fd);
+}
+
 static void close_socket(sbus_io_t *io)
 {
     if (io->fd >= 0)
-        close(io->fd);
+        close_fd(io, io->fd);
     io->fd = -1;
     io->connecting = 0;
     io->blocked = 0;
@@ -118,7 +137,7 @@ static int try_connect(sbus_io_t *io)
             return 0;
         }
         snprintf(io->why, sizeof io->why, "connect: %s", strerror(errno));
-        close(fd);
+        close(fd); /* never handed out: no hook */
     }
     return -1;
 }
@@ -207,7 +226,7 @@ static void finish_connect(sbus_io_t *io)
         return;
     }
     snprintf(io->why, sizeof io->why, "connect: %s", strerror(err));
-    close(io->fd);
+    close_fd(io, io->fd);
     io->fd = -1;
     io->ai_cur = io->ai_cur ? io->ai_cur->ai_next : NULL;
     if (try_connect(io) < 0)

@@ -195,10 +195,22 @@ static void test_big_batch(void)
     client_close(&cl);
 }
 
+static int g_closed_fd = -1, g_closes;
+
+static void on_close(void *ud, int fd)
+{
+    (void)ud;
+    g_closed_fd = fd;
+    g_closes++;
+}
+
 static void test_empty_queue(void)
 {
     client_t cl;
     CHECK(client_open(&cl, emu.connstr) == 0);
+    int fd = sbus_io_fd(cl.io);
+    CHECK(fd >= 0);
+    sbus_io_set_close_hook(cl.io, on_close, NULL);
     drain_queue(&cl, "test-queue");
     sbus_receiver_options_t ro;
     sbus_receiver_options_init(&ro);
@@ -215,6 +227,8 @@ static void test_empty_queue(void)
     CHECK(took >= 650 && took < 5000);
     sbus_receiver_free(r);
     client_close(&cl);
+    /* the driver told its hook before closing the socket, once */
+    CHECK(g_closes == 1 && g_closed_fd == fd);
 }
 
 static void test_wrong_key(void)

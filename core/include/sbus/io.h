@@ -55,6 +55,13 @@ SBUS_API int64_t sbus_io_timeout(const sbus_io_t *io);
  * Returns 1 if caller events are ready, else 0. */
 SBUS_API int sbus_io_step(sbus_io_t *io);
 
+/* Calls fn(ud, fd) just before the driver closes its socket (on
+ * SBUS_EV_DISCONNECT, a socket error, a failed connect attempt, or
+ * sbus_io_free), so that an outside loop that watches the descriptor
+ * (cqueues, luv) can forget it first. NULL removes the hook. */
+SBUS_API void sbus_io_set_close_hook(sbus_io_t *io, void (*fn)(void *ud, int fd),
+                                     void *ud);
+
 /* CLOCK_MONOTONIC in milliseconds. */
 SBUS_API int64_t sbus_io_mono_ms(void);
 /* The wall clock in milliseconds since the Unix epoch. */
