@@ -69,6 +69,7 @@ def settings():
         "latency_rate": 200,
         "idle_s": 2 if quick else 10,
         "broker_n": 20000 if quick else 100000,
+        "broker_rounds": 1 if quick else 2,   # broker runs are short: two rounds per repetition
         "run_timeout_s": 20 if quick else 60,
         "stall_s": 4 if quick else 8,        # a run whose queue does not move this long is stopped
         "drain_idle_ms": 400 if quick else 1000,
@@ -586,8 +587,9 @@ def main_run():
     skipped = 0
     for rep in range(s["reps"]):
         log(f"repetition {rep + 1}/{s['reps']}")
-        for shape, broker, settle in [(sh, b, st) for sh in BROKER_SHAPES
-                                      for b, st in (("proton", "rad"), ("ours", "rad"), ("ours", "peek"))]:
+        for _, shape, broker, settle in [(r, sh, b, st) for r in range(s["broker_rounds"])
+                                         for sh in BROKER_SHAPES
+                                         for b, st in (("proton", "rad"), ("ours", "rad"), ("ours", "peek"))]:
             if broker == "proton" and not env.proton_port:
                 brokers.append({"broker": broker, "settle": settle, "shape": shape, "ok": False,
                                 "error": f"Proton example broker unavailable: {env.proton_reason}"})

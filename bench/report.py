@@ -193,7 +193,8 @@ def render_md(res):
         idle_txt = fmt(idle.get("idle_cpu_pct"), ".3f") if "na" not in idle else f"n/a: {idle['na']}"
         L.append(f"| {clients[c]['label']} | {clients[c]['transport']} | {lat_txt} | {idle_txt} |")
     L.append(f"\n### Brokers: the same C load generator (bench/c/loadgen.c), "
-             f"{st['broker_n']:,} messages sent and received concurrently\n")
+             f"{st['broker_n']:,} messages sent and received concurrently, medians of "
+             f"{st['reps'] * st.get('broker_rounds', 1)} runs\n")
     L.append("Shapes: *pipelined* = one sender link with up to 2,000 transfers in flight; *64x1* = 64 "
              "sender links with one transfer in flight each. One receiver link with 1,000 credits.\n")
     L.append("| broker | receive mode | shape | msg/s | broker CPU µs/msg | broker cores busy | loadgen CPU µs/msg |")
