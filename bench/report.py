@@ -226,7 +226,7 @@ def render_png(res, path):
     s, clients = res["summary"], res["clients"]
     clients = {c: clients[c] for c in res.get("client_order") or clients}
     names = [c for c in clients if any(s[c][w].get("msgs_per_s") for w in THROUGHPUT)] or list(clients)
-    fig, axes = plt.subplots(2, 2, figsize=(14, 9))
+    fig, axes = plt.subplots(2, 2, figsize=(14, 10))
     cmap = plt.get_cmap("tab10")
     index = {c: i for i, c in enumerate(clients)}
     colors = lambda c: cmap(index[c] % 10)  # one colour per client in every panel
@@ -253,7 +253,8 @@ def render_png(res, path):
     grouped(axes[0][0], "msgs_per_s", 1, "messages / s (log)", "Throughput (higher is better)")
     grouped(axes[0][1], "cpu_s_per_1k", 1000, "client CPU µs / message (log)",
             "Client CPU per message (lower is better)")
-    axes[0][0].legend(fontsize=7, loc="upper right")
+    handles, labels_ = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels_, loc="upper center", ncol=4, fontsize=8, bbox_to_anchor=(0.5, 0.955))
 
     ax = axes[1][0]
     lat_names = [c for c in clients if s[c]["latency"].get("p50_ms") is not None]
@@ -263,7 +264,9 @@ def render_png(res, path):
         ax.bar(i + 0.2, e["p99_ms"], 0.4, color=colors(c), alpha=0.5)
     ax.set_xticks(range(len(lat_names)))
     ax.set_xticklabels(lat_names, rotation=20, fontsize=8)
-    ax.set_ylabel("ms (solid p50, light p99)")
+    ax.set_ylabel("ms, log (solid p50, light p99)")
+    if lat_names:
+        ax.set_yscale("log")
     ax.set_title(f"Send→receive latency at {res['settings']['latency_rate']} msg/s (lower is better)")
     ax.grid(axis="y", alpha=0.3)
 
@@ -279,7 +282,7 @@ def render_png(res, path):
             cpu.append(e.get("broker_cpu_us_per_msg") or 0)
     ax.bar(range(len(labels)), rates, 0.5, color=bar_colors)
     ax.set_xticks(range(len(labels)))
-    ax.set_xticklabels(labels, fontsize=8)
+    ax.set_xticklabels(labels, fontsize=7)
     ax.set_ylabel("messages / s")
     ax.set_title("Brokers under the same load generator")
     for i, (r, c) in enumerate(zip(rates, cpu)):
@@ -289,7 +292,7 @@ def render_png(res, path):
     m = res["machine"]
     fig.suptitle(f"servicebus benchmarks — {m['cpu']}, {m['cores']} cores, Linux {m['kernel']}, {m['date']}"
                  f"{' (quick run)' if res['settings']['quick'] else ''}", fontsize=11)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.915))
     fig.savefig(path, dpi=90)
     plt.close(fig)
 
