@@ -155,6 +155,10 @@ long amqp_decode(const unsigned char *p, size_t n, amqp_val_t *v)
   size_t off = 0;
   if (n < 1) return -1;
   if (p[0] == 0x00) {
+    /* A descriptor is never itself described: refusing 0x00 0x00 here keeps
+     * the recursion one level deep, so a run of zero bytes (a 200 kB body of
+     * zeros probed as a possible batch) cannot exhaust the stack. */
+    if (n < 2 || p[1] == 0x00) return -1;
     amqp_val_t d;
     long dn = amqp_decode(p + 1, n - 1, &d);
     if (dn < 0 || d.described) return -1;

@@ -179,6 +179,21 @@ static void test_codec(void)
   buf_free(&b);
 }
 
+/* Regression: a long run of 0x00 bytes used to recurse once per byte in
+ * amqp_decode (each 0x00 read as "described, descriptor follows") and killed
+ * the emulator with a stack overflow when a client sent a body of zeros. */
+static void test_codec_zero_run(void)
+{
+  size_t n = 8u << 20;
+  unsigned char *z = calloc(1, n);
+  amqp_val_t v;
+  CHECK(z != NULL);
+  if (!z) return;
+  CHECK(amqp_decode(z, n, &v) < 0);
+  CHECK(amqp_decode(z, 2, &v) < 0);
+  free(z);
+}
+
 int main(void)
 {
   test_microsoft_sample();
@@ -187,6 +202,7 @@ int main(void)
   test_durations();
   test_sas_vector();
   test_codec();
+  test_codec_zero_run();
   if (g_failures) fprintf(stderr, "%d check(s) failed\n", g_failures);
   else printf("test_emu_config: all passed\n");
   return g_failures ? 1 : 0;
