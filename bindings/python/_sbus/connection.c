@@ -844,6 +844,36 @@ static PyObject *conn_cancel_op(ConnObject *self, PyObject *fut)
     return PyBool_FromLong(rc == 0);
 }
 
+/* Gives the pending operation whose token is `fut` its own deadline (the
+ * SDK's per-call `timeout=`): it then completes with SBUS_ETIMEOUT. Returns
+ * False when the operation is no longer pending (already done). */
+static PyObject *conn_set_op_timeout(ConnObject *self, PyObject *args)
+{
+    PyObject *fut;
+    double seconds;
+    if (!PyArg_ParseTuple(args, "Od", &fut, &seconds))
+        return NULL;
+    if (!(seconds > 0)) {
+        PyErr_SetString(PyExc_ValueError, "timeout must be greater than 0");
+        return NULL;
+    }
+    if (!self->conn)
+        Py_RETURN_FALSE;
+    int has = PyDict_Contains(self->pending, fut);
+    if (has < 0)
+        return NULL;
+    if (!has)
+        Py_RETURN_FALSE;
+    int64_t ms = (int64_t)(seconds * 1000.0);
+    int rc = sbus_conn_set_op_timeout(self->conn, fut, ms > 0 ? ms : 1);
+    sbpy_conn_pump(self);
+    if (rc == SBUS_ENOENT)
+        Py_RETURN_FALSE;
+    if (rc < 0)
+        return sbpy_raise(SBUS_OP_NONE, rc);
+    Py_RETURN_TRUE;
+}
+
 static PyObject *conn_set_token(ConnObject *self, PyObject *args)
 {
     const char *audience, *token, *err = NULL;
@@ -1167,6 +1197,8 @@ static PyMethodDef conn_methods[] = {
      "Writes what operations of this loop iteration produced."},
     {"_cancel_op", (PyCFunction)conn_cancel_op, METH_O,
      "Cancels the engine operation of a cancelled Future."},
+    {"_set_op_timeout", (PyCFunction)conn_set_op_timeout, METH_VARARGS,
+     "_set_op_timeout(future, seconds): a deadline for that operation"},
     {"open", (PyCFunction)conn_open, METH_NOARGS,
      "open() -> Future: connect and open the AMQP connection."},
     {"close", (PyCFunction)conn_close, METH_NOARGS,

@@ -12,7 +12,7 @@ import inspect
 import logging
 import time
 import warnings
-from typing import Any, Dict, Optional
+from typing import Callable, Any, Dict, Optional
 
 from . import _sbus
 from ._common import TransportType
@@ -58,6 +58,22 @@ class _Protocol(_sbus.Connection, asyncio.BufferedProtocol):
     """
 
     __slots__ = ()
+
+
+def with_timeout(start: Callable[[], "asyncio.Future[Any]"], kwargs: Dict[str, Any]) -> "asyncio.Future[Any]":
+    """Starts an engine operation with ``start()`` and applies the
+    azure-servicebus 7.x per-call ``timeout=`` (seconds) to it: it then fails
+    with OperationTimeoutError when not done in time. The timeout is checked
+    before anything starts, so a bad value sends nothing."""
+    timeout = kwargs.get("timeout")
+    if timeout is not None and not float(timeout) > 0:
+        raise ValueError("timeout must be greater than 0")
+    fut = start()
+    if timeout is not None:
+        conn = getattr(fut, "_sbus_conn", None)
+        if conn is not None and not fut.done():
+            conn._set_op_timeout(fut, float(timeout))
+    return fut
 
 
 def _retrieve(fut: "asyncio.Future[Any]") -> None:

@@ -5,6 +5,7 @@ from typing import Any, List, Optional, Union
 
 from .. import _sbus
 from .._common import datetime_to_ms
+from .._connection import with_timeout
 from .._message import BatchMessage, Message
 from ._base import BaseHandler
 
@@ -71,6 +72,8 @@ class ServiceBusSender(BaseHandler):
         returns once the service accepted it.
 
         :param message: The message(s) to send.
+        :keyword float timeout: seconds the whole send may take (azure-servicebus
+            7.x); default: the retry policy's own limits.
         :raises OperationTimeoutError: if sending times out.
         :raises MessageContentTooLarge: (a ValueError) if the message, or a list
             that must fit one batch, is over the size limit.
@@ -81,16 +84,16 @@ class ServiceBusSender(BaseHandler):
         if isinstance(message, BatchMessage):
             if len(message) == 0:
                 return
-            await handle.send_batch(message)
+            await with_timeout(lambda: handle.send_batch(message), kwargs)
             return
         if isinstance(message, (list, tuple)):
             if not message:
                 return
-            await handle.send(list(message))
+            await with_timeout(lambda: handle.send(list(message)), kwargs)
             return
         if not isinstance(message, _sbus.Message):
             raise TypeError("send_messages expects a Message, a list of Messages or a BatchMessage")
-        await handle.send(message)
+        await with_timeout(lambda: handle.send(message), kwargs)
 
     async def create_batch(self, max_size_in_bytes: Optional[int] = None) -> BatchMessage:
         """Create a BatchMessage holding at most ``max_size_in_bytes``.
@@ -129,7 +132,7 @@ class ServiceBusSender(BaseHandler):
         msgs = list(messages) if isinstance(messages, (list, tuple)) else [messages]
         if not msgs:
             return []
-        seqs: List[int] = await handle.schedule(msgs, when)
+        seqs: List[int] = await with_timeout(lambda: handle.schedule(msgs, when), kwargs)
         return seqs
 
     async def cancel_scheduled_messages(self, sequence_numbers: Union[int, List[int]], **kwargs: Any) -> None:
@@ -142,4 +145,4 @@ class ServiceBusSender(BaseHandler):
         seqs = [sequence_numbers] if isinstance(sequence_numbers, int) else list(sequence_numbers)
         if not seqs:
             return
-        await handle.cancel_scheduled(seqs)
+        await with_timeout(lambda: handle.cancel_scheduled(seqs), kwargs)
