@@ -7,10 +7,6 @@ under the repository root. SBUS_TEST_LOOP=uvloop runs every test on uvloop.
 import asyncio
 import json
 import os
-import re
-import selectors
-import subprocess
-import time
 from dataclasses import dataclass
 from typing import Any, Iterator, Optional, Tuple
 
@@ -30,7 +26,7 @@ class Emulator:
     control_addr: Optional[str]
     amqps_port: Optional[int]
     ca_file: Optional[str]
-    process: "subprocess.Popen[str]"
+    process: Any  # the emulator process (servicebus.testing owns it)
 
     @property
     def connection_string(self) -> str:
@@ -63,73 +59,32 @@ class Emulator:
 
 
 def _emulator_binary() -> str:
-    path = os.environ.get("SBUS_EMULATOR") or os.path.join(ROOT, "build", "emulator", "sbus-emulator")
-    if not os.access(path, os.X_OK):
-        raise RuntimeError(
-            "sbus-emulator not found at %s: build it (cmake -S . -B build && cmake --build build) "
-            "or set SBUS_EMULATOR" % path
-        )
-    return path
+    """The emulator binary, found the way the public toolkit finds it."""
+    from servicebus.testing import find_emulator
+
+    return find_emulator()
 
 
 @pytest.fixture(scope="session")
 def emulator() -> Iterator[Emulator]:
-    """Starts sbus-emulator on free ports for the whole session."""
-    proc = subprocess.Popen(
-        [
-            _emulator_binary(),
-            "--config",
-            CONFIG,
-            "--host",
-            "127.0.0.1",
-            "--amqp-port",
-            "0",
-            "--control-port",
-            "0",
-            "--amqps-port",
-            "0",
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdout is not None
-    sel = selectors.DefaultSelector()
-    sel.register(proc.stdout, selectors.EVENT_READ)
-    deadline = time.monotonic() + 20
-    line = ""
-    while time.monotonic() < deadline:
-        if not sel.select(timeout=max(0.0, deadline - time.monotonic())):
-            break
-        line = proc.stdout.readline()
-        if not line or line.startswith("sbus-emulator ready"):
-            break
-    sel.close()
-    m = re.search(r"amqp=([^\s:]+):(\d+)", line)
-    if not m:
-        proc.kill()
-        proc.wait()
-        raise RuntimeError("sbus-emulator did not print its ready line (got %r)" % line)
-    c = re.search(r"control=(\S+)", line)
-    s = re.search(r"amqps=[^\s:]+:(\d+)", line)
-    ca = re.search(r"ca=(\S+)", line)
-    emu = Emulator(
-        m.group(1),
-        int(m.group(2)),
-        c.group(1) if c else None,
-        int(s.group(1)) if s else None,
-        ca.group(1) if ca else None,
-        proc,
-    )
+    """Starts sbus-emulator on free ports for the whole session.
+
+    Dogfooding: the process is run by the public test toolkit,
+    servicebus.testing.Emulator (which finds $SBUS_EMULATOR or the build's
+    binary, reads the ready line, and kills the emulator with this process);
+    this fixture only adapts it to the small interface the tests use.
+    """
+    from servicebus.testing import Emulator as ToolkitEmulator
+
+    tool = ToolkitEmulator(config=CONFIG, host="127.0.0.1", amqp_port=0, amqps_port=0, control_port=0)
+    tool.start()
     try:
-        yield emu
+        assert tool.amqp_port and tool.control_address, tool.ready_line
+        yield Emulator(
+            tool.host, tool.amqp_port, tool.control_address, tool.amqps_port, tool.ca_file, tool._proc
+        )
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        proc.stdout.close()
+        tool.stop()
 
 
 @pytest.fixture(scope="session")

@@ -23,7 +23,9 @@ KEY = "SharedAccessKeyName=RootManageSharedAccessKey;SharedAccessKey=SAS_KEY_VAL
 
 
 def _emulator_binary() -> str:
-    return os.environ.get("SBUS_EMULATOR") or str(ROOT / "build" / "emulator" / "sbus-emulator")
+    from servicebus.testing import find_emulator
+
+    return find_emulator()
 
 
 @pytest.fixture(scope="module")
