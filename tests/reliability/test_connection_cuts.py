@@ -192,7 +192,7 @@ def test_every_duplicate_is_explained_by_a_cut(run) -> None:  # type: ignore[no-
 
 @pytest.mark.xfail(
     strict=False,
-    reason="engine: a connection must live STABLE_MS (10 s) to count as healthy (core/src/conn.c:834); cut every "
+    reason="engine: a connection must live STABLE_MS (10 s) to count as healthy (core/src/conn.c:854); cut every "
     "2 s, each loss counts as a failed attempt and after retry_total + 1 of them every pending operation fails "
     "with ServiceBusConnectionError (docs/reliability.md, bugs)",
 )

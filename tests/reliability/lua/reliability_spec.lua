@@ -93,7 +93,7 @@ describe("reliability (Lua)", function()
       -- a settlement fails only because its lock went with a cut link
       for _, code in ipairs(settle_fail) do assert.are.equal("lock-lost", code) end
       -- errors that reach the user are connection errors only (see the
-      -- Python test_no_error_reaches_the_user: engine bug, core/src/conn.c:834)
+      -- Python test_no_error_reaches_the_user: engine bug, core/src/conn.c:854)
       for _, e in ipairs(errors) do assert.matches(": connection$", e) end
       client:close()
     end)
