@@ -154,6 +154,29 @@ describe("reliability (Lua)", function()
     client:close()
   end)
 
+  it("reports a lapsed session lock as session-lock-lost", function()
+    local q = assert(emu:create_queue(nil, { requires_session = true, lock_duration = 30 }))
+    local client = assert(sb.from_connection_string(emu.connection_string))
+    local s = assert(client:sender(q))
+    assert(s:send({ sb.message{ body = "a", session_id = "s1" }, sb.message{ body = "b", session_id = "s1" } }))
+    local rx = assert(client:session_receiver(q, { session_id = "s1" }))
+    assert(receive_one(rx):complete())
+    assert(emu:advance(31))
+    os.execute("sleep 0.3")
+    local code
+    for _ = 1, 5 do
+      local msgs, _, c = rx:receive(1, 2)
+      if not msgs then code = c; break end
+      for _, m in ipairs(msgs) do
+        local ok, _, sc = m:complete()
+        if not ok then code = sc end
+      end
+      if code then break end
+    end
+    assert.are.equal("session-lock-lost", code)
+    client:close()
+  end)
+
   it("reports a lock on a cut link as lock-lost, and the receiver carries on", function()
     local q = assert(emu:create_queue(nil, { lock_duration = 30 }))
     local relay = start_relay(emu, 0)
