@@ -109,7 +109,8 @@ def main() -> None:
     """``python3 relay.py --target HOST:PORT [--cut-every S]``: a relay as a
     process, for the Lua specs (plain Lua blocks, so the relay must run
     elsewhere). Prints ``relay pid=N port=N`` once listening; cuts every
-    connection every S seconds when asked, and at once on SIGUSR1; exits on
+    connection every S seconds when asked, and at once on SIGUSR1; on SIGUSR2
+    takes a new target from --target-file (a restarted broker); exits on
     SIGTERM or when its stdin reaches end of file."""
     import argparse
     import os
@@ -119,6 +120,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--target", required=True)
     ap.add_argument("--cut-every", type=float, default=0.0)
+    ap.add_argument("--target-file", help="on SIGUSR2, read a new HOST:PORT target from this file")
     args = ap.parse_args()
     host, port = args.target.rsplit(":", 1)
 
@@ -132,6 +134,14 @@ def main() -> None:
             pass
         relay = await Relay((host, int(port))).start()
         loop.add_signal_handler(signal.SIGUSR1, relay.cut)  # cut now
+
+        def retarget() -> None:
+            with open(args.target_file) as f:
+                h, p = f.read().strip().rsplit(":", 1)
+            relay.target = (h, int(p))
+
+        if args.target_file:
+            loop.add_signal_handler(signal.SIGUSR2, retarget)
         print("relay pid=%d port=%d" % (os.getpid(), relay.port), flush=True)
         while not stop.is_set():
             try:
