@@ -40,9 +40,9 @@ def verdict(name: str, samples: List[Tuple[int, float, float]], max_growth: floa
     emu_growth = last[2] - warm[2]
     ok = growth <= max_growth
     print("FIGURES soak-%s: %d %s in %.0fs; client RSS %.1f MB after warm-up (%d), %.1f MB at the end: %+.1f MB; "
-          "emulator RSS %.1f -> %.1f MB (%+.1f MB) %s"
+          "emulator RSS %.1f -> %.1f MB (%+.1f MB); client %s, emulator %s"
           % (name, last[0], unit, elapsed, warm[1], warm[0], last[1], growth, warm[2], last[2], emu_growth,
-             "FLAT" if ok else "GROWS"), flush=True)
+             "FLAT" if ok else "GROWS", "flat" if emu_growth <= max_growth else "grows"), flush=True)
     return ok
 
 
