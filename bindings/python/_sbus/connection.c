@@ -830,15 +830,20 @@ static PyObject *conn_abort_m(ConnObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
-static PyObject *conn_cancel_op(ConnObject *self, PyObject *fut)
+/* 1 if `fut` is the token of an operation still pending on a live engine
+ * connection, 0 if not, -1 with an exception set. */
+static int conn_is_pending(ConnObject *self, PyObject *fut)
 {
     if (!self->conn)
-        Py_RETURN_FALSE;
-    int has = PyDict_Contains(self->pending, fut);
-    if (has < 0)
-        return NULL;
-    if (!has)
-        Py_RETURN_FALSE;
+        return 0;
+    return PyDict_Contains(self->pending, fut);
+}
+
+static PyObject *conn_cancel_op(ConnObject *self, PyObject *fut)
+{
+    int has = conn_is_pending(self, fut);
+    if (has <= 0)
+        return has < 0 ? NULL : Py_NewRef(Py_False);
     int rc = sbus_conn_cancel(self->conn, fut);
     sbpy_conn_pump(self);
     return PyBool_FromLong(rc == 0);
@@ -857,13 +862,9 @@ static PyObject *conn_set_op_timeout(ConnObject *self, PyObject *args)
         PyErr_SetString(PyExc_ValueError, "timeout must be greater than 0");
         return NULL;
     }
-    if (!self->conn)
-        Py_RETURN_FALSE;
-    int has = PyDict_Contains(self->pending, fut);
-    if (has < 0)
-        return NULL;
-    if (!has)
-        Py_RETURN_FALSE;
+    int has = conn_is_pending(self, fut);
+    if (has <= 0)
+        return has < 0 ? NULL : Py_NewRef(Py_False);
     int64_t ms = (int64_t)(seconds * 1000.0);
     int rc = sbus_conn_set_op_timeout(self->conn, fut, ms > 0 ? ms : 1);
     sbpy_conn_pump(self);
@@ -889,8 +890,10 @@ static PyObject *conn_set_token(ConnObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
-static PyObject *conn_make_sender(ConnObject *self, PyObject *args,
-                                  PyObject *kw)
+/* Calls `type(self, *args, **kw)`: senders and receivers are made with
+ * their connection as the first argument. */
+static PyObject *conn_make_child(ConnObject *self, PyTypeObject *type,
+                                 PyObject *args, PyObject *kw)
 {
     PyObject *a = PyTuple_Pack(1, (PyObject *)self);
     if (!a)
@@ -899,24 +902,21 @@ static PyObject *conn_make_sender(ConnObject *self, PyObject *args,
     Py_DECREF(a);
     if (!full)
         return NULL;
-    PyObject *r = PyObject_Call((PyObject *)&SbpySender_Type, full, kw);
+    PyObject *r = PyObject_Call((PyObject *)type, full, kw);
     Py_DECREF(full);
     return r;
+}
+
+static PyObject *conn_make_sender(ConnObject *self, PyObject *args,
+                                  PyObject *kw)
+{
+    return conn_make_child(self, &SbpySender_Type, args, kw);
 }
 
 static PyObject *conn_make_receiver(ConnObject *self, PyObject *args,
                                     PyObject *kw)
 {
-    PyObject *a = PyTuple_Pack(1, (PyObject *)self);
-    if (!a)
-        return NULL;
-    PyObject *full = PySequence_Concat(a, args);
-    Py_DECREF(a);
-    if (!full)
-        return NULL;
-    PyObject *r = PyObject_Call((PyObject *)&SbpyReceiver_Type, full, kw);
-    Py_DECREF(full);
-    return r;
+    return conn_make_child(self, &SbpyReceiver_Type, args, kw);
 }
 
 static PyObject *conn_get_is_open(ConnObject *self, void *c)
