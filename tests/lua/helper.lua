@@ -50,41 +50,32 @@ local Emulator = {}
 Emulator.__index = Emulator
 
 function Emulator:stop()
-  if self.pid then
-    os.execute("kill " .. self.pid .. " 2>/dev/null")
-    self.proc:close()
-    self.pid = nil
+  if self.tool then
+    self.tool:stop()
+    self.tool, self.pid = nil, nil
   end
 end
 
 -- Starts the emulator; extra: more command-line arguments (string).
+-- Dogfooding: the process is run by the public helper servicebus.testing
+-- (bindings/lua/servicebus/testing.lua), which also makes the emulator exit
+-- with this Lua process even after kill -9; this function only keeps the
+-- small interface the specs use (port, ready, control_addr, ...).
 function M.start_emulator(extra)
-  local bin = M.emulator_path()
-  assert(exists(bin), "sbus-emulator not found at " .. bin
-         .. " (build it or set SBUS_EMULATOR)")
-  local log = os.tmpname()
-  -- (env -u LD_PRELOAD: a sanitizer preloaded into the tests stays out of it)
-  local cmd = ("env -u LD_PRELOAD sh -c 'echo $$; exec \"$0\" --config \"$1\" --host 127.0.0.1 "
-               .. "--amqp-port 0 %s 2>>\"$2\"' '%s' '%s' '%s'")
-              :format(extra or "", bin, M.config, log)
-  local proc = assert(io.popen(cmd, "r"))
-  local pid = proc:read("*l")
-  local ready = proc:read("*l")
-  if not ready or not ready:match("^sbus%-emulator ready") then
-    local f = io.open(log)
-    local err = f and f:read("*a") or ""
-    if f then f:close() end
-    proc:close()
-    error("sbus-emulator did not start: " .. tostring(ready) .. "\n" .. err)
+  local testing = require "servicebus.testing"
+  local args = {}
+  for a in (extra or ""):gmatch("%S+") do args[#args + 1] = a end
+  -- testing.start always opens a control port: drop a duplicate request
+  for i = #args - 1, 1, -1 do
+    if args[i] == "--control-port" then table.remove(args, i + 1); table.remove(args, i) end
   end
-  local port = assert(tonumber(ready:match("amqp=[^%s:]+:(%d+)")), ready)
+  local ok, tool = pcall(testing.start, { binary = M.emulator_path(), config = M.config, args = args })
+  if not ok then error("sbus-emulator did not start: " .. tostring(tool), 2) end
   local emu = setmetatable({
-    pid = pid, proc = proc, port = port, ready = ready, log = log,
-    control_addr = ready:match("control=(%S+)"),
-    amqps_port = tonumber(ready:match("amqps=[^%s:]+:(%d+)")),
-    ca_file = ready:match("ca=(%S+)"),
+    tool = tool, pid = tool.pid, port = tool.port, ready = tool.ready_line, log = tool.log_file,
+    control_addr = tool.control, amqps_port = tool.amqps_port, ca_file = tool.ca_file,
   }, Emulator)
-  emu.connection_string = M.connection_string(port)
+  emu.connection_string = M.connection_string(emu.port)
   return emu
 end
 
