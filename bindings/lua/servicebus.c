@@ -1006,8 +1006,11 @@ static void drain(lua_State *L, int ci)
                 call_callback(L, 1, "logger");
             } else {
                 lua_pop(L, 1);
-                if (cl->trace_stderr)
-                    fprintf(stderr, "servicebus: %s\n", ev.text);
+                /* warnings (level 1) always reach stderr; traces only
+                 * when logging is on and no logger takes them */
+                if (cl->trace_stderr || ev.level)
+                    fprintf(stderr, "servicebus: %s%s\n",
+                            ev.level ? "warning: " : "", ev.text);
             }
             break;
         case SBUS_EV_CONNECT: /* host mode only: io answers it itself */

@@ -160,9 +160,10 @@ static int configure(sbus_conn_t *c, const sbus_conn_options_t *o,
     c->frame = sbusi_calloc(1, sizeof *c->frame);
     if (!c->user_agent || !c->container_id || !c->frame)
         return set_err(err, errlen, SBUS_ENOMEM, "out of memory");
-    if (c->use_tls)
-        return sbusi_wire_tls_config(c, o->ca_file, o->verify != 0, err, errlen);
-    return 0;
+    if (!c->use_tls)
+        return 0;
+    c->tls_noverify = o->verify == 0;
+    return sbusi_wire_tls_config(c, o->ca_file, o->verify != 0, err, errlen);
 }
 
 int sbus_conn_new(sbus_conn_t **out, const sbus_conn_options_t *o, char *err,
@@ -267,21 +268,35 @@ sbus_event_type_t sbus_conn_peek_event(const sbus_conn_t *c)
 
 static void log_release(sbusi_ev_t *ev) { sbusi_free(ev); }
 
+static void log_push(sbus_conn_t *c, int level, const char *fmt, va_list ap)
+{
+    sbusi_ev_t *ev = sbusi_calloc(1, sizeof *ev);
+    if (!ev)
+        return; /* a lost log line is the only thing OOM may drop */
+    vsnprintf(ev->desc, sizeof ev->desc, fmt, ap);
+    ev->e.type = SBUS_EV_LOG;
+    ev->e.text = ev->desc;
+    ev->e.level = level;
+    ev->release = log_release;
+    sbusi_ev_push(c, ev);
+}
+
 void sbusi_log(sbus_conn_t *c, const char *fmt, ...)
 {
     if (!c->trace)
         return;
-    sbusi_ev_t *ev = sbusi_calloc(1, sizeof *ev);
-    if (!ev)
-        return; /* a lost trace line is the only thing OOM may drop */
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(ev->desc, sizeof ev->desc, fmt, ap);
+    log_push(c, 0, fmt, ap);
     va_end(ap);
-    ev->e.type = SBUS_EV_LOG;
-    ev->e.text = ev->desc;
-    ev->release = log_release;
-    sbusi_ev_push(c, ev);
+}
+
+void sbusi_warn(sbus_conn_t *c, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    log_push(c, 1, fmt, ap);
+    va_end(ap);
 }
 
 /* ------------------------------------------------------------------ */
@@ -700,6 +715,9 @@ int sbus_conn_open(sbus_conn_t *c, void *token)
     sbusi_op_t *op = sbusi_op_new(c, SBUS_OP_CONN_OPEN, token, NULL);
     if (!op)
         return SBUS_ENOMEM;
+    if (!c->opened && c->tls_noverify)
+        sbusi_warn(c, "TLS certificate verification is off (verify=0): the "
+                      "identity of %s is not checked", c->host);
     c->opened = 1;
     sbusi_op_start(c, op);
     if (sbus_conn_is_open(c))

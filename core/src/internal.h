@@ -391,6 +391,7 @@ struct sbus_conn {
     char *host;               /* namespace FQDN */
     int port;                 /* TCP port */
     int use_tls;              /* 1: TLS layer on */
+    int tls_noverify;         /* 1: TLS on with peer verification off */
     char *key_name;           /* SAS policy, or NULL */
     char *key;                /* SAS key, or NULL */
     char *sas_token;          /* fixed SAS token, or NULL */
@@ -512,6 +513,8 @@ void sbusi_op_retry_or_fail(sbusi_op_t *op, int code, const char *cond,
 int64_t sbusi_backoff(const sbus_conn_t *c, int attempt);
 void sbusi_process(sbus_conn_t *c);
 void sbusi_log(sbus_conn_t *c, const char *fmt, ...);
+/* Queues a warning (SBUS_EV_LOG with level 1), whatever opts.trace says. */
+void sbusi_warn(sbus_conn_t *c, const char *fmt, ...);
 int sbusi_wire_ready(const sbus_conn_t *c);
 /* 1 once the connection was closed or aborted: no new operations. */
 int sbusi_conn_closed(const sbus_conn_t *c);

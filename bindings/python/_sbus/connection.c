@@ -425,7 +425,8 @@ static int drain(ConnObject *self)
             break;
         case SBUS_EV_LOG:
             if (self->log_cb && self->log_cb != Py_None && ev.text) {
-                PyObject *r = PyObject_CallFunction(self->log_cb, "s", ev.text);
+                PyObject *r = PyObject_CallFunction(self->log_cb, "si",
+                                                    ev.text, ev.level);
                 Py_XDECREF(r);
                 unraisable(self);
             }

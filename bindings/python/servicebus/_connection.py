@@ -168,7 +168,7 @@ class _Connection:
                 _OpFuture,
                 self._options,
                 token_callback=self._on_token if self._options.get("host_tokens") else None,
-                log_callback=self._on_log if self._logging else None,
+                log_callback=self._on_log,
             )
             fut = self._handle.open()
             fut.add_done_callback(_retrieve)
@@ -176,8 +176,13 @@ class _Connection:
 
     # -- engine callbacks -----------------------------------------------
 
-    def _on_log(self, text: str) -> None:
-        _log.info("%s", text)
+    def _on_log(self, text: str, level: int = 0) -> None:
+        # level 1: the engine's warnings (always shown); level 0: frame
+        # traces, which the engine only emits with logging_enable=True.
+        if level:
+            _log.warning("%s", text)
+        else:
+            _log.info("%s", text)
 
     def _on_token(self, audience: str) -> None:
         task = asyncio.ensure_future(self._get_token(audience))

@@ -585,6 +585,9 @@ typedef struct sbus_event {
     /* RENEW_FAILED: the message (borrowed; the host's own pointer) or NULL
        for a session */
     const sbus_message_t *message;
+    /* LOG: 0 = a trace line (only with opts.trace), 1 = a warning the host
+       should always show (e.g. TLS verification switched off) */
+    int level;
 } sbus_event_t;
 
 /* Pulls the next event into *ev: 1 if there was one, 0 if none. */
