@@ -709,6 +709,9 @@ def cmd_emulator(args: argparse.Namespace) -> int:
             proc.send_signal(signum)
 
         previous = signal.signal(signal.SIGTERM, forward)
+        # A shell starts background jobs with SIGINT ignored, and Python then
+        # never raises KeyboardInterrupt: say explicitly that Ctrl-C stops us.
+        previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
         try:
             line = proc.stdout.readline().strip()
             if line.startswith("sbus-emulator ready"):
@@ -726,6 +729,7 @@ def cmd_emulator(args: argparse.Namespace) -> int:
             return EXIT_OK
         finally:
             signal.signal(signal.SIGTERM, previous)
+            signal.signal(signal.SIGINT, previous_int)
             if proc.stdin is not None:
                 proc.stdin.close()
 
