@@ -49,11 +49,7 @@ async def test_send_of_a_wrong_type_raises_type_or_value_error(pair, bad) -> Non
     [
         {"message_id": "x" * 129},
         {"session_id": "s" * 129},
-        pytest.param(
-            {"properties": {object(): 1}},
-            marks=pytest.mark.xfail(strict=True, reason="python binding: a property key of any type is sent as "
-                                    "str(key), e.g. '<object object at 0x...>' (bindings/python/_sbus/message.c:70)"),
-        ),
+        {"properties": {object(): 1}},
         {"properties": {"k": object()}},
         {"properties": {"k": {"nested": [1, {"deeper": object()}]}}},
         {"time_to_live": "soon"},

@@ -60,22 +60,22 @@ int sbpy_message_sync(MessageObject *self)
         Py_ssize_t kl;
         const char *k;
         sbus_value_t v;
-        PyObject *ks = NULL;
         if (PyUnicode_Check(key)) {
             k = PyUnicode_AsUTF8AndSize(key, &kl);
         } else if (PyBytes_Check(key)) {
             k = PyBytes_AS_STRING(key);
             kl = PyBytes_GET_SIZE(key);
         } else {
-            ks = PyObject_Str(key);
-            k = ks ? PyUnicode_AsUTF8AndSize(ks, &kl) : NULL;
-        }
-        if (!k || sbpy_to_value(val, &v) < 0) {
-            Py_XDECREF(ks);
+            /* AMQP application-property keys are strings: str(key) would
+             * send '<object object at 0x...>' and lose the caller's key. */
+            PyErr_Format(PyExc_TypeError,
+                         "application property keys must be str or bytes, "
+                         "not %.100s", Py_TYPE(key)->tp_name);
             return -1;
         }
+        if (!k || sbpy_to_value(val, &v) < 0)
+            return -1;
         int rc = sbus_message_set_property(self->msg, k, (size_t)kl, &v);
-        Py_XDECREF(ks);
         if (rc < 0) {
             PyErr_Format(PyExc_ValueError,
                          "application property %R: %s", key,
