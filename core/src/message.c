@@ -786,6 +786,11 @@ static int dec_section(sbus_message_t *m, const sbusi_item_t *it,
         return add_section(m, it->v.u.s.ptr, it->v.u.s.len);
     case 0x76:
     case 0x77:
+        /* AMQP 1.0 §3.2: the body is data sections, or sequence sections,
+         * or exactly one amqp-value; never a mix. */
+        if (m->nsections > 0 && (it->descriptor == 0x77 ||
+                                 m->body_kind != SBUS_BODY_SEQUENCE))
+            return SBUS_EINVAL;
         m->body_kind = it->descriptor == 0x77 ? SBUS_BODY_VALUE
                                               : SBUS_BODY_SEQUENCE;
         return add_section(m, value_start, (size_t)(it->stop - value_start));

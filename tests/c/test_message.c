@@ -209,6 +209,28 @@ static void test_lock_token_and_uuid(void)
     sbus_message_free(m);
 }
 
+/* Regression (fuzz: tests/fuzz/regressions/message/): AMQP 1.0 §3.2 allows
+ * data sections, or sequence sections, or exactly one amqp-value. A mix was
+ * accepted and left data bytes posing as an encoded value. */
+static void test_mixed_body_sections_refused(void)
+{
+    static const uint8_t data_then_value[] = {0x00, 0x53, 0x75, 0xa0, 0x01, 'x',
+                                              0x00, 0x53, 0x77, 0xa1, 0x01, 'y'};
+    static const uint8_t value_then_value[] = {0x00, 0x53, 0x77, 0xa1, 0x01, 'x',
+                                               0x00, 0x53, 0x77, 0xa1, 0x01, 'y'};
+    static const uint8_t value_then_data[] = {0x00, 0x53, 0x77, 0xa1, 0x01, 'x',
+                                              0x00, 0x53, 0x75, 0xa0, 0x01, 'y'};
+    static const uint8_t seq_then_seq[] = {0x00, 0x53, 0x76, 0x45,
+                                           0x00, 0x53, 0x76, 0x45};
+    sbus_message_t *m = NULL;
+    CHECK(sbusi_message_decode(data_then_value, sizeof data_then_value, &m) == SBUS_EINVAL);
+    CHECK(sbusi_message_decode(value_then_value, sizeof value_then_value, &m) == SBUS_EINVAL);
+    CHECK(sbusi_message_decode(value_then_data, sizeof value_then_data, &m) == SBUS_EINVAL);
+    CHECK(sbusi_message_decode(seq_then_seq, sizeof seq_then_seq, &m) == 0);
+    CHECK(m && sbus_message_body_kind(m) == SBUS_BODY_SEQUENCE);
+    sbus_message_free(m);
+}
+
 int main(void)
 {
     test_properties();
@@ -216,6 +238,7 @@ int main(void)
     test_limits();
     test_batch_limit();
     test_lock_token_and_uuid();
+    test_mixed_body_sections_refused();
     if (failures)
         fprintf(stderr, "%d failure(s)\n", failures);
     return failures ? 1 : 0;
