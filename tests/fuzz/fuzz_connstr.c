@@ -85,7 +85,22 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             char *kv = malloc(kn + 1);
             memcpy(kv, k, kn);
             kv[kn] = 0;
-            ASSERT(strstr(msg, kv) == NULL);
+            if (strstr(msg, kv) != NULL) {
+                /* The key's text appears in the message: a leak only if the
+                 * message depends on the key. A key such as "eyName" is also
+                 * a piece of the fixed text "SharedAccessKeyName", so parse
+                 * again with the key's bytes replaced: a message that does
+                 * not change never carried the key. */
+                char *s2 = strdup(s);
+                memset(s2 + (k - s), 'Q', kn);
+                char msg2[sizeof msg] = "";
+                sbus_connstr_t c3;
+                memset(&c3, 0, sizeof c3);
+                if (sbus_connstr_parse(s2, &c3, msg2, sizeof msg2) == 0)
+                    sbus_connstr_clear(&c3);
+                ASSERT(strcmp(msg, msg2) == 0);
+                free(s2);
+            }
             free(kv);
         }
     }
