@@ -303,6 +303,34 @@ void sbusi_warn(sbus_conn_t *c, const char *fmt, ...)
 /* Operations                                                          */
 /* ------------------------------------------------------------------ */
 
+void sbusi_opq_push(sbusi_op_t **head, sbusi_op_t **tail, sbusi_op_t *op)
+{
+    op->qnext = NULL;
+    op->qprev = *tail;
+    if (*tail)
+        (*tail)->qnext = op;
+    else
+        *head = op;
+    *tail = op;
+    op->queued = 1;
+}
+
+void sbusi_opq_remove(sbusi_op_t **head, sbusi_op_t **tail, sbusi_op_t *op)
+{
+    if (!op->queued)
+        return;
+    if (op->qprev)
+        op->qprev->qnext = op->qnext;
+    else
+        *head = op->qnext;
+    if (op->qnext)
+        op->qnext->qprev = op->qprev;
+    else
+        *tail = op->qprev;
+    op->qnext = op->qprev = NULL;
+    op->queued = 0;
+}
+
 static void op_free(sbusi_op_t *op)
 {
     sbusi_free(op->renews);

@@ -513,6 +513,11 @@ void sbusi_op_retry_or_fail(sbusi_op_t *op, int code, const char *cond,
 int64_t sbusi_backoff(const sbus_conn_t *c, int attempt);
 void sbusi_process(sbus_conn_t *c);
 void sbusi_log(sbus_conn_t *c, const char *fmt, ...);
+/* A FIFO of waiting operations kept as (*head, *tail) through the ops'
+ * qnext/qprev links (senders' sends, receivers' receive calls): append op;
+ * unlink op if it is queued. */
+void sbusi_opq_push(sbusi_op_t **head, sbusi_op_t **tail, sbusi_op_t *op);
+void sbusi_opq_remove(sbusi_op_t **head, sbusi_op_t **tail, sbusi_op_t *op);
 /* Queues a warning (SBUS_EV_LOG with level 1), whatever opts.trace says. */
 void sbusi_warn(sbus_conn_t *c, const char *fmt, ...);
 int sbusi_wire_ready(const sbus_conn_t *c);

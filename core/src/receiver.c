@@ -166,30 +166,12 @@ static sbusi_op_t *first_receive(sbus_receiver_t *r) { return r->rq_head; }
 
 static void rq_push(sbus_receiver_t *r, sbusi_op_t *op)
 {
-    op->qnext = NULL;
-    op->qprev = r->rq_tail;
-    if (r->rq_tail)
-        r->rq_tail->qnext = op;
-    else
-        r->rq_head = op;
-    r->rq_tail = op;
-    op->queued = 1;
+    sbusi_opq_push(&r->rq_head, &r->rq_tail, op);
 }
 
 void sbusi_receiver_forget(sbus_receiver_t *r, sbusi_op_t *op)
 {
-    if (!op->queued)
-        return;
-    if (op->qprev)
-        op->qprev->qnext = op->qnext;
-    else
-        r->rq_head = op->qnext;
-    if (op->qnext)
-        op->qnext->qprev = op->qprev;
-    else
-        r->rq_tail = op->qprev;
-    op->qnext = op->qprev = NULL;
-    op->queued = 0;
+    sbusi_opq_remove(&r->rq_head, &r->rq_tail, op);
 }
 
 /* ------------------------------ credit ----------------------------- */

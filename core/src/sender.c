@@ -57,30 +57,12 @@ int sbus_sender_new(sbus_conn_t *c, const sbus_sender_options_t *o,
 
 static void q_push(sbus_sender_t *s, sbusi_op_t *op)
 {
-    op->qnext = NULL;
-    op->qprev = s->q_tail;
-    if (s->q_tail)
-        s->q_tail->qnext = op;
-    else
-        s->q_head = op;
-    s->q_tail = op;
-    op->queued = 1;
+    sbusi_opq_push(&s->q_head, &s->q_tail, op);
 }
 
 static void q_remove(sbus_sender_t *s, sbusi_op_t *op)
 {
-    if (!op->queued)
-        return;
-    if (op->qprev)
-        op->qprev->qnext = op->qnext;
-    else
-        s->q_head = op->qnext;
-    if (op->qnext)
-        op->qnext->qprev = op->qprev;
-    else
-        s->q_tail = op->qprev;
-    op->qnext = op->qprev = NULL;
-    op->queued = 0;
+    sbusi_opq_remove(&s->q_head, &s->q_tail, op);
 }
 
 /* Makes a failed or idle link worth trying again (a new operation). */
