@@ -413,6 +413,10 @@ struct sbus_conn {
     int wire_open;            /* remote open received */
     int reconnects;           /* failed connection attempts in a row */
     int64_t open_mono;        /* when the AMQP open completed */
+    int progress;             /* this transport did useful work (a token
+                                 accepted, a link attached, an operation
+                                 done): its loss is bad luck, not a failed
+                                 attempt */
     int64_t reconnect_at;     /* BACKOFF: when to emit CONNECT */
     int opened;               /* sbus_conn_open() was called */
     int want_disconnect;      /* DISCONNECT to emit */
@@ -521,6 +525,8 @@ void sbusi_opq_remove(sbusi_op_t **head, sbusi_op_t **tail, sbusi_op_t *op);
 /* Queues a warning (SBUS_EV_LOG with level 1), whatever opts.trace says. */
 void sbusi_warn(sbus_conn_t *c, const char *fmt, ...);
 int sbusi_wire_ready(const sbus_conn_t *c);
+/* The current transport did useful work (see sbus_conn.progress). */
+void sbusi_conn_progress(sbus_conn_t *c);
 /* 1 once the connection was closed or aborted: no new operations. */
 int sbusi_conn_closed(const sbus_conn_t *c);
 void sbusi_owner_init(sbusi_owner_t *o, int kind);

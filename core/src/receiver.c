@@ -534,6 +534,7 @@ void sbusi_receiver_on_event(sbus_receiver_t *r, pn_event_t *e)
             break; /* refused: the detach with the error follows */
         r->own.state = SBUSI_L_ATTACHED;
         r->own.attempts = 0;
+        sbusi_conn_progress(r->conn);
         if (r->o.session)
             read_session(r, l);
         break;

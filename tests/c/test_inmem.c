@@ -331,6 +331,62 @@ static void test_no_reconnect_storm(void)
     pair_close(&p);
 }
 
+/* The broker cuts the connection every 700 ms of fake time, many more
+ * times than retry_total + 1, while a receive waits across each cut. Every
+ * connection gets its work done (token, links, messages) before it dies,
+ * so no cut counts as a failed attempt: nothing fails, and the engine
+ * reconnects at once each time (regression: a connection had to live 10 s
+ * to count as healthy, so the fifth cut failed every pending operation
+ * with a connection error). */
+static void test_frequent_cuts(void)
+{
+    pair_t p;
+    sbus_conn_options_t o;
+    default_opts(&o);
+    o.retry_total = 3;
+    o.retry_backoff_ms = 1000;
+    pair_open(&p, &o);
+    sbus_sender_t *s = sender(&p, "queue.1");
+    sbus_receiver_t *r = receiver(&p, "queue.1");
+    int cuts = 0, received = 0;
+    for (int round = 0; round < 12; round++) {
+        int rtok;
+        CHECK(sbus_receiver_receive(r, 10, 60000, &rtok) == 0);
+        pump(&p);
+        advance(&p, 300);
+        CHECK(p.server != NULL); /* reconnected at once, no backoff */
+        if (!p.server)
+            break;
+        emu_conn_drop(p.server, "amqp:connection:forced", "cut");
+        cuts++;
+        pump(&p);
+        advance(&p, 200);
+        CHECK(send_one(&p, s, "through the cuts") == 0);
+        done_t d;
+        CHECK(take(&p, &rtok, &d) == 0);
+        CHECK(d.code == 0);
+        CHECK(d.count == 1);
+        received += (int)d.count;
+        for (size_t i = 0; i < d.count; i++) {
+            int stok;
+            done_t sd;
+            CHECK(sbus_receiver_settle(r, d.msgs[i], SBUS_COMPLETE, NULL,
+                                       NULL, &stok) == 0);
+            take(&p, &stok, &sd);
+            CHECK(sd.code == 0);
+        }
+        done_clear(&d);
+        advance(&p, 200);
+    }
+    CHECK(cuts == 12 && received == 12);
+    CHECK(p.connects == 1 + cuts);
+    fprintf(stderr, "frequent cuts: %d cuts, %d received, %d connections\n",
+            cuts, received, p.connects);
+    sbus_receiver_free(r);
+    sbus_sender_free(s);
+    pair_close(&p);
+}
+
 /* A per-operation timeout (the SDKs' timeout= keyword) overrides the
  * connection's operation_timeout for that operation only. */
 static void test_per_op_timeout(void)
@@ -529,6 +585,7 @@ int main(void)
     test_link_churn();
     test_websocket_and_proxy();
     test_no_reconnect_storm();
+    test_frequent_cuts();
     if (failures)
         fprintf(stderr, "%d failure(s)\n", failures);
     return failures ? 1 : 0;
