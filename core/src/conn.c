@@ -572,8 +572,12 @@ int sbus_conn_set_op_timeout(sbus_conn_t *c, void *token, int64_t timeout_ms)
     for (sbusi_op_t *op = c->ops.next; op != &c->ops; op = op->next) {
         if (op->token != token)
             continue;
-        if (op->kind == SBUS_OP_RECEIVE)
-            return SBUS_EINVAL;
+        if (op->kind == SBUS_OP_RECEIVE) {
+            if (!op->rcv)
+                return SBUS_EINVAL;
+            sbusi_receiver_set_timeout(op->rcv, op, timeout_ms);
+            return 0;
+        }
         op->user_deadline = c->now_mono + timeout_ms;
         op->deadline = op->user_deadline;
         if (op->deadline < c->op_due)

@@ -296,6 +296,9 @@ typedef struct sbusi_op {
     sbus_receiver_t *rcv;          /* receiver it runs on, or NULL */
     int stage;                     /* enum sbusi_stage */
     int64_t deadline;              /* mono ms when it times out, -1 none */
+    int64_t user_timeout;          /* RECEIVE: sbus_conn_set_op_timeout()
+                                      ms, 0 none: bounds each stretch the
+                                      receive waits without its link */
     int64_t user_deadline;         /* sbus_conn_set_op_timeout(), 0 none:
                                       bounds every attempt and backoff */
     int64_t retry_at;              /* BACKOFF: mono ms of next attempt */
@@ -625,6 +628,10 @@ void sbusi_op_timeout(sbusi_op_t *op);  /* deadline passed */
 void sbusi_sender_on_event(sbus_sender_t *s, pn_event_t *e);
 void sbusi_receiver_on_event(sbus_receiver_t *r, pn_event_t *e);
 void sbusi_receiver_cancel(sbus_receiver_t *r, sbusi_op_t *op);
+/* Gives receive op on r an operation timeout of ms (see
+ * sbus_conn_set_op_timeout). */
+void sbusi_receiver_set_timeout(sbus_receiver_t *r, sbusi_op_t *op,
+                                int64_t ms);
 void sbusi_cbs_on_event(sbus_conn_t *c, sbusi_owner_t *o, pn_event_t *e);
 void sbusi_mgmt_on_event(sbus_conn_t *c, sbusi_owner_t *o, pn_event_t *e);
 /* Reads a complete incoming delivery into c->scratch; 0, or -1 when it is

@@ -174,6 +174,42 @@ void sbusi_receiver_forget(sbus_receiver_t *r, sbusi_op_t *op)
     sbusi_opq_remove(&r->rq_head, &r->rq_tail, op);
 }
 
+/* ------------------------- receive timeouts ------------------------ */
+
+/* A receive given an operation timeout may wait for its link (connection
+ * down, reconnect backoff, attach retries) at most that long in a row: the
+ * clock runs while the link is not attached and starts again each time it
+ * is lost. While the link is attached the receive's own max_wait governs. */
+static int link_up(const sbus_receiver_t *r)
+{
+    return r->own.state == SBUSI_L_ATTACHED && r->own.link;
+}
+
+static void arm_timeout(sbus_receiver_t *r, sbusi_op_t *op)
+{
+    if (!op->user_timeout)
+        return;
+    if (link_up(r))
+        op->user_deadline = 0; /* running: max_wait governs */
+    else if (!op->user_deadline)
+        op->user_deadline = r->conn->now_mono + op->user_timeout;
+}
+
+/* The link attached or went away: start or stop the waiting clocks. */
+static void arm_timeouts(sbus_receiver_t *r)
+{
+    for (sbusi_op_t *op = r->rq_head; op; op = op->qnext)
+        arm_timeout(r, op);
+}
+
+void sbusi_receiver_set_timeout(sbus_receiver_t *r, sbusi_op_t *op,
+                                int64_t ms)
+{
+    op->user_timeout = ms;
+    op->user_deadline = 0;
+    arm_timeout(r, op);
+}
+
 /* ------------------------------ credit ----------------------------- */
 
 static void maybe_drain(sbus_receiver_t *r)
@@ -484,6 +520,7 @@ void sbusi_receiver_lost(sbus_receiver_t *r)
     free_queue(r, 0);
     sbusi_owner_lost(&r->own);
     r->draining = 0;
+    arm_timeouts(r);
     if (r->own.state == SBUSI_L_ATTACHED || r->own.state == SBUSI_L_ATTACHING) {
         if (r->o.session && r->own.state == SBUSI_L_ATTACHED) {
             sbusi_owner_set_error(&r->own, SBUS_ESESSIONLOCKLOST, NULL,
@@ -507,6 +544,7 @@ static void on_remote_close(sbus_receiver_t *r, pn_link_t *l)
     free_queue(r, 0);
     sbusi_owner_lost(&r->own);
     r->draining = 0;
+    arm_timeouts(r);
     if (r->own.state == SBUSI_L_CLOSING) {
         r->own.state = SBUSI_L_CLOSED;
         sbusi_fail_object_kind(r->conn, r, SBUS_OP_RECEIVER_CLOSE, 0, NULL);
@@ -535,6 +573,7 @@ void sbusi_receiver_on_event(sbus_receiver_t *r, pn_event_t *e)
         r->own.state = SBUSI_L_ATTACHED;
         r->own.attempts = 0;
         sbusi_conn_progress(r->conn);
+        arm_timeouts(r);
         if (r->o.session)
             read_session(r, l);
         break;
@@ -575,6 +614,10 @@ void sbusi_receiver_tick(sbus_receiver_t *r)
         sbusi_op_t *next = op->qnext;
         if (op->deadline >= 0 && c->now_mono >= op->deadline)
             sbusi_op_done(op, 0, NULL, NULL); /* what it has, maybe none */
+        else if (op->user_deadline && c->now_mono >= op->user_deadline)
+            sbusi_op_done(op, op->nmsgs ? 0 : SBUS_ETIMEOUT, NULL,
+                          "the receive could not run within its operation "
+                          "timeout: the connection or the link was down");
         op = next;
     }
     sbusi_renew_tick(r);
@@ -585,6 +628,9 @@ int64_t sbusi_receiver_deadline(sbus_receiver_t *r)
     int64_t next = sbusi_renew_deadline(r);
     if (r->own.state == SBUSI_L_BACKOFF && (next < 0 || r->own.retry_at < next))
         next = r->own.retry_at;
+    for (sbusi_op_t *op = r->rq_head; op; op = op->qnext)
+        if (op->user_deadline && (next < 0 || op->user_deadline < next))
+            next = op->user_deadline;
     return next;
 }
 

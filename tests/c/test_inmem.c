@@ -424,6 +424,62 @@ static void test_per_op_timeout(void)
     pair_close(&p);
 }
 
+/* An operation timeout on a receive: max_wait still decides when a
+ * receive on a working link returns; the timeout bounds how long the
+ * receive waits for a link it cannot have (connection down, reconnecting),
+ * counted from the loss. */
+static void test_receive_op_timeout(void)
+{
+    pair_t p;
+    sbus_conn_options_t o;
+    default_opts(&o);
+    o.retry_total = 10;
+    o.retry_backoff_ms = 1000;
+    pair_open(&p, &o);
+    sbus_receiver_t *r = receiver(&p, "queue.1");
+    int tok;
+    done_t d;
+    /* a working link: an empty return after max_wait, not a timeout */
+    CHECK(sbus_receiver_receive(r, 1, 5000, &tok) == 0);
+    CHECK(sbus_conn_set_op_timeout(p.c, &tok, 1000) == 0);
+    int64_t t0 = p.mono;
+    CHECK(take(&p, &tok, &d) == 0);
+    CHECK(d.code == 0 && d.count == 0);
+    CHECK(p.mono - t0 >= 5000);
+    /* the link works for 3 s, then every connection dies as it opens: the
+       receive ends about 2 s after the loss, long before max_wait */
+    CHECK(sbus_receiver_receive(r, 1, 60000, &tok) == 0);
+    CHECK(sbus_conn_set_op_timeout(p.c, &tok, 2000) == 0);
+    advance(&p, 3000);
+    CHECK(p.ndone == 0);
+    p.drop_on_open = 1;
+    emu_conn_drop(p.server, "amqp:connection:forced", "cut");
+    pump(&p);
+    t0 = p.mono;
+    CHECK(take(&p, &tok, &d) == 0);
+    CHECK(d.code == SBUS_ETIMEOUT);
+    CHECK(p.mono - t0 >= 2000 && p.mono - t0 <= 2200);
+    /* a receive started while the connection is down */
+    CHECK(sbus_receiver_receive(r, 1, -1, &tok) == 0);
+    CHECK(sbus_conn_set_op_timeout(p.c, &tok, 1500) == 0);
+    t0 = p.mono;
+    CHECK(take(&p, &tok, &d) == 0);
+    CHECK(d.code == SBUS_ETIMEOUT);
+    CHECK(p.mono - t0 >= 1500 && p.mono - t0 <= 1700);
+    /* the broker lets us in again: receives work */
+    p.drop_on_open = 0;
+    sbus_sender_t *s = sender(&p, "queue.1");
+    CHECK(send_one(&p, s, "back") == 0);
+    CHECK(sbus_receiver_receive(r, 1, 5000, &tok) == 0);
+    CHECK(sbus_conn_set_op_timeout(p.c, &tok, 1000) == 0);
+    CHECK(take(&p, &tok, &d) == 0);
+    CHECK(d.code == 0 && d.count == 1);
+    done_clear(&d);
+    sbus_sender_free(s);
+    sbus_receiver_free(r);
+    pair_close(&p);
+}
+
 /* AMQP over WebSockets (AMQPWSB10), through an HTTP CONNECT proxy, and a
  * proxy that refuses (SBUS_EPROXY, not retried). */
 static void pair_open_transport(pair_t *p, int ws, int proxy_status)
@@ -586,6 +642,7 @@ int main(void)
     test_websocket_and_proxy();
     test_no_reconnect_storm();
     test_frequent_cuts();
+    test_receive_op_timeout();
     if (failures)
         fprintf(stderr, "%d failure(s)\n", failures);
     return failures ? 1 : 0;
