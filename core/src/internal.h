@@ -496,6 +496,9 @@ struct sbus_receiver {
     int draining;                /* a drain is outstanding */
     int opened;                  /* open/receive was called: resume after
                                     a loss */
+    int relock;                  /* session: held session_id's lock once;
+                                    a new attach must get that session
+                                    back, or fail with session-lock-lost */
     int64_t last_seq;            /* last sequence number seen (peek) */
     sbusi_renew_t *renews;       /* auto-renew registrations */
     sbusi_op_t *rq_head;         /* pending receive calls, oldest first */

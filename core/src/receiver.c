@@ -522,16 +522,40 @@ void sbusi_receiver_lost(sbus_receiver_t *r)
     r->draining = 0;
     arm_timeouts(r);
     if (r->own.state == SBUSI_L_ATTACHED || r->own.state == SBUSI_L_ATTACHING) {
-        if (r->o.session && r->own.state == SBUSI_L_ATTACHED) {
-            sbusi_owner_set_error(&r->own, SBUS_ESESSIONLOCKLOST, NULL,
-                                  "the session link was lost, and the "
-                                  "session lock with it");
-            r->own.state = SBUSI_L_FAILED;
-            complete_opens(r, &r->own.last_err);
-        } else {
-            r->own.state = SBUSI_L_IDLE;
-        }
+        /* a session receiver asks for the same session again on next
+           use (relock) */
+        if (r->o.session && r->own.state == SBUSI_L_ATTACHED)
+            r->relock = 1;
+        r->own.state = SBUSI_L_IDLE;
     }
+}
+
+/* A session link was detached by the service (or its attach refused).
+ * One that held its session (forced detach, e.g. for idleness) re-attaches
+ * to the same session id on next use, as plain receivers do; a retriable
+ * refusal of that re-attach backs off under the retry policy. Any other
+ * failure of a receiver that held a session means the session is gone for
+ * it (locked by someone else now, or its lock expired): session-lock-lost.
+ * A first attach that fails fails the open, as before. */
+static void session_detached(sbus_receiver_t *r, int was_attached)
+{
+    sbusi_owner_t *o = &r->own;
+    if (was_attached)
+        r->relock = 1;
+    const sbus_error_t *e = &o->last_err.err;
+    if (!o->has_err || (r->relock && e->retriable))
+        sbusi_owner_after_detach(r->conn, o); /* IDLE or BACKOFF */
+    else
+        o->state = SBUSI_L_FAILED;
+    if (o->state != SBUSI_L_FAILED || !r->relock ||
+        e->code == SBUS_ESESSIONLOCKLOST)
+        return;
+    char cond[SBUSI_COND_MAX], desc[SBUSI_DESC_MAX];
+    snprintf(cond, sizeof cond, "%s", e->condition ? e->condition : "");
+    snprintf(desc, sizeof desc, "the session lock was lost: %s",
+             e->description);
+    sbusi_owner_set_error(o, SBUS_ESESSIONLOCKLOST, cond[0] ? cond : NULL,
+                          desc);
 }
 
 static void on_remote_close(sbus_receiver_t *r, pn_link_t *l)
@@ -550,14 +574,10 @@ static void on_remote_close(sbus_receiver_t *r, pn_link_t *l)
         sbusi_fail_object_kind(r->conn, r, SBUS_OP_RECEIVER_CLOSE, 0, NULL);
         return;
     }
-    if (r->o.session && was_attached && !r->own.has_err)
-        sbusi_owner_set_error(&r->own, SBUS_ESESSIONLOCKLOST, NULL,
-                              "the session link was detached");
-    if (r->o.session && r->own.has_err) {
-        r->own.state = SBUSI_L_FAILED; /* sessions never re-attach alone */
-    } else {
+    if (r->o.session)
+        session_detached(r, was_attached);
+    else
         sbusi_owner_after_detach(r->conn, &r->own);
-    }
     if (r->own.state == SBUSI_L_FAILED)
         complete_opens(r, &r->own.last_err);
 }

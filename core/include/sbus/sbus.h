@@ -684,7 +684,14 @@ SBUS_API int sbus_receiver_new(sbus_conn_t *c,
                                const sbus_receiver_options_t *o,
                                sbus_receiver_t **out);
 /* Attaches the link (for sessions: locks a session; the event carries the
- * session id in data/len and locked-until in time_ms). */
+ * session id in data/len and locked-until in time_ms). A link the service
+ * detaches with a retriable condition (e.g. amqp:link:detach-forced for an
+ * idle link) or lost with the connection is attached again on next use;
+ * a session receiver then asks for the same session id (the one it got,
+ * for next-available), and if the service refuses (the session is locked
+ * by someone else now, or its lock expired) the pending or next operation
+ * completes with SBUS_ESESSIONLOCKLOST, as every later one does. Messages
+ * received on a lost link settle with SBUS_ELOCKLOST. */
 SBUS_API int sbus_receiver_open(sbus_receiver_t *r, void *token);
 /* Detaches; unsettled prefetched messages are released. */
 SBUS_API int sbus_receiver_close(sbus_receiver_t *r, void *token);
