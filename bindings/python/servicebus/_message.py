@@ -8,10 +8,11 @@ the methods here only pass the call on.
 
 import datetime
 import uuid
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Awaitable, Dict, List, Optional, Union
 
 from . import _sbus
 from ._common import ServiceBusMessageState, datetime_to_ms, ms_to_datetime
+from ._connection import raise_later
 from .exceptions import MessageSettleFailed
 
 __all__ = [
@@ -242,7 +243,18 @@ class ReceivedMessage(PeekedMessage):
             raise MessageSettleFailed("This message was not received from a receiver: it cannot be settled.")
         return handle
 
-    async def complete(self) -> None:
+    # The settlement methods start the engine operation and return its
+    # Future (awaitable; errors raised on await, as from a coroutine): no
+    # coroutine or Task per message when many are gathered.
+
+    def _settle(self, outcome: int, *args: Optional[str]) -> "Awaitable[None]":
+        try:
+            fut: "Awaitable[None]" = self._handle().settle(self, outcome, *args)
+        except Exception as exc:
+            return raise_later(exc)
+        return fut
+
+    def complete(self) -> "Awaitable[None]":
         """Complete the message: this removes the message from the queue.
 
         :raises MessageAlreadySettled: if the message has been settled.
@@ -250,27 +262,29 @@ class ReceivedMessage(PeekedMessage):
         :raises SessionLockExpired: if the session lock has already expired.
         :raises MessageSettleFailed: if the settle operation fails.
         """
-        await self._handle().settle(self, _sbus.COMPLETE)
+        return self._settle(_sbus.COMPLETE)
 
-    async def abandon(self) -> None:
+    def abandon(self) -> "Awaitable[None]":
         """Abandon the message: it returns to the queue, available again.
 
         :raises MessageAlreadySettled: if the message has been settled.
         :raises MessageLockExpired: if the message lock has already expired.
         :raises MessageSettleFailed: if the settle operation fails.
         """
-        await self._handle().settle(self, _sbus.ABANDON)
+        return self._settle(_sbus.ABANDON)
 
-    async def defer(self) -> None:
+    def defer(self) -> "Awaitable[None]":
         """Defer the message: it stays in the queue, received only by sequence number.
 
         :raises MessageAlreadySettled: if the message has been settled.
         :raises MessageLockExpired: if the message lock has already expired.
         :raises MessageSettleFailed: if the settle operation fails.
         """
-        await self._handle().settle(self, _sbus.DEFER)
+        return self._settle(_sbus.DEFER)
 
-    async def dead_letter(self, reason: Optional[str] = None, error_description: Optional[str] = None) -> None:
+    def dead_letter(
+        self, reason: Optional[str] = None, error_description: Optional[str] = None
+    ) -> "Awaitable[None]":
         """Move the message to the dead-letter sub-queue.
 
         :param str reason: The reason for dead-lettering the message.
@@ -279,7 +293,7 @@ class ReceivedMessage(PeekedMessage):
         :raises MessageLockExpired: if the message lock has already expired.
         :raises MessageSettleFailed: if the settle operation fails.
         """
-        await self._handle().settle(self, _sbus.DEAD_LETTER, reason, error_description)
+        return self._settle(_sbus.DEAD_LETTER, reason, error_description)
 
     async def renew_lock(self) -> datetime.datetime:
         """Renew the message lock; returns the UTC time it now expires at.
