@@ -5,7 +5,7 @@
 --
 --   /ping                            answers at once (is the worker free?)
 --   /send?queue=Q&body=B[&busy=1]    per-request connection, sends one message
---                                    (busy=1: retry_total 3, backoff 0.5 s)
+--                                    (busy=1: retry_total 3, backoff 0.3 s doubling)
 --   /receive?queue=Q&wait=S          per-request connection, receives and
 --                                    completes at most one ("none" if empty)
 --   /wsend?body=B                    through the worker-level sender (queue "demo")
@@ -72,7 +72,7 @@ function M.send()
   local args = ngx.req.get_uri_args()
   local opts = FAST
   if args.busy then
-    opts = { retry_total = 3, retry_backoff = 0.5, retry_backoff_max = 2, operation_timeout = 10 }
+    opts = { retry_total = 3, retry_backoff = 0.3, retry_backoff_max = 2, operation_timeout = 10 }
   end
   local sb, err, code = connect(opts)
   if not sb then return fail("connect", err, code) end

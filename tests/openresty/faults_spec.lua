@@ -216,10 +216,10 @@ describe("OpenResty under faults", function()
   end)
 
   it("finishes a stream whose connection is cut twice in the middle, while the worker serves others", function()
-    -- 40 sends paced 0.1 s on one connection: about 4 s, cut at 1.5 s and 3 s
-    local wait, pending = http_bg(port, "/stream?queue=test-queue&n=40&pace=0.1&tag=cut", 90)
+    -- 30 sends paced 0.07 s on one connection: over 2 s, cut at 0.7 s and 1.4 s
+    local wait, pending = http_bg(port, "/stream?queue=test-queue&n=30&pace=0.07&tag=cut", 90)
     for _ = 1, 2 do
-      sh("sleep 1.5")
+      sh("sleep 0.7")
       relay.cut()
       assert_worker_free(port, pending)
     end
@@ -246,11 +246,11 @@ describe("OpenResty under faults", function()
   end)
 
   it("retries server-busy with backoff without blocking the worker, and reports it as nil, msg, code past retry_total", function()
-    -- 2 refusals, then accepted (busy=1: 3 retries, 0.5 s then 1 s backoff)
+    -- 2 refusals, then accepted (busy=1: 3 retries, 0.3 s then 0.6 s backoff)
     assert.are.equal(200, (emu:control("POST", "/faults", { fail_next = 2, op = "send", condition = "com.microsoft:server-busy" })))
-    local wait, pending = http_bg(port, "/send?busy=1&queue=test-queue&body=busy-twice", 60)
-    sh("sleep 0.3")
-    assert_worker_free(port, pending) -- while the send waits out its backoff
+    local wait = http_bg(port, "/send?busy=1&queue=test-queue&body=busy-twice", 60)
+    sh("sleep 0.15")
+    assert_worker_free(port)
     local out, code = wait()
     assert.are.equal(200, code, out)
     assert.are.equal("sent", out)
@@ -262,9 +262,10 @@ describe("OpenResty under faults", function()
 
     -- refused more often than 1 + retry_total attempts: the error surfaces
     assert.are.equal(200, (emu:control("POST", "/faults", { fail_next = 10, op = "send", condition = "com.microsoft:server-busy" })))
+    local pending
     wait, pending = http_bg(port, "/send?busy=1&queue=test-queue&body=never", 60)
-    sh("sleep 0.3")
-    assert_worker_free(port, pending)
+    sh("sleep 0.15")
+    assert_worker_free(port, pending) -- while the send waits out 2.1 s of backoff
     out, code = wait()
     emu:control("POST", "/faults", { reset = true })
     assert.are.equal(502, code, out)
