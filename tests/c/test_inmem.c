@@ -614,6 +614,168 @@ static void test_session_reattach(void)
     pair_close(&p);
 }
 
+/* Encodes one value with the public writer; *out malloc'd. */
+static size_t encode_list_of(sbus_amqp_type_t t, const sbus_value_t *items,
+                             size_t n, uint8_t **out)
+{
+    sbus_amqp_writer_t *w;
+    sbus_amqp_writer_new(&w);
+    CHECK(sbus_amqp_begin(w, SBUS_AMQP_LIST) == 0);
+    for (size_t i = 0; i < n; i++)
+        CHECK(sbus_amqp_write(w, t, &items[i]) == 0);
+    CHECK(sbus_amqp_end(w) == 0);
+    const void *p;
+    size_t len = 0;
+    CHECK(sbus_amqp_writer_result(w, &p, &len) == 0);
+    *out = malloc(len);
+    memcpy(*out, p, len);
+    sbus_amqp_writer_free(w);
+    return len;
+}
+
+static size_t encode_one(sbus_amqp_type_t t, const sbus_value_t *v,
+                         uint8_t **out)
+{
+    sbus_amqp_writer_t *w;
+    sbus_amqp_writer_new(&w);
+    if (t == SBUS_AMQP_MAP) { /* {"k": v as a symbol, "n": null} */
+        sbus_amqp_begin(w, SBUS_AMQP_MAP);
+        sbus_value_t k = {.type = SBUS_VAL_STRING};
+        k.u.s.ptr = "k";
+        k.u.s.len = 1;
+        sbus_amqp_write_value(w, &k);
+        CHECK(sbus_amqp_write(w, SBUS_AMQP_SYMBOL, v) == 0);
+        k.u.s.ptr = "n";
+        sbus_amqp_write_value(w, &k);
+        sbus_amqp_write(w, SBUS_AMQP_NULL, NULL);
+        sbus_amqp_end(w);
+    } else {
+        CHECK(sbus_amqp_write(w, t, v) == 0);
+    }
+    const void *p;
+    size_t len = 0;
+    CHECK(sbus_amqp_writer_result(w, &p, &len) == 0);
+    *out = malloc(len);
+    memcpy(*out, p, len);
+    sbus_amqp_writer_free(w);
+    return len;
+}
+
+static int aprop_bytes_are(const sbus_message_t *m, const char *key,
+                           const uint8_t *p, size_t n)
+{
+    for (size_t i = 0; i < sbus_message_property_count(m); i++) {
+        const char *k;
+        size_t kl;
+        sbus_value_t v;
+        sbus_message_property_at(m, i, &k, &kl, &v);
+        if (kl == strlen(key) && memcmp(k, key, kl) == 0)
+            return v.type == SBUS_VAL_AMQP && v.u.s.len == n &&
+                   memcmp(v.u.s.ptr, p, n) == 0;
+    }
+    return 0;
+}
+
+/* Application properties of any AMQP type (list, map, char, decimal)
+ * and amqp-sequence / amqp-value bodies of any type go through the
+ * emulator and come back byte for byte (regression: such properties were
+ * dropped on receive, and a sequence body could not be set). */
+static void test_amqp_types_roundtrip(void)
+{
+    pair_t p;
+    sbus_conn_options_t o;
+    default_opts(&o);
+    pair_open(&p, &o);
+    sbus_value_t strs[3] = {{.type = SBUS_VAL_STRING},
+                            {.type = SBUS_VAL_STRING},
+                            {.type = SBUS_VAL_STRING}};
+    const char *words[3] = {"alpha", "", "gamma"};
+    for (int i = 0; i < 3; i++) {
+        strs[i].u.s.ptr = words[i];
+        strs[i].u.s.len = strlen(words[i]);
+    }
+    uint8_t *list, *map, *chr, *dec, *seq2;
+    size_t nlist = encode_list_of(SBUS_AMQP_STRING, strs, 3, &list);
+    size_t nseq2 = encode_list_of(SBUS_AMQP_SYMBOL, strs, 2, &seq2);
+    size_t nmap = encode_one(SBUS_AMQP_MAP, &strs[2], &map);
+    sbus_value_t c = {.type = SBUS_VAL_UINT};
+    c.u.u = 0x20AC; /* the euro sign */
+    size_t nchr = encode_one(SBUS_AMQP_CHAR, &c, &chr);
+    static const uint8_t d128[16] = {0x30, 0x40, 0, 0, 0, 0, 0, 0,
+                                     0, 0, 0, 0, 0, 0, 0x30, 0x39};
+    sbus_value_t d = {.type = SBUS_VAL_BINARY};
+    d.u.s.ptr = (const char *)d128;
+    d.u.s.len = 16;
+    size_t ndec = encode_one(SBUS_AMQP_DECIMAL128, &d, &dec);
+
+    sbus_message_t *m[2];
+    sbus_message_new(&m[0]);
+    sbus_message_new(&m[1]);
+    sbus_value_t v = {.type = SBUS_VAL_AMQP};
+    struct { const char *key; uint8_t *p; size_t n; } props[] = {
+        {"list", list, nlist}, {"map", map, nmap}, {"char", chr, nchr},
+        {"decimal", dec, ndec}};
+    for (size_t i = 0; i < 4; i++) {
+        v.u.s.ptr = (const char *)props[i].p;
+        v.u.s.len = props[i].n;
+        CHECK(sbus_message_set_property(m[0], props[i].key,
+                                        strlen(props[i].key), &v) == 0);
+    }
+    CHECK(sbus_message_set_property(m[0], "plain", 5, &strs[0]) == 0);
+    CHECK(sbus_message_set_body_sequence(m[0], list, nlist) == 0);
+    CHECK(sbus_message_add_body_sequence(m[0], seq2, nseq2) == 0);
+    v.u.s.ptr = (const char *)map;
+    v.u.s.len = nmap;
+    CHECK(sbus_message_set_body_value(m[1], &v) == 0);
+    sbus_sender_t *s = sender(&p, "test-queue-2");
+    int tok;
+    done_t dn;
+    CHECK(sbus_sender_send(s, m, 2, &tok) == 0); /* as one batch */
+    take(&p, &tok, &dn);
+    CHECK(dn.code == 0);
+    sbus_message_free(m[0]);
+    sbus_message_free(m[1]);
+    sbus_receiver_t *r = receiver(&p, "test-queue-2");
+    CHECK(sbus_receiver_receive(r, 2, 5000, &tok) == 0);
+    take(&p, &tok, &dn);
+    CHECK(dn.code == 0 && dn.count == 2);
+    if (dn.count == 2) {
+        const sbus_message_t *a = dn.msgs[0], *b = dn.msgs[1];
+        for (size_t i = 0; i < 4; i++)
+            CHECK(aprop_bytes_are(a, props[i].key, props[i].p, props[i].n));
+        CHECK(sbus_message_property_count(a) == 5);
+        CHECK(sbus_message_body_kind(a) == SBUS_BODY_SEQUENCE);
+        CHECK(sbus_message_body_sequence_count(a) == 2);
+        const void *q;
+        size_t qn;
+        CHECK(sbus_message_body_sequence_at(a, 0, &q, &qn) == 0 &&
+              qn == nlist && memcmp(q, list, nlist) == 0);
+        CHECK(sbus_message_body_sequence_at(a, 1, &q, &qn) == 0 &&
+              qn == nseq2 && memcmp(q, seq2, nseq2) == 0);
+        sbus_value_t got;
+        CHECK(sbus_message_body_kind(b) == SBUS_BODY_VALUE);
+        CHECK(sbus_message_body_value(b, &got) == 0 &&
+              got.type == SBUS_VAL_AMQP && got.u.s.len == nmap &&
+              memcmp(got.u.s.ptr, map, nmap) == 0);
+        for (int i = 0; i < 2; i++) {
+            done_t sd;
+            CHECK(sbus_receiver_settle(r, dn.msgs[i], SBUS_COMPLETE, NULL,
+                                       NULL, &tok) == 0);
+            take(&p, &tok, &sd);
+            CHECK(sd.code == 0);
+        }
+    }
+    done_clear(&dn);
+    free(list);
+    free(seq2);
+    free(map);
+    free(chr);
+    free(dec);
+    sbus_receiver_free(r);
+    sbus_sender_free(s);
+    pair_close(&p);
+}
+
 /* AMQP over WebSockets (AMQPWSB10), through an HTTP CONNECT proxy, and a
  * proxy that refuses (SBUS_EPROXY, not retried). */
 static void pair_open_transport(pair_t *p, int ws, int proxy_status)
@@ -778,6 +940,7 @@ int main(void)
     test_frequent_cuts();
     test_receive_op_timeout();
     test_session_reattach();
+    test_amqp_types_roundtrip();
     if (failures)
         fprintf(stderr, "%d failure(s)\n", failures);
     return failures ? 1 : 0;
