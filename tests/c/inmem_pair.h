@@ -328,7 +328,9 @@ static void done_clear(done_t *d)
     d->count = 0;
 }
 
-static void pair_open(pair_t *p, sbus_conn_options_t *o)
+/* The broker with the example configuration, and the fake clock; no
+ * engine yet. */
+static void pair_broker(pair_t *p)
 {
     memset(p, 0, sizeof *p);
     emu_options_t eo = {0};
@@ -340,6 +342,11 @@ static void pair_open(pair_t *p, sbus_conn_options_t *o)
                         err, sizeof err) != 0)
         fprintf(stderr, "config: %s\n", err);
     p->mono = 1000000;
+}
+
+static void pair_open(pair_t *p, sbus_conn_options_t *o)
+{
+    pair_broker(p);
     o->trace = getenv("PERF_NO_TRACE") ? 0 : 1;
     char e[256];
     CHECK(sbus_conn_new(&p->c, o, e, sizeof e) == 0);
@@ -410,5 +417,22 @@ static sbus_receiver_t *receiver(pair_t *p, const char *q)
     return r;
 }
 
+static int settle_one(pair_t *p, sbus_receiver_t *r, sbus_message_t *m)
+{
+    int tok;
+    done_t d;
+    if (sbus_receiver_settle(r, m, SBUS_COMPLETE, NULL, NULL, &tok) != 0)
+        return -1;
+    take(p, &tok, &d);
+    return d.code;
+}
+
+/* pair_open() with default_opts(). */
+static void pair_open_default(pair_t *p)
+{
+    sbus_conn_options_t o;
+    default_opts(&o);
+    pair_open(p, &o);
+}
 
 #endif

@@ -34,9 +34,7 @@ static void test_token_refresh(void)
 static void test_auto_renew(void)
 {
     pair_t p;
-    sbus_conn_options_t o;
-    default_opts(&o);
-    pair_open(&p, &o);
+    pair_open_default(&p);
     sbus_sender_t *s = sender(&p, "demo"); /* LockDuration 30 s */
     sbus_receiver_t *r = receiver(&p, "demo");
     CHECK(send_one(&p, s, "keep") == 0);
@@ -50,15 +48,8 @@ static void test_auto_renew(void)
         CHECK(sbus_receiver_auto_renew(r, d.msgs[0], 300000) == 0);
         advance(&p, 90000); /* three lock durations */
         CHECK(p.renew_failed == 0);
-        done_t sd;
-        CHECK(sbus_receiver_settle(r, d.msgs[1], SBUS_COMPLETE, NULL, NULL,
-                                   &tok) == 0);
-        take(&p, &tok, &sd);
-        CHECK(sd.code == SBUS_ELOCKLOST);
-        CHECK(sbus_receiver_settle(r, d.msgs[0], SBUS_COMPLETE, NULL, NULL,
-                                   &tok) == 0);
-        take(&p, &tok, &sd);
-        CHECK(sd.code == 0);
+        CHECK(settle_one(&p, r, d.msgs[1]) == SBUS_ELOCKLOST);
+        CHECK(settle_one(&p, r, d.msgs[0]) == 0);
         /* settled: no longer registered */
         CHECK(sbus_receiver_auto_renew_stop(r, d.msgs[0]) == SBUS_ENOENT);
     }
@@ -74,9 +65,7 @@ static void test_auto_renew(void)
 static void test_auto_renew_many(void)
 {
     pair_t p;
-    sbus_conn_options_t o;
-    default_opts(&o);
-    pair_open(&p, &o);
+    pair_open_default(&p);
     sbus_sender_t *s = sender(&p, "demo");
     sbus_receiver_t *r = receiver(&p, "demo");
     for (int i = 0; i < 3; i++)
@@ -102,11 +91,7 @@ static void test_auto_renew_many(void)
         CHECK(p.renew_failed == 1);
         CHECK(p.renew_failed_code == SBUS_ELOCKLOST);
         for (int i = 0; i < 3; i += 2) {
-            done_t sd;
-            CHECK(sbus_receiver_settle(r, d.msgs[i], SBUS_COMPLETE, NULL, NULL,
-                                       &tok) == 0);
-            take(&p, &tok, &sd);
-            CHECK(sd.code == 0);
+            CHECK(settle_one(&p, r, d.msgs[i]) == 0);
         }
     }
     done_clear(&d);
@@ -118,9 +103,7 @@ static void test_auto_renew_many(void)
 static void test_auto_renew_failure_and_free(void)
 {
     pair_t p;
-    sbus_conn_options_t o;
-    default_opts(&o);
-    pair_open(&p, &o);
+    pair_open_default(&p);
     sbus_sender_t *s = sender(&p, "demo");
     sbus_receiver_t *r = receiver(&p, "demo");
     CHECK(send_one(&p, s, "gone") == 0);
@@ -159,9 +142,7 @@ static void test_auto_renew_failure_and_free(void)
 static void test_auto_renew_session(void)
 {
     pair_t p;
-    sbus_conn_options_t o;
-    default_opts(&o);
-    pair_open(&p, &o);
+    pair_open_default(&p);
     sbus_sender_t *s = sender(&p, "session-queue");
     sbus_message_t *m;
     sbus_message_new(&m);
@@ -192,11 +173,7 @@ static void test_auto_renew_session(void)
     take(&p, &tok, &d);
     CHECK(d.count == 1);
     if (d.count == 1) {
-        done_t sd;
-        CHECK(sbus_receiver_settle(r, d.msgs[0], SBUS_COMPLETE, NULL, NULL,
-                                   &tok) == 0);
-        take(&p, &tok, &sd);
-        CHECK(sd.code == 0);
+        CHECK(settle_one(&p, r, d.msgs[0]) == 0);
     }
     done_clear(&d);
     sbus_receiver_free(r);
@@ -268,11 +245,7 @@ static void test_timeout_and_reconnect(void)
     /* the broker sits on settlements longer than our deadline */
     p.b->faults.delay_disp_ms = 20000;
     if (d.count == 1) {
-        done_t sd;
-        CHECK(sbus_receiver_settle(r, d.msgs[0], SBUS_COMPLETE, NULL, NULL,
-                                   &tok) == 0);
-        take(&p, &tok, &sd);
-        CHECK(sd.code == SBUS_ETIMEOUT);
+        CHECK(settle_one(&p, r, d.msgs[0]) == SBUS_ETIMEOUT);
     }
     done_clear(&d);
     advance(&p, 20000);
@@ -367,14 +340,8 @@ static void test_frequent_cuts(void)
         CHECK(d.code == 0);
         CHECK(d.count == 1);
         received += (int)d.count;
-        for (size_t i = 0; i < d.count; i++) {
-            int stok;
-            done_t sd;
-            CHECK(sbus_receiver_settle(r, d.msgs[i], SBUS_COMPLETE, NULL,
-                                       NULL, &stok) == 0);
-            take(&p, &stok, &sd);
-            CHECK(sd.code == 0);
-        }
+        for (size_t i = 0; i < d.count; i++)
+            CHECK(settle_one(&p, r, d.msgs[i]) == 0);
         done_clear(&d);
         advance(&p, 200);
     }
@@ -527,16 +494,6 @@ static int receive_one(pair_t *p, sbus_receiver_t *r, sbus_message_t **m)
     return d.code;
 }
 
-static int settle_one(pair_t *p, sbus_receiver_t *r, sbus_message_t *m)
-{
-    int tok;
-    done_t d;
-    if (sbus_receiver_settle(r, m, SBUS_COMPLETE, NULL, NULL, &tok) != 0)
-        return -1;
-    take(p, &tok, &d);
-    return d.code;
-}
-
 static int msg_session_is(const sbus_message_t *m, const char *sid)
 {
     const char *v;
@@ -553,9 +510,7 @@ static int msg_session_is(const sbus_message_t *m, const char *sid)
 static void test_session_reattach(void)
 {
     pair_t p;
-    sbus_conn_options_t o;
-    default_opts(&o);
-    pair_open(&p, &o);
+    pair_open_default(&p);
     sbus_sender_t *s = sender(&p, "session-queue");
     for (int i = 0; i < 4; i++)
         CHECK(send_session_msg(&p, s, "ra", "for ra") == 0);
@@ -683,9 +638,7 @@ static int aprop_bytes_are(const sbus_message_t *m, const char *key,
 static void test_amqp_types_roundtrip(void)
 {
     pair_t p;
-    sbus_conn_options_t o;
-    default_opts(&o);
-    pair_open(&p, &o);
+    pair_open_default(&p);
     sbus_value_t strs[3] = {{.type = SBUS_VAL_STRING},
                             {.type = SBUS_VAL_STRING},
                             {.type = SBUS_VAL_STRING}};
@@ -758,11 +711,7 @@ static void test_amqp_types_roundtrip(void)
               got.type == SBUS_VAL_AMQP && got.u.s.len == nmap &&
               memcmp(got.u.s.ptr, map, nmap) == 0);
         for (int i = 0; i < 2; i++) {
-            done_t sd;
-            CHECK(sbus_receiver_settle(r, dn.msgs[i], SBUS_COMPLETE, NULL,
-                                       NULL, &tok) == 0);
-            take(&p, &tok, &sd);
-            CHECK(sd.code == 0);
+            CHECK(settle_one(&p, r, dn.msgs[i]) == 0);
         }
     }
     done_clear(&dn);
@@ -780,15 +729,7 @@ static void test_amqp_types_roundtrip(void)
  * proxy that refuses (SBUS_EPROXY, not retried). */
 static void pair_open_transport(pair_t *p, int ws, int proxy_status)
 {
-    memset(p, 0, sizeof *p);
-    emu_options_t eo = {0};
-    eo.max_message_size = 262144;
-    eo.idle_timeout_ms = 120000;
-    p->b = emu_broker_new(&eo);
-    char err[512];
-    emu_config_load(p->b, SBUS_SOURCE_ROOT "/examples/emulator-config.json", err,
-                    sizeof err);
-    p->mono = 1000000;
+    pair_broker(p);
     p->ws = ws;
     p->proxy_status = proxy_status;
     sbus_conn_options_t o;
@@ -802,6 +743,7 @@ static void pair_open_transport(pair_t *p, int ws, int proxy_status)
         o.proxy_password = "p";
     }
     o.trace = 1;
+    char err[256];
     CHECK(sbus_conn_new(&p->c, &o, err, sizeof err) == 0);
     tick(p);
 }
@@ -853,9 +795,7 @@ static void test_websocket_and_proxy(void)
 static void test_token_retry(void)
 {
     pair_t p;
-    sbus_conn_options_t o;
-    default_opts(&o);
-    pair_open(&p, &o);
+    pair_open_default(&p);
     p.b->faults.fail_next = 1;
     snprintf(p.b->faults.fail_op, sizeof p.b->faults.fail_op, "cbs");
     snprintf(p.b->faults.fail_cond, sizeof p.b->faults.fail_cond,
@@ -873,9 +813,7 @@ static void test_token_retry(void)
 static void test_link_churn(void)
 {
     pair_t p;
-    sbus_conn_options_t o;
-    default_opts(&o);
-    pair_open(&p, &o);
+    pair_open_default(&p);
     for (int i = 0; i < 200; i++) {
         sbus_sender_t *s = sender(&p, "queue.1");
         CHECK(send_one(&p, s, "churn") == 0);
@@ -888,11 +826,7 @@ static void test_link_churn(void)
         CHECK(sbus_receiver_receive(r, 1, 1000, &tok) == 0);
         take(&p, &tok, &d);
         for (size_t k = 0; k < d.count; k++) {
-            done_t sd;
-            CHECK(sbus_receiver_settle(r, d.msgs[k], SBUS_COMPLETE, NULL, NULL,
-                                       &tok) == 0);
-            take(&p, &tok, &sd);
-            CHECK(sd.code == 0);
+            CHECK(settle_one(&p, r, d.msgs[k]) == 0);
         }
         done_clear(&d);
         sbus_receiver_free(r); /* freed without a close: detach only */
@@ -911,9 +845,7 @@ static void test_link_churn(void)
 static void test_idle_keepalive(void)
 {
     pair_t p;
-    sbus_conn_options_t o;
-    default_opts(&o);
-    pair_open(&p, &o);
+    pair_open_default(&p);
     /* the broker advertises 120 s; ten minutes of silence must not close
        the connection because Proton sends empty frames when ticked */
     advance(&p, 600000);
