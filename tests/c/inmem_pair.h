@@ -382,11 +382,16 @@ static void default_opts(sbus_conn_options_t *o)
     o->retry_backoff_ms = 100;
 }
 
-static int send_one(pair_t *p, sbus_sender_t *s, const char *body)
+/* Sends one text message (in session sid unless NULL) and waits; returns
+ * the completion's code. */
+static int send_one_sid(pair_t *p, sbus_sender_t *s, const char *body,
+                        const char *sid)
 {
     sbus_message_t *m;
     sbus_message_new(&m);
     sbus_message_set_body(m, body, strlen(body));
+    if (sid)
+        sbus_message_set_prop(m, SBUS_PROP_SESSION_ID, sid, strlen(sid));
     int tok;
     done_t d;
     int rc = sbus_sender_send(s, &m, 1, &tok);
@@ -395,6 +400,11 @@ static int send_one(pair_t *p, sbus_sender_t *s, const char *body)
         return rc;
     take(p, &tok, &d);
     return d.code;
+}
+
+static int send_one(pair_t *p, sbus_sender_t *s, const char *body)
+{
+    return send_one_sid(p, s, body, NULL);
 }
 
 static sbus_sender_t *sender(pair_t *p, const char *q)
@@ -425,6 +435,16 @@ static int settle_one(pair_t *p, sbus_receiver_t *r, sbus_message_t *m)
         return -1;
     take(p, &tok, &d);
     return d.code;
+}
+
+/* pair_open() with default_opts() but this retry policy. */
+static void pair_open_retry(pair_t *p, int total, int64_t backoff_ms)
+{
+    sbus_conn_options_t o;
+    default_opts(&o);
+    o.retry_total = total;
+    o.retry_backoff_ms = backoff_ms;
+    pair_open(p, &o);
 }
 
 /* pair_open() with default_opts(). */

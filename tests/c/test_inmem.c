@@ -268,11 +268,7 @@ static void test_timeout_and_reconnect(void)
 static void test_no_reconnect_storm(void)
 {
     pair_t p;
-    sbus_conn_options_t o;
-    default_opts(&o);
-    o.retry_total = 3;
-    o.retry_backoff_ms = 1000;
-    pair_open(&p, &o);
+    pair_open_retry(&p, 3, 1000);
     sbus_sender_t *s = sender(&p, "queue.1");
     CHECK(send_one(&p, s, "warm") == 0);
     /* from now on every connection dies as soon as it opens */
@@ -297,7 +293,7 @@ static void test_no_reconnect_storm(void)
     }
     CHECK(found);
     CHECK(d.code == SBUS_ECONNECTION);
-    CHECK(p.connects <= 2 + o.retry_total + 1);
+    CHECK(p.connects <= 2 + 3 + 1);
     fprintf(stderr, "connections while failing: %d\n", p.connects);
     p.drop_on_open = 0;
     sbus_sender_free(s);
@@ -314,11 +310,7 @@ static void test_no_reconnect_storm(void)
 static void test_frequent_cuts(void)
 {
     pair_t p;
-    sbus_conn_options_t o;
-    default_opts(&o);
-    o.retry_total = 3;
-    o.retry_backoff_ms = 1000;
-    pair_open(&p, &o);
+    pair_open_retry(&p, 3, 1000);
     sbus_sender_t *s = sender(&p, "queue.1");
     sbus_receiver_t *r = receiver(&p, "queue.1");
     int cuts = 0, received = 0;
@@ -398,11 +390,7 @@ static void test_per_op_timeout(void)
 static void test_receive_op_timeout(void)
 {
     pair_t p;
-    sbus_conn_options_t o;
-    default_opts(&o);
-    o.retry_total = 10;
-    o.retry_backoff_ms = 1000;
-    pair_open(&p, &o);
+    pair_open_retry(&p, 10, 1000);
     sbus_receiver_t *r = receiver(&p, "queue.1");
     int tok;
     done_t d;
@@ -445,23 +433,6 @@ static void test_receive_op_timeout(void)
     sbus_sender_free(s);
     sbus_receiver_free(r);
     pair_close(&p);
-}
-
-static int send_session_msg(pair_t *p, sbus_sender_t *s, const char *sid,
-                            const char *body)
-{
-    sbus_message_t *m;
-    sbus_message_new(&m);
-    sbus_message_set_body(m, body, strlen(body));
-    sbus_message_set_prop(m, SBUS_PROP_SESSION_ID, sid, strlen(sid));
-    int tok;
-    done_t d;
-    int rc = sbus_sender_send(s, &m, 1, &tok);
-    sbus_message_free(m);
-    if (rc)
-        return rc;
-    take(p, &tok, &d);
-    return d.code;
 }
 
 static sbus_receiver_t *session_receiver(pair_t *p, const char *sid)
@@ -513,9 +484,9 @@ static void test_session_reattach(void)
     pair_open_default(&p);
     sbus_sender_t *s = sender(&p, "session-queue");
     for (int i = 0; i < 4; i++)
-        CHECK(send_session_msg(&p, s, "ra", "for ra") == 0);
-    CHECK(send_session_msg(&p, s, "rb", "for rb") == 0);
-    CHECK(send_session_msg(&p, s, "rb", "for rb") == 0);
+        CHECK(send_one_sid(&p, s, "for ra", "ra") == 0);
+    CHECK(send_one_sid(&p, s, "for rb", "rb") == 0);
+    CHECK(send_one_sid(&p, s, "for rb", "rb") == 0);
     /* next available: learns its session from the attach */
     sbus_receiver_t *r = session_receiver(&p, NULL);
     int tok;
@@ -569,6 +540,18 @@ static void test_session_reattach(void)
     pair_close(&p);
 }
 
+/* Frees w and returns its value's length; *out a malloc'd copy. */
+static size_t writer_take(sbus_amqp_writer_t *w, uint8_t **out)
+{
+    const void *p;
+    size_t len = 0;
+    CHECK(sbus_amqp_writer_result(w, &p, &len) == 0);
+    *out = malloc(len ? len : 1);
+    memcpy(*out, p, len);
+    sbus_amqp_writer_free(w);
+    return len;
+}
+
 /* Encodes one value with the public writer; *out malloc'd. */
 static size_t encode_list_of(sbus_amqp_type_t t, const sbus_value_t *items,
                              size_t n, uint8_t **out)
@@ -579,13 +562,7 @@ static size_t encode_list_of(sbus_amqp_type_t t, const sbus_value_t *items,
     for (size_t i = 0; i < n; i++)
         CHECK(sbus_amqp_write(w, t, &items[i]) == 0);
     CHECK(sbus_amqp_end(w) == 0);
-    const void *p;
-    size_t len = 0;
-    CHECK(sbus_amqp_writer_result(w, &p, &len) == 0);
-    *out = malloc(len);
-    memcpy(*out, p, len);
-    sbus_amqp_writer_free(w);
-    return len;
+    return writer_take(w, out);
 }
 
 static size_t encode_one(sbus_amqp_type_t t, const sbus_value_t *v,
@@ -607,13 +584,7 @@ static size_t encode_one(sbus_amqp_type_t t, const sbus_value_t *v,
     } else {
         CHECK(sbus_amqp_write(w, t, v) == 0);
     }
-    const void *p;
-    size_t len = 0;
-    CHECK(sbus_amqp_writer_result(w, &p, &len) == 0);
-    *out = malloc(len);
-    memcpy(*out, p, len);
-    sbus_amqp_writer_free(w);
-    return len;
+    return writer_take(w, out);
 }
 
 static int aprop_bytes_are(const sbus_message_t *m, const char *key,
