@@ -591,6 +591,12 @@ void sbusi_receiver_adopt_deferred(sbus_receiver_t *r, sbus_message_t *m);
 void sbusi_message_set_locked_until(sbus_message_t *m, int64_t unix_ms);
 
 int sbusi_mgmt_submit(sbus_conn_t *c, const char *entity, sbusi_op_t *op);
+/* Starts $management op (request encoded in op->payload) on entity: 0, or
+ * a code after discarding op (SBUS_ESTATE when `closed`, SBUS_ENOMEM when
+ * its encoding ran out of memory, or what sbusi_mgmt_submit said). Used by
+ * senders and receivers alike. */
+int sbusi_mgmt_start(sbus_conn_t *c, const char *entity, sbusi_op_t *op,
+                     int closed);
 void sbusi_mgmt_pump(sbus_conn_t *c);
 void sbusi_mgmt_lost(sbus_conn_t *c);
 void sbusi_mgmt_free(sbus_conn_t *c);
