@@ -326,6 +326,13 @@ struct emu_broker {
 /* ---- clock (store.c) */
 int64_t emu_mono_ms(void);                 /* real monotonic ms */
 int64_t emu_now(emu_broker_t *b);          /* emulator clock: UTC ms + skew */
+/* Times cross the wire without the skew of POST /clock (docs/emulator.md "Time"): a client
+ * sees timestamps on its own wall clock, and moving the clock as the broker's timers
+ * jumping. INT64_MAX (never) passes unchanged. */
+int64_t emu_to_wire(const emu_broker_t *b, int64_t emu_ms);
+int64_t emu_from_wire(const emu_broker_t *b, int64_t wire_ms);
+/* A message from a client: its scheduled enqueue time onto the emulator clock. */
+void emu_msg_from_wire(const emu_broker_t *b, emu_msg_t *m);
 void emu_log(emu_broker_t *b, int level, const char *fmt, ...);
 
 /* ---- index and heap (store.c) */
