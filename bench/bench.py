@@ -39,6 +39,9 @@ QUEUE_POOL = 800
 SAS_NAME, SAS_KEY = "RootManageSharedAccessKey", "SAS_KEY_VALUE"
 
 WORKLOADS = ["send_batch", "send_single", "recv_peeklock", "recv_rad", "latency", "idle"]
+# Transport variants (issue 7: plain AMQP, TLS and WebSockets side by side) run the
+# throughput workloads only; latency and idle are properties of the client, measured once.
+THROUGHPUT = ["send_batch", "send_single", "recv_peeklock", "recv_rad"]
 WORKLOAD_TITLES = {
     "send_batch": "send, batches of 100",
     "send_single": "send, one at a time",
@@ -187,6 +190,8 @@ class Env:
         self.emu_reason = g("EMU_REASON", "")
         self.amqp_port = g("EMU_AMQP_PORT", "")
         self.amqps_port = g("EMU_AMQPS_PORT", "")
+        self.ws_port = g("EMU_WS_PORT", "")
+        self.wss_port = g("EMU_WSS_PORT", "")
         self.control_port = g("EMU_CONTROL_PORT", "")
         self.ca = g("EMU_CA", "")
         self.proton_pid = int(g("PROTON_PID", "0") or 0)
@@ -205,6 +210,11 @@ class Env:
     def conn_tls(self):
         # Microsoft's Python SDK 7.8.2 always uses TLS on 5671 to the Endpoint host.
         return f"Endpoint=sb://localhost/;SharedAccessKeyName={SAS_NAME};SharedAccessKey={SAS_KEY}"
+
+    def conn_port(self, port, tls):
+        """Ours on a given listener: TLS unless UseDevelopmentEmulator=true says plain."""
+        return (f"Endpoint=sb://localhost:{port};SharedAccessKeyName={SAS_NAME};"
+                f"SharedAccessKey={SAS_KEY};" + ("" if tls else "UseDevelopmentEmulator=true;"))
 
     def entity_counts(self, queue):
         """Counts of one queue from the emulator's control surface, or None."""
@@ -232,9 +242,13 @@ class Env:
 class Client:
     """One measured client: how to start it, and why it may be unavailable."""
 
-    def __init__(self, name, label, kind, transport, cmd, env=None, reason=None):
+    def __init__(self, name, label, kind, transport, cmd, env=None, reason=None, base=None,
+                 workloads=None):
         self.name, self.label, self.kind, self.transport = name, label, kind, transport
         self.cmd, self.env, self.reason = cmd, env or {}, reason
+        # base: the plain-AMQP client this one is a transport variant of (None: not a variant)
+        self.base = base
+        self.workloads = workloads or WORKLOADS
 
     def command(self, workload, queue, n):
         return self.cmd + [workload, queue, str(n)]
@@ -295,6 +309,27 @@ def make_clients(env):
         reason = no_emu or (None if os.path.exists(mod) else f"{os.path.relpath(mod, TOP)} not built")
         lua_env = dict(plain, LUA_CPATH=os.path.join(os.path.dirname(mod), "?.so") + ";;")
         clients.append(Client(name, label, "ours", "amqp", [exe, lua_client], lua_env, reason))
+    # Transport variants of ours (issue 7): the same client programs over TLS, WebSocket and
+    # secure WebSocket listeners of the same emulator; throughput workloads only.
+    listeners = {"amqps": (env.amqps_port, True, "amqp", "TLS"),
+                 "ws": (env.ws_port, False, "websocket", "WebSocket"),
+                 "wss": (env.wss_port, True, "websocket", "secure WebSocket")}
+    for base in ("c", "py", "luajit"):
+        b = next(c for c in clients if c.name == base)
+        for tr, (port, tls, transport, what) in listeners.items():
+            name = f"{base}-{'tls' if tr == 'amqps' else tr}"
+            reason = b.reason or (None if port else f"the emulator has no {tr} listener")
+            cenv = dict(b.env, SB_CONN=env.conn_port(port, tls), SB_TRANSPORT=transport)
+            if tls:
+                cenv["SB_CA"] = env.ca
+            label = f"{b.label.split(' (')[0]} ({what})"
+            v = Client(name, label, "ours", tr, b.cmd, cenv, reason, base=base,
+                       workloads=THROUGHPUT)
+            if name == "py-tls":  # kept under its old name: the ratio against ms-py uses it
+                existing = next(c for c in clients if c.name == "py-tls")
+                existing.env, existing.base = cenv, base
+                continue
+            clients.append(v)
     clients += [
         Client("ms-py", "Microsoft Python SDK 7.8.2", "ms", "amqps",
                [env.python, py_client, "ms", "asyncio"], tls, no_emu or no_tls or ms_py),
@@ -471,6 +506,9 @@ def summarize(clients, runs, brokers):
             entry = {"runs": len(rs), "ok_runs": len(ok)}
             if c.reason:
                 entry["na"] = c.reason
+            elif w not in c.workloads:
+                entry["na"] = "not measured (transport variant: throughput only)"
+                entry["skipped"] = True
             elif not rs:
                 entry["na"] = "not run (time budget)"
             elif not ok:
@@ -615,6 +653,8 @@ def main_run():
             if w == "idle":
                 continue
             for c in order:
+                if w not in c.workloads:
+                    continue
                 if over_budget():
                     skipped += 1
                     continue
@@ -627,7 +667,7 @@ def main_run():
                 runs.append(rec)
                 log(f"  {w:14s} {c.name:10s} {describe(rec)}")
         if active and not over_budget():
-            for rec in idle_runs(env, s, pool, active):
+            for rec in idle_runs(env, s, pool, [c for c in active if "idle" in c.workloads]):
                 runs.append(rec)
                 log(f"  {'idle':14s} {rec['client']:10s} {describe(rec)}")
     if skipped:
@@ -640,9 +680,10 @@ def main_run():
         "machine": m,
         "settings": {k: v for k, v in s.items()},
         "emulator": {"amqp_port": env.amqp_port, "amqps_port": env.amqps_port,
-                     "reason": env.emu_reason},
+                     "ws_port": env.ws_port, "wss_port": env.wss_port, "reason": env.emu_reason},
         "clients": {c.name: {"label": c.label, "kind": c.kind, "transport": c.transport,
-                             "available": not c.reason, "reason": c.reason} for c in clients},
+                             "available": not c.reason, "reason": c.reason, "base": c.base}
+                    for c in clients},
         "client_order": [c.name for c in clients],
         "summary": summary,
         "brokers": bsum,

@@ -49,6 +49,11 @@ def ratio(summary, a, b, workload, key="msgs_per_s"):
     return ea[key] / eb[key], None
 
 
+# Transport variants (bench.py): <base>-tls, <base>-ws, <base>-wss of these clients.
+TRANSPORT_BASES = [("c", "C engine"), ("py", "ours-Python"), ("luajit", "LuaJIT")]
+TRANSPORTS = [("tls", "TLS", 0.85), ("ws", "WebSocket", None), ("wss", "secure WebSocket", 0.75)]
+
+
 def targets(res):
     s, b = res["summary"], res["brokers"]
     out = []
@@ -89,6 +94,18 @@ def targets(res):
         add(f"client CPU per message, receive + complete, {who}",
             None if v is None else f"{v * 1000:.1f} µs", f"≤ {goal} µs",
             v is not None and v * 1000 <= goal, e.get("na"))
+    # Issue 7: TLS within 15% of plain AMQP, (secure) WebSockets within 25%, same client.
+    for base, label in TRANSPORT_BASES:
+        for tr, what, goal in TRANSPORTS:
+            if goal is None:
+                continue
+            for w in ("send_batch", "recv_peeklock"):
+                if f"{base}-{tr}" not in s:
+                    continue
+                r, why = ratio(s, f"{base}-{tr}", base, w)
+                add(f"{label} over {what} / over plain AMQP, {TITLES[w]}",
+                    None if r is None else f"{r * 100:.0f}%", f"≥ {goal * 100:.0f}%",
+                    r is not None and r >= goal, why)
     # The broker comparison: the pipelined shape when ours can take it, else 64 links x 1.
     shape = "pipelined"
     if not b.get("ours/rad/pipelined", {}).get("msgs_per_s") and b.get("ours/rad/64x1", {}).get("msgs_per_s"):
@@ -111,10 +128,50 @@ def targets(res):
     return out
 
 
+def is_variant(res, c):
+    """A transport variant measured for throughput only (it has its own table)."""
+    return bool(res["clients"][c].get("base")) and res["summary"][c]["latency"].get("skipped")
+
+
+def transports_md(res):
+    """Issue 7: each of our clients over plain AMQP, TLS, WebSocket and secure WebSocket."""
+    s, clients = res["summary"], res["clients"]
+    L = ["| client | workload | plain AMQP | TLS | WebSocket | secure WebSocket |",
+         "|---|---|---:|---:|---:|---:|"]
+    rows = 0
+    for base, label in TRANSPORT_BASES:
+        if base not in s or not any(f"{base}-{tr}" in s for tr, _, _ in TRANSPORTS):
+            continue
+        for w in THROUGHPUT:
+            plain = s[base][w].get("msgs_per_s")
+            cells = []
+            for name in [base] + [f"{base}-{tr}" for tr, _, _ in TRANSPORTS]:
+                e = s.get(name, {}).get(w, {})
+                v = e.get("msgs_per_s")
+                if v is None:
+                    cells.append("n/a" if name not in s else "n/a: " + e.get("na", "no figure")[:80])
+                    continue
+                txt = f"{v:,.0f}"
+                if name != base and plain:
+                    txt += f" ({v / plain * 100:.0f}%)"
+                cpu = e.get("cpu_s_per_1k")
+                if cpu is not None:
+                    txt += f", {cpu * 1000:.1f} µs"
+                cells.append(txt)
+            L.append(f"| {label} | {TITLES[w]} | " + " | ".join(cells) + " |")
+            rows += 1
+    if not rows:
+        return ""
+    L.append("\nmsg/s (share of the same client over plain AMQP), client CPU per message. Goals "
+             "(issue 7): TLS ≥ 85% of plain, secure WebSocket ≥ 75%. The emulator terminates TLS "
+             "and WebSocket on the same 2 cores, so its cost is in these figures too.")
+    return "\n".join(L)
+
+
 def overview(res):
     """One row per client: the figures that matter, at a glance."""
     s, clients = res["summary"], res["clients"]
-    order = res.get("client_order") or list(clients)
+    order = [c for c in res.get("client_order") or list(clients) if not is_variant(res, c)]
     L = ["| client | transport | batch send msg/s | single send msg/s | PeekLock+complete msg/s "
          "| ReceiveAndDelete msg/s | CPU µs/msg PeekLock+complete | latency p50 / p99 ms | idle CPU % |",
          "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
@@ -161,14 +218,19 @@ def targets_md(res):
 
 
 def render_readme_block(res):
+    tr = transports_md(res)
     return (header(res) + "\n\n### Targets\n\n" + targets_md(res) + "\n\n### Overview\n\n"
-            + overview(res) + "\n\nEvery table: [results/latest.md](results/latest.md).\n")
+            + overview(res) + ("\n\n### Transports\n\n" + tr if tr else "")
+            + "\n\nEvery table: [results/latest.md](results/latest.md).\n")
 
 
 def render_md(res):
     m, st = res["machine"], res["settings"]
     s, clients = res["summary"], res["clients"]
     L = [header(res), "\n### Targets\n", targets_md(res), "\n### Overview\n", overview(res)]
+    tr = transports_md(res)
+    if tr:
+        L += ["\n### Transports: plain AMQP, TLS, WebSocket, secure WebSocket\n", tr]
     order = res.get("client_order") or list(clients)
     for w in THROUGHPUT:
         L.append(f"\n### {TITLES[w]} (N = {st['n'][w]:,})\n")
@@ -187,6 +249,8 @@ def render_md(res):
     L.append("| client | transport | p50 ms | p99 ms | CPU s / 1k msg (latency run) | idle CPU % of a core |")
     L.append("|---|---|---:|---:|---:|---:|")
     for c in order:
+        if is_variant(res, c):
+            continue
         lat, idle = s[c]["latency"], s[c]["idle"]
         lat_txt = (f"{fmt_ms(lat, 'p50_ms', '.2f')} | {fmt_ms(lat, 'p99_ms', '.2f')} | "
                    f"{fmt(lat.get('cpu_s_per_1k'), '.4f')}") if "na" not in lat else f"n/a: {lat['na']} | | "
@@ -225,6 +289,8 @@ def render_png(res, path):
 
     s, clients = res["summary"], res["clients"]
     clients = {c: clients[c] for c in res.get("client_order") or clients}
+    # Transport variants have their own table; the plot keeps one bar per client program.
+    clients = {c: v for c, v in clients.items() if not is_variant(res, c)}
     names = [c for c in clients if any(s[c][w].get("msgs_per_s") for w in THROUGHPUT)] or list(clients)
     fig, axes = plt.subplots(2, 2, figsize=(14, 10))
     cmap = plt.get_cmap("tab10")
@@ -241,7 +307,7 @@ def render_png(res, path):
                     xs.append(j + i * width)
                     ys.append(v * scale)
             ax.bar(xs, ys, width, label=clients[c]["label"] + ("" if clients[c]["transport"] == "amqp"
-                                                                else " [TLS]"), color=colors(c))
+                                                                else f" [{clients[c]['transport']}]"), color=colors(c))
         ax.set_xticks([j + 0.4 - width / 2 for j in range(len(THROUGHPUT))])
         ax.set_xticklabels(["batch send", "single send", "PeekLock+complete", "ReceiveAndDelete"])
         if log and any(s[c][w].get(key) for c in names for w in THROUGHPUT):

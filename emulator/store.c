@@ -753,49 +753,37 @@ void msg_encode(emu_broker_t *b, const emu_msg_t *m, emu_buf_t *o, int mode)
   buf_put(o, m->data + m->ann_len, m->props_len + m->app_len + m->body_len);
 }
 
-/* A batch body is data sections that each hold a complete encoded message. */
-static bool looks_like_message(const unsigned char *p, size_t n)
-{
-  bool body = false;
-  if (n < 3) return false;
-  while (n > 0) {
-    amqp_val_t v;
-    long k = amqp_decode(p, n, &v);
-    if (k < 0 || !v.described || v.desc < SEC_HEADER || v.desc > SEC_FOOTER) return false;
-    if (v.desc >= SEC_DATA && v.desc <= SEC_VALUE) body = true;
-    p += k;
-    n -= (size_t)k;
-  }
-  return body;
-}
-
+/* A batch (transfer message-format 0x80013700): every data section of the envelope holds one
+ * complete encoded message; the envelope's other sections are ignored. */
 int msg_split_batch(const unsigned char *p, size_t n, emu_msg_t ***out, const char **err)
 {
   size_t cap = 0, cnt = 0;
   emu_msg_t **v = NULL;
-  const unsigned char *q = p;
-  size_t left = n;
-  while (left > 0) {
+  while (n > 0) {
     amqp_val_t s;
-    long k = amqp_decode(q, left, &s);
-    if (k < 0 || !s.described) return -1;
-    q += k;
-    left -= (size_t)k;
+    long k = amqp_decode(p, n, &s);
+    if (k < 0 || !s.described) {
+      *err = "malformed batch envelope";
+      goto bad;
+    }
+    p += k;
+    n -= (size_t)k;
     if (s.desc != SEC_DATA) continue;
-    if (!looks_like_message(s.data, s.size)) goto notbatch;
     if (cnt == cap) {
       cap = cap ? cap * 2 : 8;
       v = realloc(v, cap * sizeof *v);
       if (!v) abort();
     }
-    v[cnt] = msg_parse(s.data, s.size, err);
-    if (!v[cnt]) goto notbatch;
+    if (!(v[cnt] = msg_parse(s.data, s.size, err))) goto bad;
     cnt++;
   }
-  if (!cnt) goto notbatch;
+  if (!cnt) {
+    *err = "a batch without messages";
+    goto bad;
+  }
   *out = v;
   return (int)cnt;
-notbatch:
+bad:
   for (size_t i = 0; i < cnt; i++) msg_free(v[i]);
   free(v);
   return -1;

@@ -329,6 +329,7 @@ void sbusi_mgmt_on_event(sbus_conn_t *c, sbusi_owner_t *o, pn_event_t *e)
             if (!refused) {
                 o->state = SBUSI_L_ATTACHED;
                 o->attempts = 0;
+                sbusi_conn_progress(c);
             }
         }
         break;

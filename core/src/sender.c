@@ -288,6 +288,7 @@ void sbusi_sender_on_event(sbus_sender_t *s, pn_event_t *e)
             break; /* refused: the detach with the error follows */
         s->own.state = SBUSI_L_ATTACHED;
         s->own.attempts = 0;
+        sbusi_conn_progress(s->conn);
         s->max_size = pn_link_remote_max_message_size(l);
         if (!s->max_size)
             s->max_size = 1024 * 1024;

@@ -190,6 +190,7 @@ static void test_oversize_and_batch(void)
     free(inner);
     pn_message_free(m);
   }
+  h.next_format = 0x80013700; /* the batch message-format, protocol.md §6.4 */
   d = h_send_bytes(&h, s, (char *)env.p, env.len);
   CHECK(pn_delivery_remote_state(d) == PN_ACCEPTED);
   emu_entity_t *q = emu_entity_find(b, "q1");

@@ -331,6 +331,62 @@ static void test_no_reconnect_storm(void)
     pair_close(&p);
 }
 
+/* The broker cuts the connection every 700 ms of fake time, many more
+ * times than retry_total + 1, while a receive waits across each cut. Every
+ * connection gets its work done (token, links, messages) before it dies,
+ * so no cut counts as a failed attempt: nothing fails, and the engine
+ * reconnects at once each time (regression: a connection had to live 10 s
+ * to count as healthy, so the fifth cut failed every pending operation
+ * with a connection error). */
+static void test_frequent_cuts(void)
+{
+    pair_t p;
+    sbus_conn_options_t o;
+    default_opts(&o);
+    o.retry_total = 3;
+    o.retry_backoff_ms = 1000;
+    pair_open(&p, &o);
+    sbus_sender_t *s = sender(&p, "queue.1");
+    sbus_receiver_t *r = receiver(&p, "queue.1");
+    int cuts = 0, received = 0;
+    for (int round = 0; round < 12; round++) {
+        int rtok;
+        CHECK(sbus_receiver_receive(r, 10, 60000, &rtok) == 0);
+        pump(&p);
+        advance(&p, 300);
+        CHECK(p.server != NULL); /* reconnected at once, no backoff */
+        if (!p.server)
+            break;
+        emu_conn_drop(p.server, "amqp:connection:forced", "cut");
+        cuts++;
+        pump(&p);
+        advance(&p, 200);
+        CHECK(send_one(&p, s, "through the cuts") == 0);
+        done_t d;
+        CHECK(take(&p, &rtok, &d) == 0);
+        CHECK(d.code == 0);
+        CHECK(d.count == 1);
+        received += (int)d.count;
+        for (size_t i = 0; i < d.count; i++) {
+            int stok;
+            done_t sd;
+            CHECK(sbus_receiver_settle(r, d.msgs[i], SBUS_COMPLETE, NULL,
+                                       NULL, &stok) == 0);
+            take(&p, &stok, &sd);
+            CHECK(sd.code == 0);
+        }
+        done_clear(&d);
+        advance(&p, 200);
+    }
+    CHECK(cuts == 12 && received == 12);
+    CHECK(p.connects == 1 + cuts);
+    fprintf(stderr, "frequent cuts: %d cuts, %d received, %d connections\n",
+            cuts, received, p.connects);
+    sbus_receiver_free(r);
+    sbus_sender_free(s);
+    pair_close(&p);
+}
+
 /* A per-operation timeout (the SDKs' timeout= keyword) overrides the
  * connection's operation_timeout for that operation only. */
 static void test_per_op_timeout(void)
@@ -364,6 +420,196 @@ static void test_per_op_timeout(void)
     advance(&p, 20000);
     p.b->faults.delay_disp_ms = 0;
     sbus_receiver_free(r);
+    sbus_sender_free(s);
+    pair_close(&p);
+}
+
+/* An operation timeout on a receive: max_wait still decides when a
+ * receive on a working link returns; the timeout bounds how long the
+ * receive waits for a link it cannot have (connection down, reconnecting),
+ * counted from the loss. */
+static void test_receive_op_timeout(void)
+{
+    pair_t p;
+    sbus_conn_options_t o;
+    default_opts(&o);
+    o.retry_total = 10;
+    o.retry_backoff_ms = 1000;
+    pair_open(&p, &o);
+    sbus_receiver_t *r = receiver(&p, "queue.1");
+    int tok;
+    done_t d;
+    /* a working link: an empty return after max_wait, not a timeout */
+    CHECK(sbus_receiver_receive(r, 1, 5000, &tok) == 0);
+    CHECK(sbus_conn_set_op_timeout(p.c, &tok, 1000) == 0);
+    int64_t t0 = p.mono;
+    CHECK(take(&p, &tok, &d) == 0);
+    CHECK(d.code == 0 && d.count == 0);
+    CHECK(p.mono - t0 >= 5000);
+    /* the link works for 3 s, then every connection dies as it opens: the
+       receive ends about 2 s after the loss, long before max_wait */
+    CHECK(sbus_receiver_receive(r, 1, 60000, &tok) == 0);
+    CHECK(sbus_conn_set_op_timeout(p.c, &tok, 2000) == 0);
+    advance(&p, 3000);
+    CHECK(p.ndone == 0);
+    p.drop_on_open = 1;
+    emu_conn_drop(p.server, "amqp:connection:forced", "cut");
+    pump(&p);
+    t0 = p.mono;
+    CHECK(take(&p, &tok, &d) == 0);
+    CHECK(d.code == SBUS_ETIMEOUT);
+    CHECK(p.mono - t0 >= 2000 && p.mono - t0 <= 2200);
+    /* a receive started while the connection is down */
+    CHECK(sbus_receiver_receive(r, 1, -1, &tok) == 0);
+    CHECK(sbus_conn_set_op_timeout(p.c, &tok, 1500) == 0);
+    t0 = p.mono;
+    CHECK(take(&p, &tok, &d) == 0);
+    CHECK(d.code == SBUS_ETIMEOUT);
+    CHECK(p.mono - t0 >= 1500 && p.mono - t0 <= 1700);
+    /* the broker lets us in again: receives work */
+    p.drop_on_open = 0;
+    sbus_sender_t *s = sender(&p, "queue.1");
+    CHECK(send_one(&p, s, "back") == 0);
+    CHECK(sbus_receiver_receive(r, 1, 5000, &tok) == 0);
+    CHECK(sbus_conn_set_op_timeout(p.c, &tok, 1000) == 0);
+    CHECK(take(&p, &tok, &d) == 0);
+    CHECK(d.code == 0 && d.count == 1);
+    done_clear(&d);
+    sbus_sender_free(s);
+    sbus_receiver_free(r);
+    pair_close(&p);
+}
+
+static int send_session_msg(pair_t *p, sbus_sender_t *s, const char *sid,
+                            const char *body)
+{
+    sbus_message_t *m;
+    sbus_message_new(&m);
+    sbus_message_set_body(m, body, strlen(body));
+    sbus_message_set_prop(m, SBUS_PROP_SESSION_ID, sid, strlen(sid));
+    int tok;
+    done_t d;
+    int rc = sbus_sender_send(s, &m, 1, &tok);
+    sbus_message_free(m);
+    if (rc)
+        return rc;
+    take(p, &tok, &d);
+    return d.code;
+}
+
+static sbus_receiver_t *session_receiver(pair_t *p, const char *sid)
+{
+    sbus_receiver_options_t ro;
+    sbus_receiver_options_init(&ro);
+    ro.entity = "session-queue";
+    ro.session = 1;
+    ro.session_id = sid;
+    ro.session_wait_ms = 1000;
+    sbus_receiver_t *r = NULL;
+    sbus_receiver_new(p->c, &ro, &r);
+    return r;
+}
+
+/* Receives one message on r; returns its completion code, *m the message
+ * (NULL if none). */
+static int receive_one(pair_t *p, sbus_receiver_t *r, sbus_message_t **m)
+{
+    int tok;
+    done_t d;
+    *m = NULL;
+    if (sbus_receiver_receive(r, 1, 3000, &tok) != 0)
+        return -1;
+    take(p, &tok, &d);
+    if (d.count)
+        *m = d.msgs[0];
+    for (size_t i = 1; i < d.count; i++)
+        sbus_message_free(d.msgs[i]);
+    return d.code;
+}
+
+static int settle_one(pair_t *p, sbus_receiver_t *r, sbus_message_t *m)
+{
+    int tok;
+    done_t d;
+    if (sbus_receiver_settle(r, m, SBUS_COMPLETE, NULL, NULL, &tok) != 0)
+        return -1;
+    take(p, &tok, &d);
+    return d.code;
+}
+
+static int msg_session_is(const sbus_message_t *m, const char *sid)
+{
+    const char *v;
+    size_t n;
+    return m && sbus_message_get_prop(m, SBUS_PROP_SESSION_ID, &v, &n) == 0 &&
+           n == strlen(sid) && memcmp(v, sid, n) == 0;
+}
+
+/* A session receiver whose link is force-detached or lost with the
+ * connection re-attaches to the same session on next use; messages from
+ * the old link cannot be settled (their locks went with it); when the
+ * session was taken by someone else meanwhile, or its lock expired, the
+ * next operation fails with session-lock-lost, and so do later ones. */
+static void test_session_reattach(void)
+{
+    pair_t p;
+    sbus_conn_options_t o;
+    default_opts(&o);
+    pair_open(&p, &o);
+    sbus_sender_t *s = sender(&p, "session-queue");
+    for (int i = 0; i < 4; i++)
+        CHECK(send_session_msg(&p, s, "ra", "for ra") == 0);
+    CHECK(send_session_msg(&p, s, "rb", "for rb") == 0);
+    CHECK(send_session_msg(&p, s, "rb", "for rb") == 0);
+    /* next available: learns its session from the attach */
+    sbus_receiver_t *r = session_receiver(&p, NULL);
+    int tok;
+    done_t d;
+    CHECK(sbus_receiver_open(r, &tok) == 0);
+    take(&p, &tok, &d);
+    CHECK(d.code == 0);
+    char sid[16] = "";
+    if (sbus_receiver_session_id(r))
+        snprintf(sid, sizeof sid, "%s", sbus_receiver_session_id(r));
+    CHECK(strcmp(sid, "ra") == 0 || strcmp(sid, "rb") == 0);
+    sbus_message_t *m1, *m2;
+    CHECK(receive_one(&p, r, &m1) == 0 && msg_session_is(m1, sid));
+    /* the service force-detaches the link (e.g. idle) */
+    emu_detach_entity(p.b, "session-queue", "amqp:link:detach-forced");
+    pump(&p);
+    CHECK(settle_one(&p, r, m1) == SBUS_ELOCKLOST);
+    sbus_message_free(m1);
+    CHECK(receive_one(&p, r, &m2) == 0 && msg_session_is(m2, sid));
+    CHECK(strcmp(sbus_receiver_session_id(r), sid) == 0);
+    CHECK(settle_one(&p, r, m2) == 0);
+    sbus_message_free(m2);
+    /* the connection is lost: the same again */
+    CHECK(receive_one(&p, r, &m1) == 0 && msg_session_is(m1, sid));
+    emu_conn_drop(p.server, "amqp:connection:forced", "cut");
+    pump(&p);
+    CHECK(settle_one(&p, r, m1) == SBUS_ELOCKLOST);
+    sbus_message_free(m1);
+    CHECK(p.connects == 2);
+    if (strcmp(sid, "ra") == 0) {
+        CHECK(receive_one(&p, r, &m2) == 0 && msg_session_is(m2, sid));
+        CHECK(settle_one(&p, r, m2) == 0);
+        sbus_message_free(m2);
+    }
+    CHECK(p.connects == 2);
+    /* detached again, and someone else takes the session meanwhile */
+    emu_detach_entity(p.b, "session-queue", "amqp:link:detach-forced");
+    pump(&p);
+    sbus_receiver_t *other = session_receiver(&p, sid);
+    CHECK(sbus_receiver_open(other, &tok) == 0);
+    take(&p, &tok, &d);
+    CHECK(d.code == 0);
+    CHECK(receive_one(&p, r, &m1) == SBUS_ESESSIONLOCKLOST && !m1);
+    CHECK(receive_one(&p, r, &m1) == SBUS_ESESSIONLOCKLOST && !m1);
+    sbus_receiver_free(r);
+    /* a lock that expires: the service detaches with session-lock-lost */
+    advance(&p, 31000);
+    CHECK(receive_one(&p, other, &m1) == SBUS_ESESSIONLOCKLOST && !m1);
+    sbus_receiver_free(other);
     sbus_sender_free(s);
     pair_close(&p);
 }
@@ -529,6 +775,9 @@ int main(void)
     test_link_churn();
     test_websocket_and_proxy();
     test_no_reconnect_storm();
+    test_frequent_cuts();
+    test_receive_op_timeout();
+    test_session_reattach();
     if (failures)
         fprintf(stderr, "%d failure(s)\n", failures);
     return failures ? 1 : 0;

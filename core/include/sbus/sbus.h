@@ -475,10 +475,20 @@ SBUS_API int sbus_conn_cancel(sbus_conn_t *c, void *token);
 
 /* Gives the pending operation with this token its own deadline: it
  * completes with SBUS_ETIMEOUT if not done within timeout_ms from now
- * (instead of opts.operation_timeout_ms per attempt). For the per-call
- * `timeout=` of the SDKs; call it right after starting the operation. Not
- * for receives (their max_wait_ms is the deadline). SBUS_ENOENT if no such
- * operation is pending, SBUS_EINVAL for a receive or timeout_ms <= 0. */
+ * (instead of opts.operation_timeout_ms per attempt), retries and backoffs
+ * included. For the per-call `timeout=` of the SDKs; call it right after
+ * starting the operation.
+ * Receives (sbus_receiver_receive) are different, because waiting is their
+ * job: their max_wait_ms still decides when a receive whose link works
+ * returns (empty or not). timeout_ms bounds only the time a receive spends
+ * unable to run: while its link is not attached (connection down or
+ * reconnecting, the attach refused or backing off), at most timeout_ms in
+ * a row; the clock starts now if the link is not attached, stops when it
+ * attaches, and starts again from zero each time it is lost while the
+ * receive waits. Past it the receive completes with SBUS_ETIMEOUT (or with
+ * the messages it already holds, if any).
+ * SBUS_ENOENT if no such operation is pending, SBUS_EINVAL for
+ * timeout_ms <= 0. */
 SBUS_API int sbus_conn_set_op_timeout(sbus_conn_t *c, void *token,
                                       int64_t timeout_ms);
 
@@ -674,7 +684,14 @@ SBUS_API int sbus_receiver_new(sbus_conn_t *c,
                                const sbus_receiver_options_t *o,
                                sbus_receiver_t **out);
 /* Attaches the link (for sessions: locks a session; the event carries the
- * session id in data/len and locked-until in time_ms). */
+ * session id in data/len and locked-until in time_ms). A link the service
+ * detaches with a retriable condition (e.g. amqp:link:detach-forced for an
+ * idle link) or lost with the connection is attached again on next use;
+ * a session receiver then asks for the same session id (the one it got,
+ * for next-available), and if the service refuses (the session is locked
+ * by someone else now, or its lock expired) the pending or next operation
+ * completes with SBUS_ESESSIONLOCKLOST, as every later one does. Messages
+ * received on a lost link settle with SBUS_ELOCKLOST. */
 SBUS_API int sbus_receiver_open(sbus_receiver_t *r, void *token);
 /* Detaches; unsettled prefetched messages are released. */
 SBUS_API int sbus_receiver_close(sbus_receiver_t *r, void *token);
@@ -688,7 +705,9 @@ SBUS_API void sbus_receiver_free(sbus_receiver_t *r);
  * on completion so that no message is locked for nobody (unless prefetch
  * keeps them); peek-lock messages that still arrive for nobody are
  * released (no delivery-count increment), receive-and-delete ones are kept
- * for the next call. The messages in the event transfer to the caller. */
+ * for the next call. The messages in the event transfer to the caller.
+ * While the connection is down the receive waits for it (max_wait_ms
+ * still runs); sbus_conn_set_op_timeout() bounds that wait. */
 SBUS_API int sbus_receiver_receive(sbus_receiver_t *r, uint32_t max_count,
                                    int64_t max_wait_ms, void *token);
 
