@@ -155,3 +155,18 @@ async def test_cancelled_settlement_leaves_no_pending_operation(connection_strin
             assert again.delivery_count == got[1].delivery_count + 1
             await receiver.complete_message(again)
             assert await receiver.receive_messages(max_wait_time=0.2) == []
+
+
+async def test_peeked_messages_cannot_be_settled(connection_string: str, queue: str) -> None:
+    async with ServiceBusClient.from_connection_string(connection_string) as client:
+        await _send(client, queue, b"look")
+        async with client.get_queue_receiver(queue) as receiver:
+            peeked = await receiver.peek_messages(1)
+            assert [m.body for m in peeked] == [b"look"]
+            for settle in (receiver.complete_message, receiver.abandon_message, receiver.defer_message,
+                           receiver.dead_letter_message):
+                with pytest.raises(TypeError):
+                    await settle(peeked[0])
+            assert receiver._handle.connection.pending_count == 0
+            msg = await _receive_one(receiver)  # still there, unlocked
+            await msg.complete()

@@ -234,31 +234,44 @@ class ServiceBusReceiver(BaseHandler):
     # -- azure-servicebus 7.x settlement on the receiver ------------------
 
     # Settlement methods are plain methods that start the engine operation
-    # and return its Future: ``await receiver.complete_message(m)`` is
-    # unchanged, and ``asyncio.gather`` of many of them wraps nothing in a
-    # Task (a Task per call cost three loop callbacks per message). Errors
-    # are still raised when the result is awaited, as from a coroutine.
+    # (``ReceivedMessage._start_settle``, in C) and return its Future:
+    # ``await receiver.complete_message(m)`` is unchanged, and
+    # ``asyncio.gather`` of many of them wraps nothing in a Task (a Task per
+    # call cost three loop callbacks per message). Errors are still raised
+    # when the result is awaited, as from a coroutine.
 
     def complete_message(self, message: ReceivedMessage) -> "Awaitable[None]":
         """Complete ``message`` (7.x spelling of ``message.complete()``).
 
         Returns an awaitable: ``await receiver.complete_message(message)``.
         """
-        return self._settle(message, _sbus.COMPLETE)
+        try:
+            fut: "Optional[Awaitable[None]]" = message._start_settle(_COMPLETE)
+        except Exception as exc:
+            return _settle_failed(message, exc)
+        return fut if fut is not None else self._settle_opening(message, _COMPLETE)
 
     def abandon_message(self, message: ReceivedMessage) -> "Awaitable[None]":
         """Abandon ``message`` (7.x spelling of ``message.abandon()``).
 
         Returns an awaitable: ``await receiver.abandon_message(message)``.
         """
-        return self._settle(message, _sbus.ABANDON)
+        try:
+            fut: "Optional[Awaitable[None]]" = message._start_settle(_ABANDON)
+        except Exception as exc:
+            return _settle_failed(message, exc)
+        return fut if fut is not None else self._settle_opening(message, _ABANDON)
 
     def defer_message(self, message: ReceivedMessage) -> "Awaitable[None]":
         """Defer ``message`` (7.x spelling of ``message.defer()``).
 
         Returns an awaitable: ``await receiver.defer_message(message)``.
         """
-        return self._settle(message, _sbus.DEFER)
+        try:
+            fut: "Optional[Awaitable[None]]" = message._start_settle(_DEFER)
+        except Exception as exc:
+            return _settle_failed(message, exc)
+        return fut if fut is not None else self._settle_opening(message, _DEFER)
 
     def dead_letter_message(
         self, message: ReceivedMessage, reason: Optional[str] = None, error_description: Optional[str] = None
@@ -267,27 +280,34 @@ class ServiceBusReceiver(BaseHandler):
 
         Returns an awaitable: ``await receiver.dead_letter_message(message, reason)``.
         """
-        return self._settle(message, _sbus.DEAD_LETTER, reason, error_description)
+        try:
+            fut: "Optional[Awaitable[None]]" = message._start_settle(_DEAD_LETTER, reason, error_description)
+        except Exception as exc:
+            return _settle_failed(message, exc)
+        if fut is not None:
+            return fut
+        return self._settle_opening(message, _DEAD_LETTER, reason, error_description)
 
     async def renew_message_lock(self, message: ReceivedMessage) -> datetime.datetime:
         """Renew the lock of ``message`` (7.x spelling of ``message.renew_lock()``)."""
         return await message.renew_lock()
 
-    def _settle(self, message: ReceivedMessage, outcome: int, *args: Optional[str]) -> "Awaitable[None]":
-        if not isinstance(message, ReceivedMessage):
-            return raise_later(TypeError("expected a ServiceBusReceivedMessage"))
-        handle = message._receiver_handle
-        if handle is None:
-            return self._settle_opening(message, outcome, *args)
-        try:
-            fut: "Awaitable[None]" = handle.settle(message, outcome, *args)
-        except Exception as exc:
-            return raise_later(exc)
-        return fut
-
     async def _settle_opening(self, message: ReceivedMessage, outcome: int, *args: Optional[str]) -> None:
+        """Settles a message that came from no receiver through this one."""
+        if not isinstance(message, ReceivedMessage):
+            raise TypeError("expected a ServiceBusReceivedMessage")
         handle = self._handle if self._running else await self._open()
         await handle.settle(message, outcome, *args)
+
+
+_COMPLETE, _ABANDON, _DEFER, _DEAD_LETTER = _sbus.COMPLETE, _sbus.ABANDON, _sbus.DEFER, _sbus.DEAD_LETTER
+
+
+def _settle_failed(message: Any, exc: Exception) -> "Awaitable[None]":
+    """The awaitable of a settlement that could not start: it raises then."""
+    if not isinstance(message, ReceivedMessage):
+        exc = TypeError("expected a ServiceBusReceivedMessage")
+    return raise_later(exc)
 
 
 class ServiceBusSessionReceiver(ServiceBusReceiver):
