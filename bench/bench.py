@@ -77,7 +77,9 @@ def settings():
         # The transports phase (issue 7): longer runs than the main tables, so that a ratio of
         # two runs of the same client is not a ratio of two 60 ms samples of a busy machine.
         "transport_n": int(os.environ.get("BENCH_TRANSPORT_N", str(base * 3))),
-        "transport_workloads": ["send_batch", "recv_peeklock", "recv_rad"],
+        # the two workloads the targets are stated on (BENCH_TRANSPORT_WORKLOADS to change)
+        "transport_workloads": os.environ.get("BENCH_TRANSPORT_WORKLOADS",
+                                              "send_batch,recv_peeklock").split(","),
     }
     return s
 
