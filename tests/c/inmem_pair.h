@@ -194,7 +194,7 @@ static size_t to_server(pair_t *p, const uint8_t *b, size_t n)
         if (!k)
             break;
         memcpy(in.start, q + done, k);
-        pn_connection_driver_read_done(&p->server->driver, k);
+        emu_conn_read_done(p->server, in.start, k);
         done += k;
         p->fed_wire = 1;
     }
@@ -291,7 +291,7 @@ static void advance(pair_t *p, int64_t ms)
     while (ms > 0) {
         int64_t step = ms < 1000 ? ms : 1000;
         p->mono += step;
-        p->b->skew_ms += step;
+        p->b->fake_ms += step;
         ms -= step;
         emu_tick(p->b);
         tick(p);

@@ -120,7 +120,7 @@ static void test_auto_renew_failure_and_free(void)
         /* freeing a registered message unregisters it */
         sbus_message_free(d.msgs[1]);
         d.msgs[1] = NULL;
-        p.b->skew_ms += 40000;
+        p.b->fake_ms += 40000;
         p.mono += 40000; /* both clocks jump, with no tick in between */
         emu_tick(p.b);
         advance(&p, 1000);
