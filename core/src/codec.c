@@ -603,7 +603,7 @@ static int check_items(sbus_amqp_reader_t *r, size_t want, int depth)
     return 0;
 }
 
-int sbus_amqp_check(const void *p, size_t n)
+int sbusi_amqp_check(const void *p, size_t n)
 {
     if (!p || !n)
         return SBUS_EINVAL;
@@ -646,7 +646,7 @@ void sbus_amqp_writer_free(sbus_amqp_writer_t *w)
     sbusi_free(w);
 }
 
-void sbus_amqp_writer_reset(sbus_amqp_writer_t *w)
+void sbusi_amqp_writer_reset(sbus_amqp_writer_t *w)
 {
     if (!w)
         return;
@@ -864,7 +864,7 @@ int sbus_amqp_write_value(sbus_amqp_writer_t *w, const sbus_value_t *v)
             return rc;
         if (w->depth && w->st[w->depth - 1].type == SBUS_AMQP_ARRAY)
             return SBUS_ENOTSUP;
-        if (sbus_amqp_check(v->u.s.ptr, v->u.s.len) < 0)
+        if (sbusi_amqp_check(v->u.s.ptr, v->u.s.len) < 0)
             return SBUS_EINVAL;
         sbusi_buf_put(&w->b, v->u.s.ptr, v->u.s.len);
         if (w->b.oom)
