@@ -428,6 +428,7 @@ struct sbus_conn {
                                  done): its loss is bad luck, not a failed
                                  attempt */
     int64_t reconnect_at;     /* BACKOFF: when to emit CONNECT */
+    int64_t connect_mono;     /* when the last CONNECT was emitted */
     int opened;               /* sbus_conn_open() was called */
     int want_disconnect;      /* DISCONNECT to emit */
     /* time */
