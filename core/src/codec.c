@@ -502,20 +502,21 @@ static int make_item(const sbusi_item_t *in, sbus_amqp_item_t *it)
         it->priv_size = in->size;
         it->priv_elem = in->elem;
     }
-    const uint8_t *b = in->stop - (it->type == SBUS_AMQP_DECIMAL128 ? 16
-                                   : it->type == SBUS_AMQP_DECIMAL64 ? 8
-                                                                      : 4);
+    /* fixed-width values end their encoding: the last `w` bytes */
+    int w = it->type == SBUS_AMQP_DECIMAL128 ? 16
+            : it->type == SBUS_AMQP_DECIMAL64 ? 8
+                                              : 4;
     switch (it->type) {
     case SBUS_AMQP_CHAR:
         it->v.type = SBUS_VAL_UINT;
-        it->v.u.u = rd32(b);
+        it->v.u.u = rd32(in->stop - w);
         break;
     case SBUS_AMQP_DECIMAL32:
     case SBUS_AMQP_DECIMAL64:
     case SBUS_AMQP_DECIMAL128:
         it->v.type = SBUS_VAL_BINARY;
-        it->v.u.s.ptr = (const char *)b;
-        it->v.u.s.len = (size_t)(in->stop - b);
+        it->v.u.s.ptr = (const char *)(in->stop - w);
+        it->v.u.s.len = (size_t)w;
         break;
     case SBUS_AMQP_LIST:
     case SBUS_AMQP_MAP:
