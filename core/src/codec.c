@@ -502,20 +502,21 @@ static int make_item(const sbusi_item_t *in, sbus_amqp_item_t *it)
         it->priv_size = in->size;
         it->priv_elem = in->elem;
     }
-    const uint8_t *b = in->stop - (it->type == SBUS_AMQP_DECIMAL128 ? 16
-                                   : it->type == SBUS_AMQP_DECIMAL64 ? 8
-                                                                      : 4);
+    /* fixed-width values end their encoding: the last `w` bytes */
+    int w = it->type == SBUS_AMQP_DECIMAL128 ? 16
+            : it->type == SBUS_AMQP_DECIMAL64 ? 8
+                                              : 4;
     switch (it->type) {
     case SBUS_AMQP_CHAR:
         it->v.type = SBUS_VAL_UINT;
-        it->v.u.u = rd32(b);
+        it->v.u.u = rd32(in->stop - w);
         break;
     case SBUS_AMQP_DECIMAL32:
     case SBUS_AMQP_DECIMAL64:
     case SBUS_AMQP_DECIMAL128:
         it->v.type = SBUS_VAL_BINARY;
-        it->v.u.s.ptr = (const char *)b;
-        it->v.u.s.len = (size_t)(in->stop - b);
+        it->v.u.s.ptr = (const char *)(in->stop - w);
+        it->v.u.s.len = (size_t)w;
         break;
     case SBUS_AMQP_LIST:
     case SBUS_AMQP_MAP:
@@ -603,7 +604,7 @@ static int check_items(sbus_amqp_reader_t *r, size_t want, int depth)
     return 0;
 }
 
-int sbus_amqp_check(const void *p, size_t n)
+int sbusi_amqp_check(const void *p, size_t n)
 {
     if (!p || !n)
         return SBUS_EINVAL;
@@ -646,7 +647,7 @@ void sbus_amqp_writer_free(sbus_amqp_writer_t *w)
     sbusi_free(w);
 }
 
-void sbus_amqp_writer_reset(sbus_amqp_writer_t *w)
+void sbusi_amqp_writer_reset(sbus_amqp_writer_t *w)
 {
     if (!w)
         return;
@@ -864,7 +865,7 @@ int sbus_amqp_write_value(sbus_amqp_writer_t *w, const sbus_value_t *v)
             return rc;
         if (w->depth && w->st[w->depth - 1].type == SBUS_AMQP_ARRAY)
             return SBUS_ENOTSUP;
-        if (sbus_amqp_check(v->u.s.ptr, v->u.s.len) < 0)
+        if (sbusi_amqp_check(v->u.s.ptr, v->u.s.len) < 0)
             return SBUS_EINVAL;
         sbusi_buf_put(&w->b, v->u.s.ptr, v->u.s.len);
         if (w->b.oom)

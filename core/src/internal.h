@@ -117,6 +117,13 @@ typedef struct sbusi_item {
     const uint8_t *stop;   /* one past its last byte */
 } sbusi_item_t;
 
+/* 0 if p[n] is exactly one well-formed AMQP value (children checked, at
+ * most 32 levels deep; the elements of an array of described values are
+ * only bounded), else SBUS_EINVAL. */
+int sbusi_amqp_check(const void *p, size_t n);
+/* Empties a writer for the next value (keeps its memory). */
+void sbusi_amqp_writer_reset(sbus_amqp_writer_t *w);
+
 /* Reads one value (any type) and moves past it. Returns 0 or -1. */
 int sbusi_dec_item(sbusi_dec_t *d, sbusi_item_t *it);
 /* A cursor over the items of a list/map item. */
@@ -421,6 +428,7 @@ struct sbus_conn {
                                  done): its loss is bad luck, not a failed
                                  attempt */
     int64_t reconnect_at;     /* BACKOFF: when to emit CONNECT */
+    int64_t connect_mono;     /* when the last CONNECT was emitted */
     int opened;               /* sbus_conn_open() was called */
     int want_disconnect;      /* DISCONNECT to emit */
     /* time */

@@ -233,7 +233,7 @@ static int value_ok(const sbus_value_t *v)
     if (has_bytes(v) && !v->u.s.ptr && v->u.s.len)
         return 0;
     return v->type != SBUS_VAL_AMQP ||
-           sbus_amqp_check(v->u.s.ptr, v->u.s.len) == 0;
+           sbusi_amqp_check(v->u.s.ptr, v->u.s.len) == 0;
 }
 
 int sbus_message_set_body_value(sbus_message_t *m, const sbus_value_t *v)
@@ -254,7 +254,7 @@ static int check_list(const void *p, size_t n)
 {
     sbus_amqp_reader_t r;
     sbus_amqp_item_t it;
-    if (sbus_amqp_check(p, n) < 0)
+    if (sbusi_amqp_check(p, n) < 0)
         return SBUS_EINVAL;
     sbus_amqp_reader_init(&r, p, n);
     return sbus_amqp_read(&r, &it) == 1 && it.type == SBUS_AMQP_LIST

@@ -62,6 +62,8 @@ typedef struct pair {
     int ntok;                  /* how many */
     int tok_seen[64];          /* completions seen per token */
     int drop_on_open;          /* drop every connection once it opens */
+    int drop_on_auth;          /* drop every connection once a token was
+                                  accepted on it */
     int ws;                    /* 1: a WebSocket server sits in front */
     sbusi_layer_t *wsl;        /* its layer for the current connection */
     int proxy_status;          /* >0: an HTTP proxy answering CONNECT so */
@@ -253,6 +255,8 @@ static void pump(pair_t *p)
         if (p->drop_on_open && !p->server->dead &&
             (pn_connection_state(p->server->driver.connection) &
              PN_REMOTE_ACTIVE))
+            emu_conn_drop(p->server, "amqp:connection:forced", "test drop");
+        if (p->drop_on_auth && !p->server->dead && p->server->authed)
             emu_conn_drop(p->server, "amqp:connection:forced", "test drop");
         from_server(p);
         if (p->to_engine.len) {

@@ -304,13 +304,14 @@ static void test_no_reconnect_storm(void)
  * times than retry_total + 1, while a receive waits across each cut. Every
  * connection gets its work done (token, links, messages) before it dies,
  * so no cut counts as a failed attempt: nothing fails, and the engine
- * reconnects at once each time (regression: a connection had to live 10 s
- * to count as healthy, so the fifth cut failed every pending operation
- * with a connection error). */
+ * reconnects at once each time (the cuts come further apart than
+ * retry_backoff_ms) (regression: a connection had to live 10 s to count as
+ * healthy, so the fifth cut failed every pending operation with a
+ * connection error). */
 static void test_frequent_cuts(void)
 {
     pair_t p;
-    pair_open_retry(&p, 3, 1000);
+    pair_open_retry(&p, 3, 500);
     sbus_sender_t *s = sender(&p, "queue.1");
     sbus_receiver_t *r = receiver(&p, "queue.1");
     int cuts = 0, received = 0;
@@ -343,6 +344,29 @@ static void test_frequent_cuts(void)
             cuts, received, p.connects);
     sbus_receiver_free(r);
     sbus_sender_free(s);
+    pair_close(&p);
+}
+
+/* A service that kills every connection right after accepting its token
+ * (work done, so no failed attempt is counted) still gets at most one
+ * connection per retry_backoff_ms, not a reconnect storm. */
+static void test_no_storm_after_progress(void)
+{
+    pair_t p;
+    pair_open_retry(&p, 3, 500);
+    sbus_receiver_t *r = receiver(&p, "queue.1");
+    p.drop_on_auth = 1;
+    int tok;
+    CHECK(sbus_receiver_receive(r, 1, 10000, &tok) == 0);
+    int before = p.connects;
+    done_t d;
+    CHECK(take(&p, &tok, &d) == 0);
+    CHECK(d.code == 0 && d.count == 0); /* max_wait, as if nothing came */
+    int n = p.connects - before;
+    fprintf(stderr, "connections in 10 s of kills after the token: %d\n", n);
+    CHECK(n >= 5 && n <= 10000 / 500 + 2);
+    p.drop_on_auth = 0;
+    sbus_receiver_free(r);
     pair_close(&p);
 }
 
@@ -841,6 +865,7 @@ int main(void)
     test_websocket_and_proxy();
     test_no_reconnect_storm();
     test_frequent_cuts();
+    test_no_storm_after_progress();
     test_receive_op_timeout();
     test_session_reattach();
     test_amqp_types_roundtrip();

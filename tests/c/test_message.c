@@ -344,7 +344,7 @@ static void check_rich(const void *p, size_t n)
 {
     sbus_amqp_reader_t r, in, in2;
     sbus_amqp_item_t it, k, x;
-    CHECK(sbus_amqp_check(p, n) == 0);
+    CHECK(sbusi_amqp_check(p, n) == 0);
     sbus_amqp_reader_init(&r, p, n);
     CHECK(sbus_amqp_read(&r, &it) == 1);
     CHECK(it.type == SBUS_AMQP_MAP && it.count == 16);
@@ -428,11 +428,11 @@ static void test_amqp_values(void)
     CHECK(sbus_amqp_write_value(w, &one) == SBUS_ESTATE); /* one value */
     check_rich(p, n);
     /* truncated or trailing bytes are not one value */
-    CHECK(sbus_amqp_check(p, n - 1) == SBUS_EINVAL);
+    CHECK(sbusi_amqp_check(p, n - 1) == SBUS_EINVAL);
     uint8_t *two = malloc(n + 1);
     memcpy(two, p, n);
     two[n] = 0x40;
-    CHECK(sbus_amqp_check(two, n + 1) == SBUS_EINVAL);
+    CHECK(sbusi_amqp_check(two, n + 1) == SBUS_EINVAL);
     free(two);
     /* compact encodings another client may send: map8 with a char and
        list0, array8 of smallint */
@@ -442,7 +442,7 @@ static void test_amqp_values(void)
     static const uint8_t arr8[] = {0xe0, 0x05, 0x03, 0x54, 0x01, 0x02, 0xfe};
     sbus_amqp_reader_t r, in;
     sbus_amqp_item_t it, x;
-    CHECK(sbus_amqp_check(compact, sizeof compact) == 0);
+    CHECK(sbusi_amqp_check(compact, sizeof compact) == 0);
     sbus_amqp_reader_init(&r, compact, sizeof compact);
     CHECK(sbus_amqp_read(&r, &it) == 1 && it.type == SBUS_AMQP_MAP);
     CHECK(sbus_amqp_enter(&it, &in) == 0);
@@ -452,7 +452,7 @@ static void test_amqp_values(void)
     CHECK(sbus_amqp_read(&in, &x) == 1 && x.type == SBUS_AMQP_STRING);
     CHECK(sbus_amqp_read(&in, &x) == 1 && x.type == SBUS_AMQP_LIST &&
           x.count == 0);
-    CHECK(sbus_amqp_check(arr8, sizeof arr8) == 0);
+    CHECK(sbusi_amqp_check(arr8, sizeof arr8) == 0);
     sbus_amqp_reader_init(&r, arr8, sizeof arr8);
     CHECK(sbus_amqp_read(&r, &it) == 1 && it.type == SBUS_AMQP_ARRAY);
     CHECK(sbus_amqp_enter(&it, &in) == 0);
@@ -461,7 +461,7 @@ static void test_amqp_values(void)
         sum += x.v.u.i;
     CHECK(sum == 1 + 2 - 2);
     static const uint8_t bad_map[] = {0xc1, 0x03, 0x01, 0xa1, 0x00};
-    CHECK(sbus_amqp_check(bad_map, sizeof bad_map) == SBUS_EINVAL);
+    CHECK(sbusi_amqp_check(bad_map, sizeof bad_map) == SBUS_EINVAL);
 
     /* in a message: an application property and an amqp-value body of any
        type, and an amqp-sequence body, survive encode and decode byte for
@@ -476,7 +476,7 @@ static void test_amqp_values(void)
     CHECK(sbus_message_set_property(m, "broken", 6, &v) == SBUS_EINVAL);
     v.u.s.len = n;
     CHECK(sbus_message_set_body_sequence(m, p, n) == SBUS_EINVAL); /* map */
-    sbus_amqp_writer_reset(w);
+    sbusi_amqp_writer_reset(w);
     CHECK(sbus_amqp_begin(w, SBUS_AMQP_LIST) == 0);
     sbus_value_t s1 = sv("first");
     CHECK(sbus_amqp_write_value(w, &s1) == 0);

@@ -319,10 +319,6 @@ SBUS_API int sbus_amqp_enter(const sbus_amqp_item_t *it,
  * is short (48 always suffices). */
 SBUS_API int sbus_amqp_decimal_format(const void *p, size_t n, char *out,
                                       size_t cap);
-/* 0 if p[n] is exactly one well-formed AMQP value (children checked, at
- * most 32 levels deep; the elements of an array of described values are
- * only bounded), else SBUS_EINVAL. */
-SBUS_API int sbus_amqp_check(const void *p, size_t n);
 
 /* Builds one encoded AMQP value. */
 typedef struct sbus_amqp_writer sbus_amqp_writer_t;
@@ -331,8 +327,6 @@ typedef struct sbus_amqp_writer sbus_amqp_writer_t;
 SBUS_API int sbus_amqp_writer_new(sbus_amqp_writer_t **out);
 /* Frees w. NULL is a no-op. */
 SBUS_API void sbus_amqp_writer_free(sbus_amqp_writer_t *w);
-/* Empties w for the next value (keeps its memory). */
-SBUS_API void sbus_amqp_writer_reset(sbus_amqp_writer_t *w);
 /* Writes a scalar of exact type t (NULL .. SYMBOL) from v, given as the
  * reader fills it (CHAR: the code point in u.u; DECIMALnn: 4/8/16 bytes in
  * u.s; integers from SBUS_VAL_INT or SBUS_VAL_UINT within t's range;
