@@ -4,6 +4,7 @@
  *   sbus-emulator --config FILE [--host 127.0.0.1] [--amqp-port N] [--amqps-port N]
  *                 [--ws-port N] [--wss-port N] [--control-port N] [--tls-cert PEM --tls-key PEM] [--state-dir DIR]
  *                 [--max-message-size BYTES] [--cbs-timeout-ms MS] [--exit-on-stdin-eof]
+ *                 [--link-idle-ms MS] [--connection-idle-ms MS] [--connection-no-link-ms MS]
  *                 [--allow-jwt] [--verbose]
  *
  * The amqp listener defaults to 5672 (use --amqp-port -1 to switch it off);
@@ -50,7 +51,22 @@ static void usage(void)
                   "                     [--ws-port N] [--wss-port N] [--control-port N]\n"
                   "                     [--tls-cert PEM --tls-key PEM] [--state-dir DIR]\n"
                   "                     [--max-message-size BYTES] [--cbs-timeout-ms MS] [--exit-on-stdin-eof]\n"
+                  "                     [--link-idle-ms MS] [--connection-idle-ms MS] [--connection-no-link-ms MS]\n"
                   "                     [--allow-jwt] [--verbose]\n");
+}
+
+/* A non-negative duration in ms; 0 means off. */
+static int ms_arg(const char *opt, const char *v, int64_t *out)
+{
+  char *end;
+  errno = 0;
+  long long x = strtoll(v, &end, 10);
+  if (errno || end == v || *end || x < 0) {
+    fprintf(stderr, "sbus-emulator: %s needs a number of milliseconds >= 0 (0 = off), not '%s'\n", opt, v);
+    return -1;
+  }
+  *out = x;
+  return 0;
 }
 
 static int parse_args(int argc, char **argv, args_t *a)
@@ -59,6 +75,10 @@ static int parse_args(int argc, char **argv, args_t *a)
   a->host = "127.0.0.1";
   a->amqp = 5672;
   a->amqps = a->ctl = a->ws = a->wss = -1;
+  /* the service's idle timers (protocol.md §1.6); 0 switches one off */
+  a->opt.link_idle_ms = 600000;
+  a->opt.conn_idle_ms = 300000;
+  a->opt.conn_no_link_ms = 60000;
   for (int i = 1; i < argc; i++) {
     const char *o = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
     if (!strcmp(o, "--verbose") || !strcmp(o, "-v")) { a->opt.verbose++; continue; }
@@ -79,6 +99,9 @@ static int parse_args(int argc, char **argv, args_t *a)
     else if (!strcmp(o, "--state-dir")) a->state_dir = v;
     else if (!strcmp(o, "--max-message-size")) a->opt.max_message_size = strtoull(v, NULL, 10);
     else if (!strcmp(o, "--cbs-timeout-ms")) a->opt.cbs_timeout_ms = strtoll(v, NULL, 10);
+    else if (!strcmp(o, "--link-idle-ms")) { if (ms_arg(o, v, &a->opt.link_idle_ms)) return -1; }
+    else if (!strcmp(o, "--connection-idle-ms")) { if (ms_arg(o, v, &a->opt.conn_idle_ms)) return -1; }
+    else if (!strcmp(o, "--connection-no-link-ms")) { if (ms_arg(o, v, &a->opt.conn_no_link_ms)) return -1; }
     else { fprintf(stderr, "sbus-emulator: unknown option %s\n", o); return -1; }
   }
   if (!a->config) { fprintf(stderr, "sbus-emulator: --config FILE is required\n"); return -1; }
