@@ -19,18 +19,40 @@
 #include "net.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 static volatile sig_atomic_t stop_flag;
+static int stop_pipe[2] = {-1, -1};
 
+/* SIGINT/SIGTERM: set the flag and wake poll() through the pipe, so that a signal that
+ * lands after the loop checked the flag but before it entered poll() is not lost (poll
+ * would otherwise sleep until its next deadline, up to a minute or for ever). */
 static void on_signal(int sig)
 {
   (void)sig;
+  int saved = errno;
   stop_flag = 1;
+  if (stop_pipe[1] >= 0) {
+    ssize_t w = write(stop_pipe[1], "x", 1); /* non-blocking: a full pipe already wakes poll */
+    (void)w;
+  }
+  errno = saved;
+}
+
+static int make_stop_pipe(void)
+{
+  if (pipe(stop_pipe) != 0) return -1;
+  for (int i = 0; i < 2; i++) {
+    fcntl(stop_pipe[i], F_SETFL, fcntl(stop_pipe[i], F_GETFL) | O_NONBLOCK);
+    fcntl(stop_pipe[i], F_SETFD, FD_CLOEXEC);
+  }
+  return 0;
 }
 
 /* Parsed command line. */
@@ -187,7 +209,14 @@ int main(int argc, char **argv)
     emu_net_free(n);
     goto out;
   }
+  if (make_stop_pipe() != 0) {
+    fprintf(stderr, "sbus-emulator: pipe: %s\n", strerror(errno));
+    emu_net_free(n);
+    goto out;
+  }
+  emu_net_stop_fd(n, stop_pipe[0]);
   struct sigaction sa = {.sa_handler = on_signal};
+  sigemptyset(&sa.sa_mask);
   sigaction(SIGINT, &sa, NULL);
   sigaction(SIGTERM, &sa, NULL);
   signal(SIGPIPE, SIG_IGN);
@@ -198,6 +227,8 @@ int main(int argc, char **argv)
   emu_net_free(n);
   rc = 0;
 out:
+  for (int i = 0; i < 2; i++)
+    if (stop_pipe[i] >= 0) close(stop_pipe[i]);
   sbusi_tls_ctx_free(tls);
   emu_broker_free(b);
   return rc;
