@@ -108,7 +108,7 @@ static void on_attach(emu_wire_t *w, uint16_t ch, amqp_iter_t *it)
 static void record(emu_wlink_t *x, const unsigned char *tag, size_t tn, uint32_t fmt)
 {
   if (x->nrec == WIRE_MAX_RECORDS) {
-    x->head = (x->head + 1) % WIRE_MAX_RECORDS;
+    x->head = (x->head + 1) % x->cap; /* full: cap == WIRE_MAX_RECORDS */
     x->nrec--;
   }
   if (x->nrec == x->cap) {
@@ -211,6 +211,19 @@ void emu_wire_scan(emu_wire_t *w, const unsigned char *p, size_t n)
       p += k;
       n -= k;
       continue;
+    }
+    if (!w->hlen && n >= 8 && memcmp(p, "AMQP", 4) != 0) {
+      /* fast path: the frame's head is contiguous in the input; read it in place */
+      uint32_t size = be32(p);
+      size_t head = size < sizeof w->hdr ? size : sizeof w->hdr;
+      if (size >= 8 && size <= WIRE_MAX_FRAME && n >= head) {
+        on_frame(w, p, head);
+        size_t k = size < n ? size : n;
+        w->skip = size - k;
+        p += k;
+        n -= k;
+        continue;
+      }
     }
     size_t want = w->size ? w->want : 8;
     size_t k = want - w->hlen < n ? want - w->hlen : n;
