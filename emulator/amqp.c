@@ -49,6 +49,9 @@ emu_conn_t *emu_conn_new(emu_broker_t *b, void *host)
   c->host = host;
   c->id = ++b->next_conn_id;
   c->opened_mono = emu_mono_ms();
+  c->opened_emu = emu_now(b);
+  c->linkless_since = INT64_MAX;
+  c->idle_check = b->opt.conn_no_link_ms > 0 ? c->opened_emu + b->opt.conn_no_link_ms : INT64_MAX;
   c->next = b->conns;
   if (b->conns) b->conns->prev = c;
   b->conns = c;
@@ -103,6 +106,12 @@ static void link_drop(emu_link_t *l)
       *pp = l->next;
       break;
     }
+  }
+  if (!c->links) {
+    /* the last link went: the connection's own idle timer starts (protocol.md §1.6) */
+    c->linkless_since = emu_now(c->broker);
+    if (c->broker->opt.conn_idle_ms > 0 && c->linkless_since + c->broker->opt.conn_idle_ms < c->idle_check)
+      c->idle_check = c->linkless_since + c->broker->opt.conn_idle_ms;
   }
   emu_wire_unclaim(l->wl);
   pn_link_set_context(l->pn, NULL);
@@ -289,6 +298,12 @@ static emu_link_t *link_new(emu_conn_t *c, pn_link_t *pl, emu_link_kind_t kind, 
   l->target = t ? strdup(t) : NULL;
   l->wl = c->pending_wl;
   c->pending_wl = NULL;
+  l->active_ms = emu_now(c->broker);
+  c->had_link = true;
+  c->linkless_since = INT64_MAX;
+  if ((kind == LINK_PRODUCER || kind == LINK_CONSUMER) && c->broker->opt.link_idle_ms > 0 &&
+      l->active_ms + c->broker->opt.link_idle_ms < c->idle_check)
+    c->idle_check = l->active_ms + c->broker->opt.link_idle_ms;
   l->next = c->links;
   c->links = l;
   pn_link_set_context(pl, l);
@@ -670,6 +685,7 @@ static void deliver(emu_link_t *l, emu_msg_t *m)
   pn_delivery_t *d = pn_delivery(l->pn, pn_dtag(tag, tn));
   pn_link_send(l->pn, (const char *)b->scratch.p, b->scratch.len);
   pn_link_advance(l->pn);
+  l->active_ms = emu_now(b);
   b->stat_out++;
   if (l->rad) {
     pn_delivery_settle(d);
@@ -908,10 +924,16 @@ static void handle(emu_conn_t *c, pn_event_t *ev)
     break;
   }
   case PN_LINK_REMOTE_OPEN: on_link_open(c, pl); break;
-  case PN_LINK_FLOW: if (link_of(pl)) on_flow(link_of(pl)); break;
+  case PN_LINK_FLOW:
+    if (link_of(pl)) {
+      link_of(pl)->active_ms = emu_now(c->broker);
+      on_flow(link_of(pl));
+    }
+    break;
   case PN_DELIVERY: {
     emu_link_t *l = link_of(pl);
     pn_delivery_t *d = pn_event_delivery(ev);
+    if (l) l->active_ms = emu_now(c->broker);
     if (l && !l->refused) on_delivery(l, d);
     else if (pn_link_is_receiver(pl)) {
       pn_link_recv(pl, NULL, 0);
@@ -1030,6 +1052,71 @@ emu_link_t *emu_reply_link(emu_conn_t *c, const char *reply_to, const char *node
   for (l = c->links; l; l = l->next)
     if (l->kind == LINK_REPLY && strcasecmp(l->node, node) == 0) return l;
   return NULL;
+}
+
+/* "00:10:00" for a duration in ms, as the service writes its idle timeout. */
+static void hms(char *out, size_t n, int64_t ms)
+{
+  int64_t s = ms / 1000;
+  snprintf(out, n, "%02lld:%02lld:%02lld", (long long)(s / 3600), (long long)(s / 60 % 60), (long long)(s % 60));
+}
+
+/* Detach idle sender/receiver links, close a connection without links for too long, and
+ * recompute the connection's earliest idle deadline. */
+static void conn_idle(emu_conn_t *c, int64_t now)
+{
+  const emu_options_t *o = &c->broker->opt;
+  int64_t next = INT64_MAX;
+  if (c->dead || (pn_connection_state(c->driver.connection) & PN_LOCAL_CLOSED)) {
+    c->idle_check = INT64_MAX;
+    return;
+  }
+  for (emu_link_t *l = c->links, *n; l && o->link_idle_ms > 0; l = n) {
+    n = l->next;
+    if (l->kind != LINK_PRODUCER && l->kind != LINK_CONSUMER) continue;
+    int64_t due = l->active_ms + o->link_idle_ms;
+    if (due > now || l->refused) {
+      if (!l->refused && due < next) next = due;
+      continue;
+    }
+    char t[32], d[512];
+    hms(t, sizeof t, o->link_idle_ms);
+    bool pub = l->kind == LINK_PRODUCER;
+    snprintf(d, sizeof d, "The link '%s' is force detached by the broker due to errors occurred in %s. Detach origin: "
+             "AmqpMessage%s.IdleTimerExpired: Idle timeout: %s.", pn_link_name(l->pn), pub ? "publisher" : "consumer",
+             pub ? "Publisher" : "Consumer", t);
+    pn_link_t *pl = l->pn;
+    link_drop(l); /* may start the connection's timer: links are checked again below */
+    link_close_err(pl, "amqp:link:detach-forced", d);
+  }
+  if (!c->links) {
+    int64_t limit = c->had_link ? o->conn_idle_ms : o->conn_no_link_ms;
+    int64_t since = c->had_link ? c->linkless_since : c->opened_emu;
+    if (limit > 0 && since + limit <= now) {
+      char d[256];
+      snprintf(d, sizeof d, "The connection was inactive for more than the allowed %lld milliseconds and is closed by "
+               "container 'LinkTracker'.", (long long)limit);
+      emu_conn_drop(c, "amqp:connection:forced", d);
+      c->idle_check = INT64_MAX;
+      return;
+    }
+    if (limit > 0 && since + limit < next) next = since + limit;
+  }
+  c->idle_check = next;
+}
+
+void emu_conns_idle(emu_broker_t *b, int64_t now)
+{
+  for (emu_conn_t *c = b->conns; c; c = c->next)
+    if (c->idle_check <= now) conn_idle(c, now);
+}
+
+int64_t emu_conns_idle_deadline(const emu_broker_t *b)
+{
+  int64_t d = INT64_MAX;
+  for (const emu_conn_t *c = b->conns; c; c = c->next)
+    if (c->idle_check < d) d = c->idle_check;
+  return d;
 }
 
 void emu_conn_release_session_links(emu_sess_t *s)

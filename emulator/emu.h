@@ -259,6 +259,7 @@ struct emu_link {
   emu_buf_t rx;              /* bytes of the incoming delivery in progress */
   bool rx_oversize;          /* the delivery in progress exceeded the limit */
   uint64_t tags;             /* counter for delivery tags */
+  int64_t active_ms;         /* emulator ms of the last transfer, flow or disposition */
   emu_wlink_t *wl;           /* what the frame scanner saw of this link (receiving links), or NULL */
   emu_link_t *cnext, *cprev; /* entity consumer ring */
   emu_link_t *next;          /* next link of the connection */
@@ -287,6 +288,10 @@ struct emu_conn {
   emu_delayed_t *delayed;    /* delayed dispositions */
   void *host;                /* the network owner (net.c), or test harness */
   emu_wire_t wire;           /* frame scanner of the client's input */
+  int64_t opened_emu;        /* creation time (emulator ms) */
+  int64_t linkless_since;    /* emulator ms when its last link went (INT64_MAX: has links) */
+  bool had_link;             /* a link was attached at some point */
+  int64_t idle_check;        /* emulator ms of its earliest idle deadline (INT64_MAX: none) */
   emu_wlink_t *pending_wl;   /* wire link claimed by the attach being handled */
   emu_conn_t *prev, *next;   /* broker list */
 };
@@ -304,6 +309,10 @@ typedef struct emu_options {
   uint64_t max_message_size; /* bytes (default 262144) */
   int64_t cbs_timeout_ms;    /* close connections without a token after this */
   uint32_t idle_timeout_ms;  /* advertised idle-time-out */
+  /* The service's idle timers (protocol.md §1.6), emulator clock, 0 = off: */
+  int64_t link_idle_ms;      /* detach a sender/receiver link without traffic (service: 10 min) */
+  int64_t conn_idle_ms;      /* close a connection whose links are all gone (service: 5 min) */
+  int64_t conn_no_link_ms;   /* close a new connection that attaches no link (service: 1 min) */
   int verbose;               /* log level */
   bool allow_jwt;            /* test mode: accept any "jwt" token with every right */
 } emu_options_t;
@@ -416,6 +425,9 @@ void emu_link_send_message(emu_link_t *l, const unsigned char *p, size_t n, bool
 emu_link_t *emu_reply_link(emu_conn_t *c, const char *reply_to, const char *node);
 bool emu_fault_take(emu_broker_t *b, const char *op, const char **cond);
 void emu_conn_release_session_links(emu_sess_t *s);
+/* The idle timers of every connection (called by emu_tick); their earliest deadline. */
+void emu_conns_idle(emu_broker_t *b, int64_t now);
+int64_t emu_conns_idle_deadline(const emu_broker_t *b);
 int64_t emu_waiting_deadline(emu_entity_t *e);
 
 /* ---- frame scanner (wire.c) */

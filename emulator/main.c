@@ -4,6 +4,7 @@
  *   sbus-emulator --config FILE [--host 127.0.0.1] [--amqp-port N] [--amqps-port N]
  *                 [--ws-port N] [--wss-port N] [--control-port N] [--tls-cert PEM --tls-key PEM] [--state-dir DIR]
  *                 [--max-message-size BYTES] [--cbs-timeout-ms MS] [--exit-on-stdin-eof]
+ *                 [--link-idle-ms MS] [--connection-idle-ms MS] [--connection-no-link-ms MS]
  *                 [--allow-jwt] [--verbose]
  *
  * The amqp listener defaults to 5672 (use --amqp-port -1 to switch it off);
@@ -18,18 +19,40 @@
 #include "net.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 static volatile sig_atomic_t stop_flag;
+static int stop_pipe[2] = {-1, -1};
 
+/* SIGINT/SIGTERM: set the flag and wake poll() through the pipe, so that a signal that
+ * lands after the loop checked the flag but before it entered poll() is not lost (poll
+ * would otherwise sleep until its next deadline, up to a minute or for ever). */
 static void on_signal(int sig)
 {
   (void)sig;
+  int saved = errno;
   stop_flag = 1;
+  if (stop_pipe[1] >= 0) {
+    ssize_t w = write(stop_pipe[1], "x", 1); /* non-blocking: a full pipe already wakes poll */
+    (void)w;
+  }
+  errno = saved;
+}
+
+static int make_stop_pipe(void)
+{
+  if (pipe(stop_pipe) != 0) return -1;
+  for (int i = 0; i < 2; i++) {
+    fcntl(stop_pipe[i], F_SETFL, fcntl(stop_pipe[i], F_GETFL) | O_NONBLOCK);
+    fcntl(stop_pipe[i], F_SETFD, FD_CLOEXEC);
+  }
+  return 0;
 }
 
 /* Parsed command line. */
@@ -50,7 +73,22 @@ static void usage(void)
                   "                     [--ws-port N] [--wss-port N] [--control-port N]\n"
                   "                     [--tls-cert PEM --tls-key PEM] [--state-dir DIR]\n"
                   "                     [--max-message-size BYTES] [--cbs-timeout-ms MS] [--exit-on-stdin-eof]\n"
+                  "                     [--link-idle-ms MS] [--connection-idle-ms MS] [--connection-no-link-ms MS]\n"
                   "                     [--allow-jwt] [--verbose]\n");
+}
+
+/* A non-negative duration in ms; 0 means off. */
+static int ms_arg(const char *opt, const char *v, int64_t *out)
+{
+  char *end;
+  errno = 0;
+  long long x = strtoll(v, &end, 10);
+  if (errno || end == v || *end || x < 0) {
+    fprintf(stderr, "sbus-emulator: %s needs a number of milliseconds >= 0 (0 = off), not '%s'\n", opt, v);
+    return -1;
+  }
+  *out = x;
+  return 0;
 }
 
 static int parse_args(int argc, char **argv, args_t *a)
@@ -59,6 +97,10 @@ static int parse_args(int argc, char **argv, args_t *a)
   a->host = "127.0.0.1";
   a->amqp = 5672;
   a->amqps = a->ctl = a->ws = a->wss = -1;
+  /* the service's idle timers (protocol.md §1.6); 0 switches one off */
+  a->opt.link_idle_ms = 600000;
+  a->opt.conn_idle_ms = 300000;
+  a->opt.conn_no_link_ms = 60000;
   for (int i = 1; i < argc; i++) {
     const char *o = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
     if (!strcmp(o, "--verbose") || !strcmp(o, "-v")) { a->opt.verbose++; continue; }
@@ -79,6 +121,9 @@ static int parse_args(int argc, char **argv, args_t *a)
     else if (!strcmp(o, "--state-dir")) a->state_dir = v;
     else if (!strcmp(o, "--max-message-size")) a->opt.max_message_size = strtoull(v, NULL, 10);
     else if (!strcmp(o, "--cbs-timeout-ms")) a->opt.cbs_timeout_ms = strtoll(v, NULL, 10);
+    else if (!strcmp(o, "--link-idle-ms")) { if (ms_arg(o, v, &a->opt.link_idle_ms)) return -1; }
+    else if (!strcmp(o, "--connection-idle-ms")) { if (ms_arg(o, v, &a->opt.conn_idle_ms)) return -1; }
+    else if (!strcmp(o, "--connection-no-link-ms")) { if (ms_arg(o, v, &a->opt.conn_no_link_ms)) return -1; }
     else { fprintf(stderr, "sbus-emulator: unknown option %s\n", o); return -1; }
   }
   if (!a->config) { fprintf(stderr, "sbus-emulator: --config FILE is required\n"); return -1; }
@@ -164,7 +209,14 @@ int main(int argc, char **argv)
     emu_net_free(n);
     goto out;
   }
+  if (make_stop_pipe() != 0) {
+    fprintf(stderr, "sbus-emulator: pipe: %s\n", strerror(errno));
+    emu_net_free(n);
+    goto out;
+  }
+  emu_net_stop_fd(n, stop_pipe[0]);
   struct sigaction sa = {.sa_handler = on_signal};
+  sigemptyset(&sa.sa_mask);
   sigaction(SIGINT, &sa, NULL);
   sigaction(SIGTERM, &sa, NULL);
   signal(SIGPIPE, SIG_IGN);
@@ -175,6 +227,8 @@ int main(int argc, char **argv)
   emu_net_free(n);
   rc = 0;
 out:
+  for (int i = 0; i < 2; i++)
+    if (stop_pipe[i] >= 0) close(stop_pipe[i]);
   sbusi_tls_ctx_free(tls);
   emu_broker_free(b);
   return rc;

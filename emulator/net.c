@@ -72,6 +72,7 @@ struct emu_net {
   sock_t **pidx;                       /* poll slot -> socket */
   size_t pcap;                         /* capacity of both */
   int watch_fd;                        /* stop when this fd reaches EOF (-1: off) */
+  int stop_fd;                         /* stop when this fd is readable (-1: off) */
   bool stopped;                        /* watch_fd reached EOF */
 };
 
@@ -82,6 +83,7 @@ emu_net_t *emu_net_new(emu_broker_t *b, sbusi_tls_ctx_t *tls)
   n->b = b;
   n->tls = tls;
   n->watch_fd = -1;
+  n->stop_fd = -1;
   return n;
 }
 
@@ -492,6 +494,8 @@ static void ensure_poll(emu_net_t *n, size_t need)
 
 void emu_net_watch(emu_net_t *n, int fd) { n->watch_fd = fd; }
 
+void emu_net_stop_fd(emu_net_t *n, int fd) { n->stop_fd = fd; }
+
 size_t emu_net_sockets(const emu_net_t *n)
 {
   size_t k = 0;
@@ -505,7 +509,7 @@ void emu_net_step(emu_net_t *n)
 {
   size_t cnt = (size_t)n->nl + 1;
   for (sock_t *s = n->socks; s; s = s->next) cnt++;
-  ensure_poll(n, cnt + 1);
+  ensure_poll(n, cnt + 2);
   size_t k = 0;
   for (int i = 0; i < n->nl; i++) {
     n->pfd[k] = (struct pollfd){.fd = n->lfd[i], .events = POLLIN};
@@ -517,9 +521,14 @@ void emu_net_step(emu_net_t *n)
     n->pfd[k] = (struct pollfd){.fd = s->fd, .events = ev};
     n->pidx[k++] = s;
   }
-  size_t watch_slot = k;
-  if (n->watch_fd >= 0) n->pfd[k++] = (struct pollfd){.fd = n->watch_fd, .events = POLLIN};
+  size_t socks_end = k, watch_slot = k, stop_slot = k;
+  if (n->watch_fd >= 0) n->pfd[watch_slot = k++] = (struct pollfd){.fd = n->watch_fd, .events = POLLIN};
+  if (n->stop_fd >= 0) n->pfd[stop_slot = k++] = (struct pollfd){.fd = n->stop_fd, .events = POLLIN};
   int r = poll(n->pfd, k, next_timeout(n));
+  if (n->stop_fd >= 0 && r > 0 && n->pfd[stop_slot].revents) {
+    n->stopped = true; /* a signal: leave at once, whatever else is pending */
+    return;
+  }
   if (r <= 0) {
     process_all(n); /* timers, ticks */
     return;
@@ -529,7 +538,7 @@ void emu_net_step(emu_net_t *n)
     ssize_t got = read(n->watch_fd, tmp, sizeof tmp);
     if (got <= 0) n->stopped = true;
   }
-  if (n->watch_fd >= 0) k--;
+  k = socks_end;
   for (size_t i = 0; i < k; i++) {
     short re = n->pfd[i].revents;
     if (!re) continue;

@@ -22,6 +22,10 @@ void emu_net_step(emu_net_t *n);
 
 /* Stop (emu_net_stopped) when fd reaches end of file: lets a parent's death end us. */
 void emu_net_watch(emu_net_t *n, int fd);
+/* Stop (emu_net_stopped) as soon as fd is readable. Give it the read end of a pipe that a
+ * SIGTERM/SIGINT handler writes to: poll() then wakes for a signal whatever moment it
+ * arrives, even between the caller's check of its flag and the call to poll(). */
+void emu_net_stop_fd(emu_net_t *n, int fd);
 bool emu_net_stopped(const emu_net_t *n);
 /* Number of accepted sockets still open (tests). */
 size_t emu_net_sockets(const emu_net_t *n);

@@ -1319,6 +1319,7 @@ void emu_tick(emu_broker_t *b)
 {
   int64_t now = emu_now(b);
   for (emu_entity_t *e = b->entities; e; e = e->next) entity_tick(b, e, now);
+  emu_conns_idle(b, now);
   emu_dispatch_all(b);
 }
 
@@ -1333,7 +1334,8 @@ int64_t emu_next_deadline(emu_broker_t *b)
     int64_t w = emu_waiting_deadline(e);
     if (w < d) d = w;
   }
-  return d;
+  int64_t c = emu_conns_idle_deadline(b);
+  return c < d ? c : d;
 }
 
 void emu_sweep_expired(emu_broker_t *b, emu_entity_t *e)

@@ -108,7 +108,7 @@ static void on_attach(emu_wire_t *w, uint16_t ch, amqp_iter_t *it)
 static void record(emu_wlink_t *x, const unsigned char *tag, size_t tn, uint32_t fmt)
 {
   if (x->nrec == WIRE_MAX_RECORDS) {
-    x->head = (x->head + 1) % WIRE_MAX_RECORDS;
+    x->head = (x->head + 1) % x->cap; /* full: cap == WIRE_MAX_RECORDS */
     x->nrec--;
   }
   if (x->nrec == x->cap) {
@@ -126,7 +126,7 @@ static void record(emu_wlink_t *x, const unsigned char *tag, size_t tn, uint32_t
   emu_wrec_t *r = &x->rec[(x->head + x->nrec) % x->cap];
   r->format = fmt;
   r->tag_len = (uint8_t)(tn < sizeof r->tag ? tn : sizeof r->tag);
-  memcpy(r->tag, tag, r->tag_len);
+  if (r->tag_len) memcpy(r->tag, tag, r->tag_len);
   x->nrec++;
 }
 
@@ -212,6 +212,19 @@ void emu_wire_scan(emu_wire_t *w, const unsigned char *p, size_t n)
       n -= k;
       continue;
     }
+    if (!w->hlen && n >= 8 && memcmp(p, "AMQP", 4) != 0) {
+      /* fast path: the frame's head is contiguous in the input; read it in place */
+      uint32_t size = be32(p);
+      size_t head = size < sizeof w->hdr ? size : sizeof w->hdr;
+      if (size >= 8 && size <= WIRE_MAX_FRAME && n >= head) {
+        on_frame(w, p, head);
+        size_t k = size < n ? size : n;
+        w->skip = size - k;
+        p += k;
+        n -= k;
+        continue;
+      }
+    }
     size_t want = w->size ? w->want : 8;
     size_t k = want - w->hlen < n ? want - w->hlen : n;
     memcpy(w->hdr + w->hlen, p, k);
@@ -242,7 +255,7 @@ void emu_wire_scan(emu_wire_t *w, const unsigned char *p, size_t n)
 
 emu_wlink_t *emu_wire_claim(emu_wire_t *w, const char *name)
 {
-  for (emu_wlink_t *x = w->links; x; x = x->next) {
+  for (emu_wlink_t *x = w->links; x && name; x = x->next) {
     if (x->state == WL_NEW && strcmp(x->name, name) == 0) {
       x->state = WL_CLAIMED;
       return x;
@@ -262,7 +275,7 @@ uint32_t emu_wire_format(emu_wlink_t *x, const unsigned char *tag, size_t tn)
   if (tn > sizeof x->rec[0].tag) tn = sizeof x->rec[0].tag;
   for (size_t i = 0; i < x->nrec; i++) {
     emu_wrec_t *r = &x->rec[(x->head + i) % x->cap];
-    if (r->tag_len != tn || memcmp(r->tag, tag, tn) != 0) continue;
+    if (r->tag_len != tn || (tn && memcmp(r->tag, tag, tn) != 0)) continue;
     uint32_t fmt = r->format;
     /* this record and every older one are used up */
     x->head = (x->head + i + 1) % x->cap;

@@ -3,14 +3,18 @@
  *
  * Checks what in-memory tests cannot: a peer that sends a protocol header and
  * closes is cleaned up (no socket left in CLOSE-WAIT), a full AMQP close
- * releases the socket, and the HTTP control surface answers /health. An
- * alarm bounds the test in case the loop would block.
+ * releases the socket, the HTTP control surface answers /health, and a
+ * signal that lands just before poll() (the stop pipe is written while the
+ * loop sleeps with nothing due, so poll would wait for ever) still stops the
+ * loop at once. An alarm bounds the test in case the loop would block.
  */
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "net.h"
@@ -78,6 +82,22 @@ int main(void)
   CHECK(strstr(buf, "HTTP/1.1 200") == buf);
   CHECK(strstr(buf, "{\"status\":\"healthy\"}") != NULL);
   close(fd);
+  /* the stop pipe: written "by a signal handler" after the caller checked its flag */
+  CHECK(emu_net_sockets(n) == 0);
+  int sp[2];
+  CHECK(pipe(sp) == 0);
+  fcntl(sp[1], F_SETFL, O_NONBLOCK);
+  emu_net_stop_fd(n, sp[0]);
+  CHECK(!emu_net_stopped(n));
+  CHECK(write(sp[1], "x", 1) == 1);
+  struct timespec t0, t1;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  emu_net_step(n); /* without the pipe this poll() has no deadline at all */
+  clock_gettime(CLOCK_MONOTONIC, &t1);
+  CHECK(emu_net_stopped(n));
+  CHECK((t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000 < 1000);
+  close(sp[0]);
+  close(sp[1]);
   emu_net_free(n);
   emu_broker_free(b);
   if (g_failures) fprintf(stderr, "%d check(s) failed\n", g_failures);

@@ -231,6 +231,19 @@ static void test_scanner_direct(void)
     CHECK(emu_wire_format(x, (const unsigned char *)"ab", 2) == 0); /* taken */
     emu_wire_free(&w);
   }
+  /* a first transfer without a tag (null): recorded with an empty tag */
+  memset(&w, 0, sizeof w);
+  emu_buf_t o2 = {0};
+  put_frame(&o2, 3, attach, sizeof attach);
+  static const unsigned char notag[] = {0x00, 0x53, 0x14, 0xc0, 0x0a, 0x04, 0x52, 0x07, 0x43, 0x40,
+                                        0x70, 0x80, 0x01, 0x37, 0x00};
+  put_frame(&o2, 3, notag, sizeof notag);
+  emu_wire_scan(&w, o2.p, o2.len);
+  emu_wlink_t *nt = emu_wire_claim(&w, "x");
+  CHECK(nt && emu_wire_format(nt, NULL, 0) == BATCH);
+  CHECK(emu_wire_claim(&w, NULL) == NULL);
+  emu_wire_free(&w);
+  buf_free(&o2);
   /* detach: the link stays while claimed, goes after */
   memset(&w, 0, sizeof w);
   static const unsigned char detach[] = {0x00, 0x53, 0x16, 0xc0, 0x04, 0x02, 0x52, 0x07, 0x41};

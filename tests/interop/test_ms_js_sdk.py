@@ -34,3 +34,25 @@ def test_js_sdk_round_trip(emulator):
     assert out["peek"] == [["later", "scheduled"]]
     assert out["session"] == {"id": "JS", "bodies": ["s1", "s2"], "state": "state-1"}
     assert emulator.wait_count(queue, "total", 0) == 0
+
+
+@pytest.mark.skipif(not shutil.which("node") or not os.path.isdir(os.path.join(MODULES, "@azure", "service-bus")),
+                    reason="node or @azure/service-bus not installed")
+def test_js_sdk_rule_manager(emulator):
+    """add-rule, enumerate-rules and remove-rule (protocol.md §8.11), which Python 7.8.2 lacks."""
+    topic = emulator.create_topic(subscriptions=[{"Name": "s"}])
+    port = emulator.amqp.rsplit(":", 1)[1]
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "js", "rules.mjs")
+    p = subprocess.run(["node", script, MODULES, port, topic, "s"], capture_output=True, text=True, timeout=120)
+    lines = [l for l in p.stdout.splitlines() if l.startswith("{")]
+    assert lines, p.stdout + p.stderr
+    out = json.loads(lines[-1])
+    assert out["ok"], out
+    assert out["before"] == ["$Default"]
+    after = {r["name"]: r for r in out["after"]}
+    assert sorted(after) == ["corr", "red"]
+    assert after["red"]["filter"]["sqlExpression"] == "color = 'red'"
+    assert after["red"]["action"] == "SET routed = 'yes'"
+    assert after["corr"]["filter"]["correlationId"] == "c-1"
+    assert after["corr"]["filter"]["applicationProperties"] == {"k": "v"}
+    assert sorted(out["received"]) == [["c", None], ["r", "yes"]]
