@@ -73,28 +73,38 @@ class Message(_sbus.Message):
         reply_to_session_id: Optional[str] = None,
         **kwargs: Any
     ) -> None:
+        # One test per argument, no tuples built: this runs once per message sent.
         if kwargs:
             raise TypeError("unexpected keyword argument(s): %s" % ", ".join(sorted(kwargs)))
-        if isinstance(body, str) and encoding.upper().replace("-", "") != "UTF8":
+        if encoding != "UTF-8" and isinstance(body, str) and encoding.upper().replace("-", "") != "UTF8":
             body = body.encode(encoding)
         self.body = body
-        props = application_properties if application_properties is not None else properties
-        if props is not None:
-            self.application_properties = props
-        for name, value in (
-            ("session_id", session_id),
-            ("message_id", message_id),
-            ("content_type", content_type),
-            ("correlation_id", correlation_id),
-            ("subject", subject if subject is not None else label),
-            ("partition_key", partition_key),
-            ("via_partition_key", via_partition_key),
-            ("to", to),
-            ("reply_to", reply_to),
-            ("reply_to_session_id", reply_to_session_id),
-        ):
-            if value is not None:
-                setattr(self, name, value)
+        if application_properties is not None:
+            self.application_properties = application_properties
+        elif properties is not None:
+            self.application_properties = properties
+        if session_id is not None:
+            self.session_id = session_id
+        if message_id is not None:
+            self.message_id = message_id
+        if content_type is not None:
+            self.content_type = content_type
+        if correlation_id is not None:
+            self.correlation_id = correlation_id
+        if subject is not None:
+            self.subject = subject
+        elif label is not None:
+            self.subject = label
+        if partition_key is not None:
+            self.partition_key = partition_key
+        if via_partition_key is not None:
+            self.via_partition_key = via_partition_key
+        if to is not None:
+            self.to = to
+        if reply_to is not None:
+            self.reply_to = reply_to
+        if reply_to_session_id is not None:
+            self.reply_to_session_id = reply_to_session_id
         if scheduled_enqueue_time_utc is not None:
             self.scheduled_enqueue_time_utc = scheduled_enqueue_time_utc
         if time_to_live is not None:
