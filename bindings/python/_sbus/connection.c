@@ -601,6 +601,23 @@ PyObject *sbpy_op_end(ConnObject *c, PyObject *fut, int op, int rc)
     return fut;
 }
 
+PyObject *sbpy_op_seqs(ConnObject *c, PyObject *ctx, int op, PyObject *seqs,
+                       sbpy_seqs_start_fn start, void *obj)
+{
+    int64_t *arr;
+    size_t n;
+    if (sbpy_int64_array(seqs, &arr, &n) < 0)
+        return NULL;
+    PyObject *fut = sbpy_op_begin(c, ctx);
+    if (!fut) {
+        PyMem_Free(arr);
+        return NULL;
+    }
+    int rc = start(obj, arr, n, fut);
+    PyMem_Free(arr);
+    return sbpy_op_end(c, fut, op, rc);
+}
+
 int sbpy_conn_add_renewal(ConnObject *c, void *key, PyObject *receiver,
                           PyObject *msg, PyObject *cb)
 {
