@@ -249,7 +249,7 @@ static void set_locked_until_prop(pn_link_t *pl, int64_t until_ms)
   pn_data_put_map(p);
   pn_data_enter(p);
   pn_data_put_symbol(p, pn_bytes(strlen(key), key));
-  pn_data_put_long(p, 621355968000000000LL + until_ms * 10000);
+  pn_data_put_long(p, 621355968000000000LL + until_ms * 10000); /* .NET ticks */
   pn_data_exit(p);
 }
 
@@ -375,7 +375,7 @@ static void lock_session(emu_broker_t *b, emu_link_t *l, emu_sess_t *s)
   s->locked_until = emu_now(b) + l->ent->props.lock_ms;
   l->sess = s;
   echo_session_filter(l->pn, l->session_form ? l->session_form : 1, l->session_desc, s->id);
-  set_locked_until_prop(l->pn, s->locked_until);
+  set_locked_until_prop(l->pn, emu_to_wire(b, s->locked_until));
 }
 
 /* Lock a session for a consumer; returns false when refused (link closed) or waiting. */
@@ -566,6 +566,7 @@ static void on_message(emu_link_t *l, pn_delivery_t *d, uint32_t format)
       reject(d, "amqp:decode-error", err);
       return;
     }
+    for (int i = 0; i < n; i++) emu_msg_from_wire(b, v[i]);
     enqueue_all(l, d, v, n);
     free(v);
     return;
@@ -575,6 +576,7 @@ static void on_message(emu_link_t *l, pn_delivery_t *d, uint32_t format)
     reject(d, "amqp:decode-error", err);
     return;
   }
+  emu_msg_from_wire(b, m);
   enqueue_all(l, d, &m, 1);
 }
 

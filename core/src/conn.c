@@ -740,6 +740,7 @@ static void emit_connect(sbus_conn_t *c)
     ev->e.host = c->proxy_host ? c->proxy_host : c->host;
     ev->e.port = c->proxy_host ? c->proxy_port : c->port;
     c->state = SBUSI_C_CONNECTING;
+    c->connect_mono = c->now_mono;
     sbusi_ev_push(c, ev);
 }
 
@@ -913,12 +914,13 @@ void sbusi_transport_gone(sbus_conn_t *c, const char *why)
                 !c->conn_err.err.retriable;
     /* A connection that did useful work (a token accepted, a link
        attached, an operation completed) or lived a while was lost by bad
-       luck: reconnect at once, and the count of failed attempts starts
-       again, however often that happens. One that never got that far
-       (refused, or killed right after the AMQP open) counts as a failed
-       attempt and backs off, so that a fault that kills every connection
-       cannot become a reconnect storm and pending operations end after
-       retry_total + 1 such attempts. */
+       luck: reconnect at once (but not sooner than retry_backoff_ms after
+       the previous connect, so that a service killing every connection
+       right after some work cannot cause a reconnect storm either), and
+       the count of failed attempts starts again, however often that
+       happens. One that never got that far (refused, or killed right
+       after the AMQP open) counts as a failed attempt and backs off, and
+       pending operations end after retry_total + 1 such attempts. */
     int stable = was_open &&
                  (progress || c->now_mono - c->open_mono >= STABLE_MS);
     c->reconnects = stable ? 1 : c->reconnects + 1;
@@ -931,8 +933,12 @@ void sbusi_transport_gone(sbus_conn_t *c, const char *why)
         return;
     }
     c->state = SBUSI_C_BACKOFF;
-    c->reconnect_at = c->now_mono +
-                      (stable ? 0 : sbusi_backoff(c, c->reconnects - 1));
+    if (stable) {
+        int64_t earliest = c->connect_mono + c->backoff_ms;
+        c->reconnect_at = earliest > c->now_mono ? earliest : c->now_mono;
+    } else {
+        c->reconnect_at = c->now_mono + sbusi_backoff(c, c->reconnects - 1);
+    }
     sbusi_log(c, "transport lost (%s); reconnecting", why ? why : "");
 }
 

@@ -117,6 +117,13 @@ typedef struct sbusi_item {
     const uint8_t *stop;   /* one past its last byte */
 } sbusi_item_t;
 
+/* 0 if p[n] is exactly one well-formed AMQP value (children checked, at
+ * most 32 levels deep; the elements of an array of described values are
+ * only bounded), else SBUS_EINVAL. */
+int sbusi_amqp_check(const void *p, size_t n);
+/* Empties a writer for the next value (keeps its memory). */
+void sbusi_amqp_writer_reset(sbus_amqp_writer_t *w);
+
 /* Reads one value (any type) and moves past it. Returns 0 or -1. */
 int sbusi_dec_item(sbusi_dec_t *d, sbusi_item_t *it);
 /* A cursor over the items of a list/map item. */
@@ -421,6 +428,7 @@ struct sbus_conn {
                                  done): its loss is bad luck, not a failed
                                  attempt */
     int64_t reconnect_at;     /* BACKOFF: when to emit CONNECT */
+    int64_t connect_mono;     /* when the last CONNECT was emitted */
     int opened;               /* sbus_conn_open() was called */
     int want_disconnect;      /* DISCONNECT to emit */
     /* time */
@@ -591,6 +599,12 @@ void sbusi_receiver_adopt_deferred(sbus_receiver_t *r, sbus_message_t *m);
 void sbusi_message_set_locked_until(sbus_message_t *m, int64_t unix_ms);
 
 int sbusi_mgmt_submit(sbus_conn_t *c, const char *entity, sbusi_op_t *op);
+/* Starts $management op (request encoded in op->payload) on entity: 0, or
+ * a code after discarding op (SBUS_ESTATE when `closed`, SBUS_ENOMEM when
+ * its encoding ran out of memory, or what sbusi_mgmt_submit said). Used by
+ * senders and receivers alike. */
+int sbusi_mgmt_start(sbus_conn_t *c, const char *entity, sbusi_op_t *op,
+                     int closed);
 void sbusi_mgmt_pump(sbus_conn_t *c);
 void sbusi_mgmt_lost(sbus_conn_t *c);
 void sbusi_mgmt_free(sbus_conn_t *c);

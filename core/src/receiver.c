@@ -857,23 +857,8 @@ static uint32_t enc_session_id(sbus_receiver_t *r, sbusi_buf_t *b)
 
 static int submit(sbus_receiver_t *r, sbusi_op_t *op)
 {
-    if (closed(r)) {
-        sbusi_op_discard(op);
-        return SBUS_ESTATE;
-    }
-    if (op->payload.oom) {
-        sbusi_op_discard(op);
-        return SBUS_ENOMEM;
-    }
     op->rcv = r;
-    int rc = sbusi_mgmt_submit(r->conn, r->entity, op);
-    if (rc < 0) {
-        sbusi_op_discard(op);
-        return rc;
-    }
-    sbusi_op_start(r->conn, op);
-    sbusi_process(r->conn);
-    return 0;
+    return sbusi_mgmt_start(r->conn, r->entity, op, closed(r));
 }
 
 static const char *disposition_status(int outcome)

@@ -430,23 +430,8 @@ static void enc_app_op(sbusi_buf_t *b, const char *op)
 
 static int submit_mgmt(sbus_sender_t *s, sbusi_op_t *op)
 {
-    if (sbusi_conn_closed(s->conn)) {
-        sbusi_op_discard(op);
-        return SBUS_ESTATE;
-    }
-    if (op->payload.oom) {
-        sbusi_op_discard(op);
-        return SBUS_ENOMEM;
-    }
     op->snd = s;
-    int rc = sbusi_mgmt_submit(s->conn, s->entity, op);
-    if (rc < 0) {
-        sbusi_op_discard(op);
-        return rc;
-    }
-    sbusi_op_start(s->conn, op);
-    sbusi_process(s->conn);
-    return 0;
+    return sbusi_mgmt_start(s->conn, s->entity, op, sbusi_conn_closed(s->conn));
 }
 
 /* One entry of a schedule-message request. */
