@@ -521,8 +521,10 @@ void sbpy_conn_pump(ConnObject *self)
 }
 
 /* After an operation call: one pump per loop iteration. The first
- * operation of an iteration drains at once (a receive served from prefetched
- * messages completes without a loop turn) and schedules `_flush`; those
+ * operation of an iteration is pumped and written at once (a receive served
+ * from prefetched messages completes without a loop turn, and the credit it
+ * frees reaches the service before the caller settles what it got; a lone
+ * send goes out without waiting a turn) and schedules `_flush`; those
  * started after it in the same iteration (a gather, a loop of sends) leave
  * everything to that one `_flush`: one tick, one drain and one
  * transport.write for all of them. Falls back to writing now if nothing can
@@ -545,7 +547,7 @@ static void pump_after_op(ConnObject *self)
     }
     Py_DECREF(h);
     self->flush_soon = 1;
-    pump(self, 0);
+    pump(self, 1);
 }
 
 /* ---------------------------------------------------------------- */
@@ -599,6 +601,23 @@ PyObject *sbpy_op_end(ConnObject *c, PyObject *fut, int op, int rc)
     }
     pump_after_op(c);
     return fut;
+}
+
+PyObject *sbpy_op_seqs(ConnObject *c, PyObject *ctx, int op, PyObject *seqs,
+                       sbpy_seqs_start_fn start, void *obj)
+{
+    int64_t *arr;
+    size_t n;
+    if (sbpy_int64_array(seqs, &arr, &n) < 0)
+        return NULL;
+    PyObject *fut = sbpy_op_begin(c, ctx);
+    if (!fut) {
+        PyMem_Free(arr);
+        return NULL;
+    }
+    int rc = start(obj, arr, n, fut);
+    PyMem_Free(arr);
+    return sbpy_op_end(c, fut, op, rc);
 }
 
 int sbpy_conn_add_renewal(ConnObject *c, void *key, PyObject *receiver,

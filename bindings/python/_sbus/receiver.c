@@ -132,23 +132,19 @@ static PyObject *receiver_peek(ReceiverObject *self, PyObject *args)
                                           (int64_t)from_seq, fut));
 }
 
+static int start_receive_deferred(void *r, const int64_t *seqs, size_t n,
+                                  void *token)
+{
+    return sbus_receiver_receive_deferred(r, seqs, n, token);
+}
+
 static PyObject *receiver_receive_deferred(ReceiverObject *self,
                                            PyObject *seqs)
 {
-    int64_t *arr;
-    size_t n;
     if (!receiver_alive(self))
         return NULL;
-    if (sbpy_int64_array(seqs, &arr, &n) < 0)
-        return NULL;
-    PyObject *fut = sbpy_op_begin(self->conn, (PyObject *)self);
-    if (!fut) {
-        PyMem_Free(arr);
-        return NULL;
-    }
-    int rc = sbus_receiver_receive_deferred(self->r, arr, n, fut);
-    PyMem_Free(arr);
-    return sbpy_op_end(self->conn, fut, SBUS_OP_RECEIVE_DEFERRED, rc);
+    return sbpy_op_seqs(self->conn, (PyObject *)self, SBUS_OP_RECEIVE_DEFERRED,
+                        seqs, start_receive_deferred, self->r);
 }
 
 static PyObject *receiver_get_state(ReceiverObject *self, PyObject *unused)

@@ -115,6 +115,13 @@ PyObject *sbpy_op_begin(ConnObject *c, PyObject *ctx);
 /* Finishes starting it: rc < 0 forgets the Future and raises; otherwise
  * pumps the connection. Returns the Future (stolen) or NULL. */
 PyObject *sbpy_op_end(ConnObject *c, PyObject *fut, int op, int rc);
+/* Starts an engine operation on `obj` that takes sequence numbers: reads
+ * `seqs` (an int or a sequence of ints), then start(obj, seqs, n, token)
+ * between sbpy_op_begin and sbpy_op_end. Returns the Future or NULL. */
+typedef int (*sbpy_seqs_start_fn)(void *obj, const int64_t *seqs, size_t n,
+                                  void *token);
+PyObject *sbpy_op_seqs(ConnObject *c, PyObject *ctx, int op, PyObject *seqs,
+                       sbpy_seqs_start_fn start, void *obj);
 /* Runs the engine: tick, drain events, flush output, arm the timer. */
 void sbpy_conn_pump(ConnObject *c);
 /* Forgets the automatic renewals registered for receiver r. */

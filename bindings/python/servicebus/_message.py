@@ -8,7 +8,7 @@ the methods here only pass the call on.
 
 import datetime
 import uuid
-from typing import Any, Awaitable, Dict, List, Optional, Union
+from typing import Any, Awaitable, Dict, List, Optional, Tuple, Union
 
 from . import _sbus
 from ._common import ServiceBusMessageState, datetime_to_ms, ms_to_datetime
@@ -73,28 +73,38 @@ class Message(_sbus.Message):
         reply_to_session_id: Optional[str] = None,
         **kwargs: Any
     ) -> None:
+        # One test per argument, no tuples built: this runs once per message sent.
         if kwargs:
             raise TypeError("unexpected keyword argument(s): %s" % ", ".join(sorted(kwargs)))
-        if isinstance(body, str) and encoding.upper().replace("-", "") != "UTF8":
+        if encoding != "UTF-8" and isinstance(body, str) and encoding.upper().replace("-", "") != "UTF8":
             body = body.encode(encoding)
         self.body = body
-        props = application_properties if application_properties is not None else properties
-        if props is not None:
-            self.application_properties = props
-        for name, value in (
-            ("session_id", session_id),
-            ("message_id", message_id),
-            ("content_type", content_type),
-            ("correlation_id", correlation_id),
-            ("subject", subject if subject is not None else label),
-            ("partition_key", partition_key),
-            ("via_partition_key", via_partition_key),
-            ("to", to),
-            ("reply_to", reply_to),
-            ("reply_to_session_id", reply_to_session_id),
-        ):
-            if value is not None:
-                setattr(self, name, value)
+        if application_properties is not None:
+            self.application_properties = application_properties
+        elif properties is not None:
+            self.application_properties = properties
+        if session_id is not None:
+            self.session_id = session_id
+        if message_id is not None:
+            self.message_id = message_id
+        if content_type is not None:
+            self.content_type = content_type
+        if correlation_id is not None:
+            self.correlation_id = correlation_id
+        if subject is not None:
+            self.subject = subject
+        elif label is not None:
+            self.subject = label
+        if partition_key is not None:
+            self.partition_key = partition_key
+        if via_partition_key is not None:
+            self.via_partition_key = via_partition_key
+        if to is not None:
+            self.to = to
+        if reply_to is not None:
+            self.reply_to = reply_to
+        if reply_to_session_id is not None:
+            self.reply_to_session_id = reply_to_session_id
         if scheduled_enqueue_time_utc is not None:
             self.scheduled_enqueue_time_utc = scheduled_enqueue_time_utc
         if time_to_live is not None:
@@ -257,11 +267,7 @@ class ReceivedMessage(PeekedMessage):
         :raises SessionLockExpired: if the session lock has already expired.
         :raises MessageSettleFailed: if the settle operation fails.
         """
-        try:
-            fut: "Optional[Awaitable[None]]" = self._start_settle(_sbus.COMPLETE)
-        except Exception as exc:
-            return raise_later(exc)
-        return fut if fut is not None else raise_later(_not_received())
+        return settle_message(self, _sbus.COMPLETE)
 
     def abandon(self) -> "Awaitable[None]":
         """Abandon the message: it returns to the queue, available again.
@@ -272,11 +278,7 @@ class ReceivedMessage(PeekedMessage):
         :raises MessageLockExpired: if the message lock has already expired.
         :raises MessageSettleFailed: if the settle operation fails.
         """
-        try:
-            fut: "Optional[Awaitable[None]]" = self._start_settle(_sbus.ABANDON)
-        except Exception as exc:
-            return raise_later(exc)
-        return fut if fut is not None else raise_later(_not_received())
+        return settle_message(self, _sbus.ABANDON)
 
     def defer(self) -> "Awaitable[None]":
         """Defer the message: it stays in the queue, received only by sequence number.
@@ -287,11 +289,7 @@ class ReceivedMessage(PeekedMessage):
         :raises MessageLockExpired: if the message lock has already expired.
         :raises MessageSettleFailed: if the settle operation fails.
         """
-        try:
-            fut: "Optional[Awaitable[None]]" = self._start_settle(_sbus.DEFER)
-        except Exception as exc:
-            return raise_later(exc)
-        return fut if fut is not None else raise_later(_not_received())
+        return settle_message(self, _sbus.DEFER)
 
     def dead_letter(
         self, reason: Optional[str] = None, error_description: Optional[str] = None
@@ -306,11 +304,7 @@ class ReceivedMessage(PeekedMessage):
         :raises MessageLockExpired: if the message lock has already expired.
         :raises MessageSettleFailed: if the settle operation fails.
         """
-        try:
-            fut: "Optional[Awaitable[None]]" = self._start_settle(_sbus.DEAD_LETTER, reason, error_description)
-        except Exception as exc:
-            return raise_later(exc)
-        return fut if fut is not None else raise_later(_not_received())
+        return settle_message(self, _sbus.DEAD_LETTER, (reason, error_description))
 
     async def renew_lock(self) -> datetime.datetime:
         """Renew the message lock; returns the UTC time it now expires at.
@@ -336,6 +330,27 @@ ServiceBusReceivedMessage = ReceivedMessage
 
 def _not_received() -> MessageSettleFailed:
     return MessageSettleFailed("This message was not received from a receiver: it cannot be settled.")
+
+
+def settle_message(
+    message: Any, outcome: int, args: Tuple[Optional[str], ...] = (), receiver: Any = None
+) -> "Awaitable[None]":
+    """Starts settling ``message`` on the receiver it came from and returns
+    the operation's Future; what goes wrong is raised when the result is
+    awaited, as from a coroutine. A message that came from no receiver is
+    settled through ``receiver`` (a ServiceBusReceiver) when given."""
+    try:
+        fut: "Optional[Awaitable[None]]" = message._start_settle(outcome, *args)
+    except Exception as exc:
+        if not isinstance(message, ReceivedMessage):
+            exc = TypeError("expected a ServiceBusReceivedMessage")
+        return raise_later(exc)
+    if fut is not None:
+        return fut
+    if receiver is not None:
+        opening: "Awaitable[None]" = receiver._settle_opening(message, outcome, *args)
+        return opening
+    return raise_later(_not_received())
 
 
 class BatchMessage(_sbus.Batch):

@@ -5,8 +5,7 @@ from typing import Any, AsyncIterator, Awaitable, List, Optional, Union
 
 from .. import _sbus
 from .._common import ReceiveMode, ServiceBusSessionFilter, SubQueue, ms_to_datetime, seconds_to_ms
-from .._connection import raise_later
-from .._message import PeekedMessage, ReceivedMessage
+from .._message import PeekedMessage, ReceivedMessage, settle_message
 from ..exceptions import NoActiveSession, OperationTimeoutError
 from ._autolock import AutoLockRenewer
 from ._base import BaseHandler
@@ -234,7 +233,7 @@ class ServiceBusReceiver(BaseHandler):
     # -- azure-servicebus 7.x settlement on the receiver ------------------
 
     # Settlement methods are plain methods that start the engine operation
-    # (``ReceivedMessage._start_settle``, in C) and return its Future:
+    # (settle_message: ``ReceivedMessage._start_settle``, in C) and return its Future:
     # ``await receiver.complete_message(m)`` is unchanged, and
     # ``asyncio.gather`` of many of them wraps nothing in a Task (a Task per
     # call cost three loop callbacks per message). Errors are still raised
@@ -245,33 +244,21 @@ class ServiceBusReceiver(BaseHandler):
 
         Returns an awaitable: ``await receiver.complete_message(message)``.
         """
-        try:
-            fut: "Optional[Awaitable[None]]" = message._start_settle(_COMPLETE)
-        except Exception as exc:
-            return _settle_failed(message, exc)
-        return fut if fut is not None else self._settle_opening(message, _COMPLETE)
+        return settle_message(message, _COMPLETE, (), self)
 
     def abandon_message(self, message: ReceivedMessage) -> "Awaitable[None]":
         """Abandon ``message`` (7.x spelling of ``message.abandon()``).
 
         Returns an awaitable: ``await receiver.abandon_message(message)``.
         """
-        try:
-            fut: "Optional[Awaitable[None]]" = message._start_settle(_ABANDON)
-        except Exception as exc:
-            return _settle_failed(message, exc)
-        return fut if fut is not None else self._settle_opening(message, _ABANDON)
+        return settle_message(message, _ABANDON, (), self)
 
     def defer_message(self, message: ReceivedMessage) -> "Awaitable[None]":
         """Defer ``message`` (7.x spelling of ``message.defer()``).
 
         Returns an awaitable: ``await receiver.defer_message(message)``.
         """
-        try:
-            fut: "Optional[Awaitable[None]]" = message._start_settle(_DEFER)
-        except Exception as exc:
-            return _settle_failed(message, exc)
-        return fut if fut is not None else self._settle_opening(message, _DEFER)
+        return settle_message(message, _DEFER, (), self)
 
     def dead_letter_message(
         self, message: ReceivedMessage, reason: Optional[str] = None, error_description: Optional[str] = None
@@ -280,13 +267,7 @@ class ServiceBusReceiver(BaseHandler):
 
         Returns an awaitable: ``await receiver.dead_letter_message(message, reason)``.
         """
-        try:
-            fut: "Optional[Awaitable[None]]" = message._start_settle(_DEAD_LETTER, reason, error_description)
-        except Exception as exc:
-            return _settle_failed(message, exc)
-        if fut is not None:
-            return fut
-        return self._settle_opening(message, _DEAD_LETTER, reason, error_description)
+        return settle_message(message, _DEAD_LETTER, (reason, error_description), self)
 
     async def renew_message_lock(self, message: ReceivedMessage) -> datetime.datetime:
         """Renew the lock of ``message`` (7.x spelling of ``message.renew_lock()``)."""
@@ -301,13 +282,6 @@ class ServiceBusReceiver(BaseHandler):
 
 
 _COMPLETE, _ABANDON, _DEFER, _DEAD_LETTER = _sbus.COMPLETE, _sbus.ABANDON, _sbus.DEFER, _sbus.DEAD_LETTER
-
-
-def _settle_failed(message: Any, exc: Exception) -> "Awaitable[None]":
-    """The awaitable of a settlement that could not start: it raises then."""
-    if not isinstance(message, ReceivedMessage):
-        exc = TypeError("expected a ServiceBusReceivedMessage")
-    return raise_later(exc)
 
 
 class ServiceBusSessionReceiver(ServiceBusReceiver):
