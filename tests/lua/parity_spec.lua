@@ -19,7 +19,7 @@ local NOT_IN_PYTHON = {
   sbus_io_fd = "asyncio owns the socket", sbus_io_events = "asyncio owns the socket",
   sbus_io_timeout = "asyncio owns the socket", sbus_io_step = "asyncio owns the socket",
   sbus_io_mono_ms = "asyncio has loop.time()", sbus_io_unix_ms = "Python has time.time()",
-  sbus_io_set_close_hook = "asyncio owns the socket",
+  sbus_io_set_close_hook = "asyncio owns the socket", sbus_io_flush = "asyncio owns the socket",
 }
 
 local function read(path)
