@@ -1275,28 +1275,33 @@ static int op_accept(lua_State *L, int ci, int rc)
 /* Client                                                              */
 /* ------------------------------------------------------------------ */
 
+/* Pushes option k of the table at ti and returns 1 if it is set (then it
+ * must have Lua type `type`, or be an integer when type is -1; misuse
+ * raises), 0 with nil pushed if not. The caller pops. */
+static int opt_get(lua_State *L, int ti, const char *k, int type)
+{
+    lua_getfield(L, ti, k);
+    if (lua_isnil(L, -1))
+        return 0;
+    if (type < 0 ? !lua_isinteger(L, -1) : lua_type(L, -1) != type)
+        luaL_error(L, "servicebus: option '%s' must be %s", k,
+                   type < 0               ? "an integer"
+                   : type == LUA_TBOOLEAN ? "a boolean"
+                   : type == LUA_TNUMBER  ? "a number"
+                                          : "a string");
+    return 1;
+}
+
 static const char *opt_string(lua_State *L, int ti, const char *k)
 {
-    const char *s = NULL;
-    lua_getfield(L, ti, k);
-    if (!lua_isnil(L, -1)) {
-        if (lua_type(L, -1) != LUA_TSTRING)
-            luaL_error(L, "servicebus: option '%s' must be a string", k);
-        s = lua_tostring(L, -1);
-    }
+    const char *s = opt_get(L, ti, k, LUA_TSTRING) ? lua_tostring(L, -1) : NULL;
     lua_pop(L, 1); /* the string stays alive in the options table */
     return s;
 }
 
 static int opt_bool(lua_State *L, int ti, const char *k, int dflt)
 {
-    int v = dflt;
-    lua_getfield(L, ti, k);
-    if (!lua_isnil(L, -1)) {
-        if (lua_type(L, -1) != LUA_TBOOLEAN)
-            luaL_error(L, "servicebus: option '%s' must be a boolean", k);
-        v = lua_toboolean(L, -1);
-    }
+    int v = opt_get(L, ti, k, LUA_TBOOLEAN) ? lua_toboolean(L, -1) : dflt;
     lua_pop(L, 1);
     return v;
 }
@@ -1313,13 +1318,7 @@ static int has_opt(lua_State *L, int ti, const char *k)
 static lua_Number opt_number(lua_State *L, int ti, const char *k,
                              lua_Number dflt)
 {
-    lua_Number v = dflt;
-    lua_getfield(L, ti, k);
-    if (!lua_isnil(L, -1)) {
-        if (lua_type(L, -1) != LUA_TNUMBER)
-            luaL_error(L, "servicebus: option '%s' must be a number", k);
-        v = lua_tonumber(L, -1);
-    }
+    lua_Number v = opt_get(L, ti, k, LUA_TNUMBER) ? lua_tonumber(L, -1) : dflt;
     lua_pop(L, 1);
     return v;
 }
@@ -1327,13 +1326,7 @@ static lua_Number opt_number(lua_State *L, int ti, const char *k,
 static lua_Integer opt_integer(lua_State *L, int ti, const char *k,
                                lua_Integer dflt)
 {
-    lua_Integer v = dflt;
-    lua_getfield(L, ti, k);
-    if (!lua_isnil(L, -1)) {
-        if (!lua_isinteger(L, -1))
-            luaL_error(L, "servicebus: option '%s' must be an integer", k);
-        v = lua_tointeger(L, -1);
-    }
+    lua_Integer v = opt_get(L, ti, k, -1) ? lua_tointeger(L, -1) : dflt;
     lua_pop(L, 1);
     return v;
 }
@@ -1600,15 +1593,23 @@ static int client_iowait(lua_State *L)
     return 1;
 }
 
+/* Pushes v, or nil when v < 0 (the driver's "none"): as an integer, or
+ * when secs, v milliseconds as seconds. */
+static int push_or_nil(lua_State *L, int64_t v, int secs)
+{
+    if (v < 0)
+        lua_pushnil(L);
+    else if (secs)
+        push_ms_as_secs(L, v);
+    else
+        lua_pushinteger(L, (lua_Integer)v);
+    return 1;
+}
+
 /* client:fd() -> integer fd to watch, or nil when there is none now. */
 static int client_fd(lua_State *L)
 {
-    int fd = sbus_io_fd(check_io_client(L, 1)->io);
-    if (fd < 0)
-        lua_pushnil(L);
-    else
-        lua_pushinteger(L, fd);
-    return 1;
+    return push_or_nil(L, sbus_io_fd(check_io_client(L, 1)->io), 0);
 }
 
 /* client:events() -> "r" | "w" | "rw" | "" (and the poll(2) bits). */
@@ -1627,12 +1628,7 @@ static int client_events(lua_State *L)
 /* client:timeout() -> seconds until step() must run again, or nil. */
 static int client_timeout(lua_State *L)
 {
-    int64_t t = sbus_io_timeout(check_io_client(L, 1)->io);
-    if (t < 0)
-        lua_pushnil(L);
-    else
-        push_ms_as_secs(L, t);
-    return 1;
+    return push_or_nil(L, sbus_io_timeout(check_io_client(L, 1)->io), 1);
 }
 
 /* client:step() -> number of ops completed: all non-blocking work now. */
@@ -1757,13 +1753,10 @@ static int client_tick(lua_State *L)
     int64_t now;
     tick_host(cl);
     drain(L, 1);
-    if (!cl->conn || cl->deadline < 0) {
-        lua_pushnil(L);
-        return 1;
-    }
+    if (!cl->conn || cl->deadline < 0)
+        return push_or_nil(L, -1, 1);
     now = sbus_io_mono_ms();
-    push_ms_as_secs(L, cl->deadline > now ? cl->deadline - now : 0);
-    return 1;
+    return push_or_nil(L, cl->deadline > now ? cl->deadline - now : 0, 1);
 }
 
 /* --- senders and receivers ------------------------------------------ */

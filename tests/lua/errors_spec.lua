@@ -70,6 +70,28 @@ describe("errors", function()
     client:close()
   end)
 
+  it("options of the wrong type raise, naming the option and the type", function()
+    local cs = emu.connection_string
+    local cases = {
+      { { port = "5672" }, "option 'port' must be an integer" },
+      { { port = 1.5 }, "option 'port' must be an integer" },
+      { { retry_backoff = "1" }, "option 'retry_backoff' must be a number" },
+      { { logging = 1 }, "option 'logging' must be a boolean" },
+      { { user_agent = 5 }, "option 'user_agent' must be a string" },
+    }
+    for _, c in ipairs(cases) do
+      local o = { connection_string = cs }
+      for k, v in pairs(c[1]) do o[k] = v end
+      local ok, err = pcall(sb.new, o)
+      assert.is_false(ok)
+      assert.truthy(tostring(err):find(c[2], 1, true), tostring(err))
+    end
+    local client = helper.client(emu)
+    assert.has_error(function() client:receiver("queue.1", { prefetch = "10" }) end,
+                     "servicebus: option 'prefetch' must be an integer")
+    client:close()
+  end)
+
   it("closed objects raise", function()
     local client = helper.client(emu)
     local sender = assert(client:sender("queue.1"))
