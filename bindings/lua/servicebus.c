@@ -117,102 +117,7 @@ typedef struct batch {
 } batch_t;
 
 /* ------------------------------------------------------------------ */
-/* 2. Errors and conversions                                           */
-/* ------------------------------------------------------------------ */
-
-/* Pushes nil, message, code for an engine error code. */
-static int push_fail(lua_State *L, int code, const char *msg)
-{
-    lua_pushnil(L);
-    lua_pushstring(L, msg ? msg : sbus_strerror(code));
-    lua_pushstring(L, sbus_errname(code));
-    return 3;
-}
-
-static int64_t secs_to_ms(lua_Number s)
-{
-    return (int64_t)(s * 1000.0 + (s >= 0 ? 0.5 : -0.5));
-}
-
-static void push_ms_as_secs(lua_State *L, int64_t ms)
-{
-    lua_pushnumber(L, (lua_Number)ms / 1000.0);
-}
-
-/* Optional number argument in seconds -> ms, or dflt when nil/absent. */
-static int64_t opt_secs_ms(lua_State *L, int i, int64_t dflt)
-{
-    if (lua_isnoneornil(L, i))
-        return dflt;
-    return secs_to_ms(luaL_checknumber(L, i));
-}
-
-static void push_uuid(lua_State *L, const uint8_t u[16])
-{
-    char s[37];
-    sbus_uuid_format(u, s);
-    lua_pushstring(L, s);
-}
-
-static void push_value(lua_State *L, const sbus_value_t *v)
-{
-    switch (v->type) {
-    case SBUS_VAL_NULL: lua_pushlightuserdata(L, NULL); break;
-    case SBUS_VAL_BOOL: lua_pushboolean(L, v->u.b); break;
-    case SBUS_VAL_INT: lua_pushinteger(L, (lua_Integer)v->u.i); break;
-    case SBUS_VAL_UINT:
-        if (v->u.u <= (uint64_t)INT64_MAX)
-            lua_pushinteger(L, (lua_Integer)v->u.u);
-        else
-            lua_pushnumber(L, (lua_Number)v->u.u);
-        break;
-    case SBUS_VAL_DOUBLE: lua_pushnumber(L, v->u.d); break;
-    case SBUS_VAL_STRING:
-    case SBUS_VAL_BINARY: lua_pushlstring(L, v->u.s.ptr, v->u.s.len); break;
-    case SBUS_VAL_TIMESTAMP: push_ms_as_secs(L, v->u.i); break;
-    case SBUS_VAL_UUID: push_uuid(L, v->u.uuid); break;
-    default: lua_pushnil(L); break;
-    }
-}
-
-/* Lua value at i -> v (strings borrowed from the Lua stack). Raises for
- * types that have no AMQP form. */
-static void check_value(lua_State *L, int i, sbus_value_t *v, const char *what)
-{
-    memset(v, 0, sizeof *v);
-    switch (lua_type(L, i)) {
-    case LUA_TBOOLEAN:
-        v->type = SBUS_VAL_BOOL;
-        v->u.b = lua_toboolean(L, i);
-        return;
-    case LUA_TNUMBER:
-        if (lua_isinteger(L, i)) {
-            v->type = SBUS_VAL_INT;
-            v->u.i = (int64_t)lua_tointeger(L, i);
-        } else {
-            v->type = SBUS_VAL_DOUBLE;
-            v->u.d = (double)lua_tonumber(L, i);
-        }
-        return;
-    case LUA_TSTRING:
-        v->type = SBUS_VAL_STRING;
-        v->u.s.ptr = lua_tolstring(L, i, &v->u.s.len);
-        return;
-    case LUA_TLIGHTUSERDATA:
-        if (lua_touserdata(L, i) == NULL) { /* servicebus.null */
-            v->type = SBUS_VAL_NULL;
-            return;
-        }
-        break;
-    default:
-        break;
-    }
-    luaL_error(L, "servicebus: %s: cannot send a %s", what,
-               luaL_typename(L, i));
-}
-
-/* ------------------------------------------------------------------ */
-/* Userdata helpers                                                    */
+/* Type checks                                                         */
 /* ------------------------------------------------------------------ */
 
 /* Each metatable is also stored in the registry under the address of its
@@ -252,6 +157,472 @@ static void set_type(lua_State *L, const udtype_t *t)
     lua_rawgetp(L, LUA_REGISTRYINDEX, t);
     lua_setmetatable(L, -2);
 }
+
+/* ------------------------------------------------------------------ */
+/* 2. Errors and conversions                                           */
+/* ------------------------------------------------------------------ */
+
+/* Pushes nil, message, code for an engine error code. */
+static int push_fail(lua_State *L, int code, const char *msg)
+{
+    lua_pushnil(L);
+    lua_pushstring(L, msg ? msg : sbus_strerror(code));
+    lua_pushstring(L, sbus_errname(code));
+    return 3;
+}
+
+static int64_t secs_to_ms(lua_Number s)
+{
+    return (int64_t)(s * 1000.0 + (s >= 0 ? 0.5 : -0.5));
+}
+
+static void push_ms_as_secs(lua_State *L, int64_t ms)
+{
+    lua_pushnumber(L, (lua_Number)ms / 1000.0);
+}
+
+/* Optional number argument in seconds -> ms, or dflt when nil/absent. */
+static int64_t opt_secs_ms(lua_State *L, int i, int64_t dflt)
+{
+    if (lua_isnoneornil(L, i))
+        return dflt;
+    return secs_to_ms(luaL_checknumber(L, i));
+}
+
+static void push_uuid(lua_State *L, const uint8_t u[16])
+{
+    char s[37];
+    sbus_uuid_format(u, s);
+    lua_pushstring(L, s);
+}
+
+static void push_amqp(lua_State *L, const void *p, size_t n);
+
+static void push_value(lua_State *L, const sbus_value_t *v)
+{
+    switch (v->type) {
+    case SBUS_VAL_NULL: lua_pushlightuserdata(L, NULL); break;
+    case SBUS_VAL_BOOL: lua_pushboolean(L, v->u.b); break;
+    case SBUS_VAL_INT: lua_pushinteger(L, (lua_Integer)v->u.i); break;
+    case SBUS_VAL_UINT:
+        if (v->u.u <= (uint64_t)INT64_MAX)
+            lua_pushinteger(L, (lua_Integer)v->u.u);
+        else
+            lua_pushnumber(L, (lua_Number)v->u.u);
+        break;
+    case SBUS_VAL_DOUBLE: lua_pushnumber(L, v->u.d); break;
+    case SBUS_VAL_STRING:
+    case SBUS_VAL_BINARY: lua_pushlstring(L, v->u.s.ptr, v->u.s.len); break;
+    case SBUS_VAL_TIMESTAMP: push_ms_as_secs(L, v->u.i); break;
+    case SBUS_VAL_UUID: push_uuid(L, v->u.uuid); break;
+    case SBUS_VAL_AMQP: push_amqp(L, v->u.s.ptr, v->u.s.len); break;
+    default: lua_pushnil(L); break;
+    }
+}
+
+/* --- values of any AMQP type (lists, maps, char, decimal, ...) ------ */
+
+#define MAX_DEPTH 32 /* the engine's writer and checker allow 32 levels */
+
+/* Pushes code point cp as UTF-8 (an AMQP char). */
+static void push_utf8(lua_State *L, uint64_t cp)
+{
+    char b[4];
+    size_t n;
+    if (cp > 0x10FFFF)
+        cp = 0xFFFD;
+    if (cp < 0x80) {
+        b[0] = (char)cp;
+        n = 1;
+    } else if (cp < 0x800) {
+        b[0] = (char)(0xC0 | (cp >> 6));
+        b[1] = (char)(0x80 | (cp & 0x3F));
+        n = 2;
+    } else if (cp < 0x10000) {
+        b[0] = (char)(0xE0 | (cp >> 12));
+        b[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
+        b[2] = (char)(0x80 | (cp & 0x3F));
+        n = 3;
+    } else {
+        b[0] = (char)(0xF0 | (cp >> 18));
+        b[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
+        b[2] = (char)(0x80 | ((cp >> 6) & 0x3F));
+        b[3] = (char)(0x80 | (cp & 0x3F));
+        n = 4;
+    }
+    lua_pushlstring(L, b, n);
+}
+
+/* Pushes one item read by the engine's reader as a Lua value: LIST and
+ * ARRAY a sequence table, MAP a table, DESCRIBED { descriptor =, value = },
+ * CHAR a UTF-8 string, DECIMALnn its text ("12345E-2"), NULL inside a
+ * compound servicebus.null (lists keep their length), the rest as
+ * push_value. Malformed bytes end a compound early (what was read stays). */
+static void push_item(lua_State *L, const sbus_amqp_item_t *it, int depth)
+{
+    sbus_amqp_reader_t in;
+    sbus_amqp_item_t ch;
+    size_t i;
+
+    switch (it->type) {
+    case SBUS_AMQP_CHAR:
+        push_utf8(L, it->v.u.u);
+        return;
+    case SBUS_AMQP_DECIMAL32:
+    case SBUS_AMQP_DECIMAL64:
+    case SBUS_AMQP_DECIMAL128: {
+        char text[48];
+        if (sbus_amqp_decimal_format(it->v.u.s.ptr, it->v.u.s.len, text,
+                                     sizeof text) < 0)
+            lua_pushnil(L);
+        else
+            lua_pushstring(L, text);
+        return;
+    }
+    case SBUS_AMQP_LIST:
+    case SBUS_AMQP_ARRAY:
+    case SBUS_AMQP_MAP:
+    case SBUS_AMQP_DESCRIBED:
+        break;
+    default:
+        push_value(L, &it->v);
+        return;
+    }
+    if (depth >= MAX_DEPTH || !lua_checkstack(L, 4) ||
+        sbus_amqp_enter(it, &in) < 0) {
+        lua_pushnil(L);
+        return;
+    }
+    if (it->type == SBUS_AMQP_DESCRIBED) {
+        lua_createtable(L, 0, 2);
+        if (sbus_amqp_read(&in, &ch) == 1) {
+            push_item(L, &ch, depth + 1);
+            lua_setfield(L, -2, "descriptor");
+            if (sbus_amqp_read(&in, &ch) == 1) {
+                push_item(L, &ch, depth + 1);
+                lua_setfield(L, -2, "value");
+            }
+        }
+        return;
+    }
+    if (it->type == SBUS_AMQP_MAP) {
+        lua_createtable(L, 0, (int)(it->count / 2));
+        for (i = 0; i + 1 < it->count; i += 2) {
+            if (sbus_amqp_read(&in, &ch) != 1)
+                break;
+            push_item(L, &ch, depth + 1);
+            if (sbus_amqp_read(&in, &ch) != 1) {
+                lua_pop(L, 1);
+                break;
+            }
+            push_item(L, &ch, depth + 1);
+            if (lua_isnil(L, -2) || (lua_type(L, -2) == LUA_TNUMBER &&
+                                     lua_tonumber(L, -2) != lua_tonumber(L, -2)))
+                lua_pop(L, 2); /* no Lua key for it (NaN) */
+            else
+                lua_rawset(L, -3);
+        }
+        return;
+    }
+    lua_createtable(L, (int)it->count, 0);
+    for (i = 0; i < it->count; i++) {
+        if (sbus_amqp_read(&in, &ch) != 1)
+            break;
+        push_item(L, &ch, depth + 1);
+        lua_rawseti(L, -2, (lua_Integer)i + 1);
+    }
+}
+
+/* Pushes the one AMQP value encoded in p[n] (nil if malformed). */
+static void push_amqp(lua_State *L, const void *p, size_t n)
+{
+    sbus_amqp_reader_t rd;
+    sbus_amqp_item_t it;
+    sbus_amqp_reader_init(&rd, p, n);
+    if (sbus_amqp_read(&rd, &it) == 1)
+        push_item(L, &it, 0);
+    else
+        lua_pushnil(L);
+}
+
+/* The writer that encodes tables: one per Lua state, kept in the registry
+ * in a userdata whose __gc frees it (so a raise half-way leaks nothing). */
+typedef struct writer_box {
+    sbus_amqp_writer_t *w;
+} writer_box_t;
+
+static const udtype_t UT_WRITER = {"servicebus.writer"};
+
+static int writer_gc(lua_State *L)
+{
+    writer_box_t *b = (writer_box_t *)test_ud(L, 1, &UT_WRITER);
+    if (b && b->w) {
+        sbus_amqp_writer_free(b->w);
+        b->w = NULL;
+    }
+    return 0;
+}
+
+/* The state's writer, emptied. Raises if it cannot be allocated. */
+static sbus_amqp_writer_t *get_writer(lua_State *L)
+{
+    writer_box_t *b;
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &UT_WRITER);
+    b = (writer_box_t *)lua_touserdata(L, -1);
+    lua_pop(L, 1);
+    if (!b) {
+        b = (writer_box_t *)lua_newuserdata(L, sizeof *b);
+        b->w = NULL;
+        set_type(L, &UT_WRITER);
+        lua_rawsetp(L, LUA_REGISTRYINDEX, &UT_WRITER);
+    }
+    if (!b->w && sbus_amqp_writer_new(&b->w) < 0)
+        luaL_error(L, "servicebus: %s", sbus_strerror(SBUS_ENOMEM));
+    sbus_amqp_writer_reset(b->w);
+    return b->w;
+}
+
+/* Values given as their AMQP encoding (servicebus.amqp(bytes)): a table
+ * { bytes } with this metatable, sent verbatim. */
+static const udtype_t UT_AMQP = {"servicebus.amqp"};
+
+/* The bytes of the servicebus.amqp value at i, or NULL. */
+static const char *amqp_bytes(lua_State *L, int i, size_t *n)
+{
+    const char *p = NULL;
+    int same;
+    if (lua_type(L, i) != LUA_TTABLE || !lua_getmetatable(L, i))
+        return NULL;
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &UT_AMQP);
+    same = lua_rawequal(L, -1, -2);
+    lua_pop(L, 2);
+    if (!same)
+        return NULL;
+    lua_rawgeti(L, i, 1);
+    if (lua_type(L, -1) == LUA_TSTRING)
+        p = lua_tolstring(L, -1, n); /* stays alive in the value table */
+    lua_pop(L, 1);
+    return p;
+}
+
+/* servicebus.amqp(encoded) -> a value sent exactly as these bytes (one
+ * complete AMQP value: a char, a decimal, a described value, a symbol...)
+ * as a property, a body or inside a list or map. Raises unless the bytes
+ * are exactly one well-formed value. */
+static int l_amqp(lua_State *L)
+{
+    size_t n;
+    const char *p = luaL_checklstring(L, 1, &n);
+    if (sbus_amqp_check(p, n) < 0)
+        return luaL_error(L, "servicebus.amqp: not one well-formed AMQP "
+                             "value");
+    lua_createtable(L, 1, 0);
+    lua_pushvalue(L, 1);
+    lua_rawseti(L, -2, 1);
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &UT_AMQP);
+    lua_setmetatable(L, -2);
+    return 1;
+}
+
+/* 1 if the table at i is a sequence: keys exactly 1..#t (or empty). */
+static int is_sequence_table(lua_State *L, int i)
+{
+    size_t n = (size_t)lua_rawlen(L, i), cnt = 0;
+    lua_pushnil(L);
+    while (lua_next(L, i)) {
+        lua_pop(L, 1);
+        if (++cnt > n) {
+            lua_pop(L, 1);
+            return 0;
+        }
+    }
+    return cnt == n;
+}
+
+static void check_value(lua_State *L, int i, sbus_value_t *v,
+                        const char *what);
+
+/* Writes the Lua value at i into w: a sequence table as an AMQP list,
+ * another table as a map (keys and values written the same way), the
+ * rest as check_value() converts it. Raises on what cannot be sent. */
+static void write_lua(lua_State *L, sbus_amqp_writer_t *w, int i, int depth,
+                      const char *what)
+{
+    int rc;
+    i = lua_absindex(L, i);
+    if (lua_type(L, i) != LUA_TTABLE || amqp_bytes(L, i, NULL)) {
+        sbus_value_t v;
+        check_value(L, i, &v, what);
+        rc = sbus_amqp_write_value(w, &v);
+    } else {
+        int list = is_sequence_table(L, i);
+        if (depth >= MAX_DEPTH)
+            luaL_error(L, "servicebus: %s: tables nested deeper than %d "
+                          "(or a cycle)", what, MAX_DEPTH);
+        luaL_checkstack(L, 4, "servicebus: tables nested too deep");
+        rc = sbus_amqp_begin(w, list ? SBUS_AMQP_LIST : SBUS_AMQP_MAP);
+        if (rc == 0 && list) {
+            lua_Integer k, n = (lua_Integer)lua_rawlen(L, i);
+            for (k = 1; k <= n; k++) {
+                lua_rawgeti(L, i, k);
+                write_lua(L, w, -1, depth + 1, what);
+                lua_pop(L, 1);
+            }
+        } else if (rc == 0) {
+            lua_pushnil(L);
+            while (lua_next(L, i)) {
+                write_lua(L, w, -2, depth + 1, what);
+                write_lua(L, w, -1, depth + 1, what);
+                lua_pop(L, 1);
+            }
+        }
+        if (rc == 0)
+            rc = sbus_amqp_end(w);
+    }
+    if (rc < 0)
+        luaL_error(L, "servicebus: %s: %s", what, sbus_strerror(rc));
+}
+
+/* Encodes the table at i (see write_lua) into the state's writer; *p is
+ * borrowed until the next encoding. */
+static void encode_table(lua_State *L, int i, const char *what,
+                         const void **p, size_t *n)
+{
+    sbus_amqp_writer_t *w = get_writer(L);
+    int rc;
+    write_lua(L, w, i, 0, what);
+    rc = sbus_amqp_writer_result(w, p, n);
+    if (rc < 0)
+        luaL_error(L, "servicebus: %s: %s", what, sbus_strerror(rc));
+}
+
+/* --- amqp-sequence bodies ------------------------------------------- */
+
+/* The marker of a sequence body: tables with this metatable (made by
+ * servicebus.sequence(), and msg.body of a received one). */
+static const udtype_t UT_SEQUENCE = {"servicebus.sequence"};
+
+static int is_marked_sequence(lua_State *L, int i)
+{
+    int same;
+    if (!lua_getmetatable(L, i))
+        return 0;
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &UT_SEQUENCE);
+    same = lua_rawequal(L, -1, -2);
+    lua_pop(L, 2);
+    return same;
+}
+
+/* servicebus.sequence(section, ...) -> a sequence body: each section an
+ * array (an AMQP list), e.g. sb.sequence({ 1, "two", { 3 } }). */
+static int l_sequence(lua_State *L)
+{
+    int i, n = lua_gettop(L);
+    lua_createtable(L, n, 0);
+    for (i = 1; i <= n; i++) {
+        luaL_checktype(L, i, LUA_TTABLE);
+        lua_pushvalue(L, i);
+        lua_rawseti(L, -2, i);
+    }
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &UT_SEQUENCE);
+    lua_setmetatable(L, -2);
+    return 1;
+}
+
+/* servicebus.is_sequence(v) -> true if v is a sequence body table. */
+static int l_is_sequence(lua_State *L)
+{
+    lua_pushboolean(L, lua_type(L, 1) == LUA_TTABLE && is_marked_sequence(L, 1));
+    return 1;
+}
+
+/* Pushes the sections of a sequence body: an array of section tables,
+ * marked as a sequence when `mark`. */
+static void push_sequence(lua_State *L, const sbus_message_t *m, int mark)
+{
+    size_t i, n = sbus_message_body_sequence_count(m);
+    lua_createtable(L, (int)n, 0);
+    for (i = 0; i < n; i++) {
+        const void *p;
+        size_t len;
+        if (sbus_message_body_sequence_at(m, i, &p, &len) != 0)
+            break;
+        push_amqp(L, p, len);
+        lua_rawseti(L, -2, (lua_Integer)i + 1);
+    }
+    if (mark) {
+        lua_rawgetp(L, LUA_REGISTRYINDEX, &UT_SEQUENCE);
+        lua_setmetatable(L, -2);
+    }
+}
+
+/* Sets the body of m to the sequence at i (an array of section tables). */
+static int set_body_sequence(lua_State *L, sbus_message_t *m, int i)
+{
+    lua_Integer k, n = (lua_Integer)lua_rawlen(L, i);
+    int rc = 0;
+    if (n == 0)
+        luaL_error(L, "servicebus: a sequence body needs a section");
+    for (k = 1; rc == 0 && k <= n; k++) {
+        const void *p;
+        size_t len;
+        lua_rawgeti(L, i, k);
+        if (lua_type(L, -1) != LUA_TTABLE || !is_sequence_table(L, lua_gettop(L)))
+            luaL_error(L, "servicebus: sequence section %d must be an array",
+                       (int)k);
+        encode_table(L, -1, "sequence body", &p, &len);
+        rc = k == 1 ? sbus_message_set_body_sequence(m, p, len)
+                    : sbus_message_add_body_sequence(m, p, len);
+        lua_pop(L, 1);
+    }
+    return rc;
+}
+
+/* Lua value at i -> v (strings borrowed from the Lua stack). Raises for
+ * types that have no AMQP form. */
+static void check_value(lua_State *L, int i, sbus_value_t *v, const char *what)
+{
+    memset(v, 0, sizeof *v);
+    switch (lua_type(L, i)) {
+    case LUA_TBOOLEAN:
+        v->type = SBUS_VAL_BOOL;
+        v->u.b = lua_toboolean(L, i);
+        return;
+    case LUA_TNUMBER:
+        if (lua_isinteger(L, i)) {
+            v->type = SBUS_VAL_INT;
+            v->u.i = (int64_t)lua_tointeger(L, i);
+        } else {
+            v->type = SBUS_VAL_DOUBLE;
+            v->u.d = (double)lua_tonumber(L, i);
+        }
+        return;
+    case LUA_TSTRING:
+        v->type = SBUS_VAL_STRING;
+        v->u.s.ptr = lua_tolstring(L, i, &v->u.s.len);
+        return;
+    case LUA_TLIGHTUSERDATA:
+        if (lua_touserdata(L, i) == NULL) { /* servicebus.null */
+            v->type = SBUS_VAL_NULL;
+            return;
+        }
+        break;
+    case LUA_TTABLE: /* a list or map: encoded (borrowed until the next) */
+        v->type = SBUS_VAL_AMQP;
+        v->u.s.ptr = amqp_bytes(L, i, &v->u.s.len);
+        if (!v->u.s.ptr)
+            encode_table(L, i, what, (const void **)&v->u.s.ptr, &v->u.s.len);
+        return;
+    default:
+        break;
+    }
+    luaL_error(L, "servicebus: %s: cannot send a %s", what,
+               luaL_typename(L, i));
+}
+
+/* ------------------------------------------------------------------ */
+/* Userdata helpers                                                    */
+/* ------------------------------------------------------------------ */
 
 static client_t *to_client(lua_State *L, int i)
 {
@@ -501,6 +872,9 @@ static void push_body(lua_State *L, const sbus_message_t *m)
         }
         lua_pushnil(L);
         return;
+    case SBUS_BODY_SEQUENCE:
+        push_sequence(L, m, 1);
+        return;
     default:
         lua_pushnil(L);
         return;
@@ -545,6 +919,10 @@ static void push_field(lua_State *L, const sbus_message_t *m,
         push_body(L, m);
         return;
     case F_SECTIONS:
+        if (sbus_message_body_kind(m) == SBUS_BODY_SEQUENCE) {
+            push_sequence(L, m, 0);
+            return;
+        }
         n = sbus_message_body_count(m);
         lua_createtable(L, (int)n, 0);
         for (i = 0; i < n; i++) {
@@ -637,7 +1015,9 @@ static void set_field(lua_State *L, sbus_message_t *m, const field_def_t *f,
             size_t n;
             const char *s = lua_tolstring(L, vi, &n);
             rc = sbus_message_set_body(m, s, n);
-        } else if (lua_type(L, vi) == LUA_TTABLE) {
+        } else if (lua_type(L, vi) == LUA_TTABLE && is_marked_sequence(L, vi)) {
+            rc = set_body_sequence(L, m, vi);
+        } else if (lua_type(L, vi) == LUA_TTABLE && !amqp_bytes(L, vi, NULL)) {
             /* an array of strings: one data section each */
             lua_Integer i, n = (lua_Integer)lua_rawlen(L, vi);
             rc = sbus_message_set_body(m, "", 0);
@@ -2942,25 +3322,35 @@ static const luaL_Reg MODULE_FUNCS[] = {
     {"now", l_now},
     {"monotonic", l_monotonic},
     {"engine_version", l_engine_version},
+    {"sequence", l_sequence},
+    {"amqp", l_amqp},
+    {"is_sequence", l_is_sequence},
     {NULL, NULL},
 };
 
 /* Creates metatable `name` with a methods table as __index (plus gc and
  * close) and leaves the methods table on the stack. */
-static void new_type(lua_State *L, const udtype_t *t, const luaL_Reg *methods,
-                     lua_CFunction gc, lua_CFunction tostr)
+/* Creates metatable t, registered by name and by address (udtype_t), with
+ * __gc when given; leaves it on the stack. */
+static void new_meta(lua_State *L, const udtype_t *t, lua_CFunction gc)
 {
     luaL_newmetatable(L, t->name);
     lua_pushvalue(L, -1);
     lua_rawsetp(L, LUA_REGISTRYINDEX, t);
+    if (gc) {
+        lua_pushcfunction(L, gc);
+        lua_setfield(L, -2, "__gc");
+    }
+}
+
+static void new_type(lua_State *L, const udtype_t *t, const luaL_Reg *methods,
+                     lua_CFunction gc, lua_CFunction tostr)
+{
+    new_meta(L, t, gc);
     lua_newtable(L);
     luaL_setfuncs(L, methods, 0);
     lua_pushvalue(L, -1);
     lua_setfield(L, -3, "__index");
-    if (gc) {
-        lua_pushcfunction(L, gc);
-        lua_setfield(L, -3, "__gc");
-    }
     if (tostr) {
         lua_pushcfunction(L, tostr);
         lua_setfield(L, -3, "__tostring");
@@ -3018,9 +3408,7 @@ SBUS_API int luaopen_servicebus(lua_State *L)
     lua_pop(L, 2);
 
     /* message: __index is a function (methods first, then fields) */
-    luaL_newmetatable(L, MT_MESSAGE);
-    lua_pushvalue(L, -1);
-    lua_rawsetp(L, LUA_REGISTRYINDEX, &UT_MESSAGE);
+    new_meta(L, &UT_MESSAGE, message_gc);
     lua_newtable(L);
     luaL_setfuncs(L, MESSAGE_METHODS, 0);
     mm = lua_gettop(L);
@@ -3034,18 +3422,16 @@ SBUS_API int luaopen_servicebus(lua_State *L)
     lua_setfield(L, mm - 1, "__index");
     lua_pushcfunction(L, message_newindex);
     lua_setfield(L, mm - 1, "__newindex");
-    lua_pushcfunction(L, message_gc);
-    lua_setfield(L, mm - 1, "__gc");
     lua_pushcfunction(L, message_tostring);
     lua_setfield(L, mm - 1, "__tostring");
 
-    /* the guard of the messages of one send/schedule call */
-    luaL_newmetatable(L, UT_MSGLIST.name);
-    lua_pushvalue(L, -1);
-    lua_rawsetp(L, LUA_REGISTRYINDEX, &UT_MSGLIST);
-    lua_pushcfunction(L, msglist_gc);
-    lua_setfield(L, -2, "__gc");
-    lua_pop(L, 1);
+    /* the markers of sequence bodies and of encoded values, the box of
+     * the table encoder, the guard of the messages of one send */
+    new_meta(L, &UT_SEQUENCE, NULL);
+    new_meta(L, &UT_AMQP, NULL);
+    new_meta(L, &UT_WRITER, writer_gc);
+    new_meta(L, &UT_MSGLIST, msglist_gc);
+    lua_pop(L, 4);
 
     /* op: a metatable for plain tables */
     luaL_newmetatable(L, MT_OP);
