@@ -319,6 +319,17 @@ static int step(sbus_io_t *io, int revents)
     return handle_internal(io);
 }
 
+int sbus_io_flush(sbus_io_t *io)
+{
+    if (!io)
+        return SBUS_EINVAL;
+    if (io->fd < 0 || io->connecting || io->blocked)
+        return 0; /* step() writes once the socket can take it */
+    if (flush(io) < 0)
+        socket_failed(io); /* the engine learns it; events follow */
+    return 0;
+}
+
 int sbus_io_step(sbus_io_t *io)
 {
     if (!io)

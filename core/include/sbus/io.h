@@ -63,6 +63,15 @@ SBUS_API int64_t sbus_io_timeout(const sbus_io_t *io);
  * Returns 1 if caller events are ready, else 0. */
 SBUS_API int sbus_io_step(sbus_io_t *io);
 
+/* Writes what the engine has to the socket now, without blocking, reading
+ * or running timers (nothing is written while connecting or while the
+ * socket refuses bytes: step() and wait() do it then). For hosts that
+ * start many operations between two waits and want the first ones on the
+ * wire early, so that the peer works while they start the rest. 0, or
+ * negative on misuse; a socket error is reported to the engine (events
+ * follow at the next step or wait). */
+SBUS_API int sbus_io_flush(sbus_io_t *io);
+
 /* Calls fn(ud, fd) just before the driver closes its socket (on
  * SBUS_EV_DISCONNECT, a socket error, a failed connect attempt, or
  * sbus_io_free), so that an outside loop that watches the descriptor
