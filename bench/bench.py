@@ -568,6 +568,17 @@ def summarize_transports(s, variants, truns):
                         if ratios:
                             e["ratio"] = med(ratios)
                             e["ratios"] = ratios
+
+                        def cost(r):  # client + emulator CPU per message, µs
+                            if r.get("cpu_s_per_1k") is None or r.get("emu_cpu_us_per_msg") is None:
+                                return None
+                            return r["cpu_s_per_1k"] * 1000 + r["emu_cpu_us_per_msg"]
+                        costs = [cost(plain[r["rep"]]) / cost(r) for r in ok
+                                 if r["rep"] in plain and cost(r) and cost(plain[r["rep"]])]
+                        if costs:
+                            # what the throughput ratio would be if client and emulator each
+                            # had a core to themselves: steadier than msg/s on a busy machine
+                            e["cpu_ratio"] = med(costs)
                 per_tr[tr] = e
             per_w[w] = per_tr
         out[base] = {"label": trs["amqp"].label, "workloads": per_w}
