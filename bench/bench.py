@@ -632,6 +632,19 @@ def summarize(clients, runs, brokers):
     return summary, bsum
 
 
+def source_commit():
+    """The commit the measured build was made from (short hash, "+changes" when the tree was
+    not clean), or "unknown"."""
+    try:
+        head = subprocess.run(["git", "-C", TOP, "rev-parse", "--short=8", "HEAD"],
+                              capture_output=True, text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "-C", TOP, "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return (head or "unknown") + ("+changes" if dirty else "")
+
+
 def machine():
     model = "unknown CPU"
     try:
@@ -684,6 +697,7 @@ def main_run():
     env = Env()
     started = time.monotonic()
     machine_before = machine()
+    commit = source_commit()  # before the run writes bench/results
     clients = make_clients(env)
     pool = QueuePool()
     runs, brokers = [], []
@@ -780,6 +794,7 @@ def main_run():
     tsum = summarize_transports(s, variants, truns)
     m = machine()
     m["loadavg_before"] = machine_before["loadavg"]
+    m["commit"] = commit
     result = {
         "machine": m,
         "settings": {k: v for k, v in s.items()},

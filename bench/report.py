@@ -208,7 +208,7 @@ def overview(res):
 def header(res):
     m, st = res["machine"], res["settings"]
     L = [f"Machine: {m['cpu']}, {m['cores']} cores, {m.get('memory', '')} RAM, "
-         f"Linux {m['kernel']}, {m['date']}; load average {m.get('loadavg_before', '?')} before, "
+         f"Linux {m['kernel']}, {m['date']}{', source ' + m['commit'] if m.get('commit') else ''}; load average {m.get('loadavg_before', '?')} before, "
          f"{m.get('loadavg', '?')} after. "
          f"{'Quick smoke run (BENCH_QUICK=1)' if st['quick'] else 'Full run'}: "
          f"medians of {st['reps']} repetition(s), 1 KB bodies, loopback, one emulator; "
