@@ -568,6 +568,17 @@ def summarize_transports(s, variants, truns):
                         if ratios:
                             e["ratio"] = med(ratios)
                             e["ratios"] = ratios
+
+                        def cost(r):  # client + emulator CPU per message, µs
+                            if r.get("cpu_s_per_1k") is None or r.get("emu_cpu_us_per_msg") is None:
+                                return None
+                            return r["cpu_s_per_1k"] * 1000 + r["emu_cpu_us_per_msg"]
+                        costs = [cost(plain[r["rep"]]) / cost(r) for r in ok
+                                 if r["rep"] in plain and cost(r) and cost(plain[r["rep"]])]
+                        if costs:
+                            # what the throughput ratio would be if client and emulator each
+                            # had a core to themselves: steadier than msg/s on a busy machine
+                            e["cpu_ratio"] = med(costs)
                 per_tr[tr] = e
             per_w[w] = per_tr
         out[base] = {"label": trs["amqp"].label, "workloads": per_w}
@@ -619,6 +630,19 @@ def summarize(clients, runs, brokers):
             e["na"] = (rs[-1]["error"] if rs else "not run")[:200]
         bsum[f"{key[0]}/{key[1]}/{key[2]}"] = e
     return summary, bsum
+
+
+def source_commit():
+    """The commit the measured build was made from (short hash, "+changes" when the tree was
+    not clean), or "unknown"."""
+    try:
+        head = subprocess.run(["git", "-C", TOP, "rev-parse", "--short=8", "HEAD"],
+                              capture_output=True, text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "-C", TOP, "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return (head or "unknown") + ("+changes" if dirty else "")
 
 
 def machine():
@@ -673,6 +697,7 @@ def main_run():
     env = Env()
     started = time.monotonic()
     machine_before = machine()
+    commit = source_commit()  # before the run writes bench/results
     clients = make_clients(env)
     pool = QueuePool()
     runs, brokers = [], []
@@ -769,6 +794,7 @@ def main_run():
     tsum = summarize_transports(s, variants, truns)
     m = machine()
     m["loadavg_before"] = machine_before["loadavg"]
+    m["commit"] = commit
     result = {
         "machine": m,
         "settings": {k: v for k, v in s.items()},

@@ -107,15 +107,16 @@ measure() {
     if [ -x "$emu" ]; then
         "$py" "$here/bench.py" config "$work/emulator.json"
         rm -rf "$work/emu-state"; mkdir -p "$work/emu-state"
-        for tls in "--amqps-port 5671 --wss-port 0" ""; do
+        # Fallbacks: an emulator without WebSocket listeners, then one without TLS.
+        for tls in "--amqps-port 5671 --ws-port 0 --wss-port 0" "--amqps-port 5671" ""; do
             # shellcheck disable=SC2086
-            "$emu" --config "$work/emulator.json" --host 127.0.0.1 --amqp-port 0 $tls --ws-port 0 --control-port 0 \
+            "$emu" --config "$work/emulator.json" --host 127.0.0.1 --amqp-port 0 $tls --control-port 0 \
                 --state-dir "$work/emu-state" >"$work/emulator.out" 2>"$work/emulator.err" &
             emu_pid=$!
             if wait_line "$work/emulator.out" '^sbus-emulator ready' "$emu_pid"; then break; fi
             kill "$emu_pid" 2>/dev/null; wait "$emu_pid" 2>/dev/null || true; emu_pid=""
             EMU_REASON="did not start: $(tail -1 "$work/emulator.err" | cut -c1-200)"
-            [ -n "$tls" ] && log "emulator with TLS on 5671 did not start ($EMU_REASON); trying without TLS"
+            [ -n "$tls" ] && log "emulator with $tls did not start ($EMU_REASON); trying with less"
         done
         if [ -n "$emu_pid" ]; then
             ready=$(grep -m1 '^sbus-emulator ready' "$work/emulator.out")
