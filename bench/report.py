@@ -49,6 +49,12 @@ def ratio(summary, a, b, workload, key="msgs_per_s"):
     return ea[key] / eb[key], None
 
 
+# The transports phase (bench.py): each base client over these, against plain AMQP.
+TRANSPORT_LABELS = {"c": "C engine", "py": "ours-Python", "luajit": "LuaJIT"}
+TRANSPORTS = [("amqp", "plain AMQP", None), ("tls", "TLS", 0.85), ("ws", "WebSocket", None),
+              ("wss", "secure WebSocket", 0.75)]
+
+
 def targets(res):
     s, b = res["summary"], res["brokers"]
     out = []
@@ -89,6 +95,22 @@ def targets(res):
         add(f"client CPU per message, receive + complete, {who}",
             None if v is None else f"{v * 1000:.1f} µs", f"≤ {goal} µs",
             v is not None and v * 1000 <= goal, e.get("na"))
+    # Issue 7: TLS within 15% of plain AMQP, secure WebSockets within 25%, same client.
+    for base, t in res.get("transports", {}).items():
+        label = TRANSPORT_LABELS.get(base, base)
+        for tr, what, goal in TRANSPORTS:
+            if goal is None:
+                continue
+            for w in ("send_batch", "recv_peeklock"):
+                e = t["workloads"].get(w, {}).get(tr)
+                if e is None:
+                    continue
+                plain = t["workloads"][w].get("amqp", {})
+                r = e.get("ratio")
+                why = e.get("na") or plain.get("na") or "no paired runs"
+                add(f"{label} over {what} / over plain AMQP, {TITLES[w]}",
+                    None if r is None else f"{r * 100:.0f}%", f"≥ {goal * 100:.0f}%",
+                    r is not None and r >= goal, why, "transports phase")
     # The broker comparison: the pipelined shape when ours can take it, else 64 links x 1.
     shape = "pipelined"
     if not b.get("ours/rad/pipelined", {}).get("msgs_per_s") and b.get("ours/rad/64x1", {}).get("msgs_per_s"):
@@ -109,6 +131,43 @@ def targets(res):
         add(f"emulator CPU per message, {label}", None if v is None else f"{v:.1f} µs", f"≤ {goal} µs",
             v is not None and v <= goal, e.get("na"), note)
     return out
+
+
+def transports_md(res):
+    """Issue 7: each of our clients over plain AMQP, TLS, WebSocket and secure WebSocket."""
+    tsum = res.get("transports") or {}
+    if not tsum:
+        return ""
+    st = res["settings"]
+    L = ["| client | workload | " + " | ".join(what for _, what, _ in TRANSPORTS) + " |",
+         "|---|---|" + "---:|" * len(TRANSPORTS)]
+    for base in sorted(tsum, key=lambda b: list(TRANSPORT_LABELS).index(b) if b in TRANSPORT_LABELS else 99):
+        t = tsum[base]
+        for w in [w for w in THROUGHPUT if w in t["workloads"]]:
+            per = t["workloads"][w]
+            cells = []
+            for tr, _, _ in TRANSPORTS:
+                e = per.get(tr, {})
+                v = e.get("msgs_per_s")
+                if v is None:
+                    cells.append("n/a: " + e.get("na", "not measured")[:80])
+                    continue
+                txt = f"{v:,.0f}"
+                if e.get("ratio") is not None:
+                    txt += f" ({e['ratio'] * 100:.0f}%)"
+                cpu, emu = e.get("cpu_s_per_1k"), e.get("emu_cpu_us_per_msg")
+                if cpu is not None:
+                    txt += f"<br>{cpu * 1000:.1f} + {fmt(emu, '.1f')} µs"
+                cells.append(txt)
+            L.append(f"| {TRANSPORT_LABELS.get(base, base)} | {TITLES[w]} | " + " | ".join(cells) + " |")
+    L.append(f"\nN = {st.get('transport_n', 0):,} per run; msg/s are medians of "
+             f"{st['reps']} repetition(s), and (x%) is the median over repetitions of this "
+             "transport's msg/s / plain AMQP's, the four transports of a client and workload run "
+             "back to back. Second line: client CPU + emulator CPU per message. Goals (issue 7): "
+             "TLS ≥ 85% of plain, secure WebSocket ≥ 75%. The emulator terminates TLS and "
+             "WebSocket with the engine's own layers (core/src/tls.c, ws.c) on the same 2 cores, "
+             "so both ends' costs are in these figures.")
+    return "\n".join(L)
 
 
 def overview(res):
@@ -161,14 +220,19 @@ def targets_md(res):
 
 
 def render_readme_block(res):
+    tr = transports_md(res)
     return (header(res) + "\n\n### Targets\n\n" + targets_md(res) + "\n\n### Overview\n\n"
-            + overview(res) + "\n\nEvery table: [results/latest.md](results/latest.md).\n")
+            + overview(res) + ("\n\n### Transports\n\n" + tr if tr else "")
+            + "\n\nEvery table: [results/latest.md](results/latest.md).\n")
 
 
 def render_md(res):
     m, st = res["machine"], res["settings"]
     s, clients = res["summary"], res["clients"]
     L = [header(res), "\n### Targets\n", targets_md(res), "\n### Overview\n", overview(res)]
+    tr = transports_md(res)
+    if tr:
+        L += ["\n### Transports: plain AMQP, TLS, WebSocket, secure WebSocket\n", tr]
     order = res.get("client_order") or list(clients)
     for w in THROUGHPUT:
         L.append(f"\n### {TITLES[w]} (N = {st['n'][w]:,})\n")
@@ -241,7 +305,7 @@ def render_png(res, path):
                     xs.append(j + i * width)
                     ys.append(v * scale)
             ax.bar(xs, ys, width, label=clients[c]["label"] + ("" if clients[c]["transport"] == "amqp"
-                                                                else " [TLS]"), color=colors(c))
+                                                                else f" [{clients[c]['transport']}]"), color=colors(c))
         ax.set_xticks([j + 0.4 - width / 2 for j in range(len(THROUGHPUT))])
         ax.set_xticklabels(["batch send", "single send", "PeekLock+complete", "ReceiveAndDelete"])
         if log and any(s[c][w].get(key) for c in names for w in THROUGHPUT):

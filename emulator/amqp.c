@@ -104,6 +104,7 @@ static void link_drop(emu_link_t *l)
       break;
     }
   }
+  emu_wire_unclaim(l->wl);
   pn_link_set_context(l->pn, NULL);
   buf_free(&l->rx);
   free(l->node);
@@ -131,6 +132,7 @@ void emu_conn_free(emu_conn_t *c)
 {
   emu_broker_t *b = c->broker;
   conn_teardown(c);
+  emu_wire_free(&c->wire);
   if (c->prev) c->prev->next = c->next;
   else b->conns = c->next;
   if (c->next) c->next->prev = c->prev;
@@ -247,7 +249,7 @@ static void set_locked_until_prop(pn_link_t *pl, int64_t until_ms)
   pn_data_put_map(p);
   pn_data_enter(p);
   pn_data_put_symbol(p, pn_bytes(strlen(key), key));
-  pn_data_put_long(p, 621355968000000000LL + until_ms * 10000);
+  pn_data_put_long(p, 621355968000000000LL + until_ms * 10000); /* .NET ticks */
   pn_data_exit(p);
 }
 
@@ -285,6 +287,8 @@ static emu_link_t *link_new(emu_conn_t *c, pn_link_t *pl, emu_link_kind_t kind, 
   l->node = node;
   const char *t = pn_terminus_get_address(pn_link_remote_target(pl));
   l->target = t ? strdup(t) : NULL;
+  l->wl = c->pending_wl;
+  c->pending_wl = NULL;
   l->next = c->links;
   c->links = l;
   pn_link_set_context(pl, l);
@@ -371,7 +375,7 @@ static void lock_session(emu_broker_t *b, emu_link_t *l, emu_sess_t *s)
   s->locked_until = emu_now(b) + l->ent->props.lock_ms;
   l->sess = s;
   echo_session_filter(l->pn, l->session_form ? l->session_form : 1, l->session_desc, s->id);
-  set_locked_until_prop(l->pn, s->locked_until);
+  set_locked_until_prop(l->pn, emu_to_wire(b, s->locked_until));
 }
 
 /* Lock a session for a consumer; returns false when refused (link closed) or waiting. */
@@ -473,9 +477,20 @@ fail:
   free(node);
 }
 
+static void link_open(emu_conn_t *c, pn_link_t *pl);
+
 static void on_link_open(emu_conn_t *c, pn_link_t *pl)
 {
   if (pn_link_state(pl) & PN_LOCAL_ACTIVE) return;
+  /* the wire link of this attach: taken by link_new, else (refused) let go */
+  c->pending_wl = pn_link_is_receiver(pl) ? emu_wire_claim(&c->wire, pn_link_name(pl)) : NULL;
+  link_open(c, pl);
+  emu_wire_unclaim(c->pending_wl);
+  c->pending_wl = NULL;
+}
+
+static void link_open(emu_conn_t *c, pn_link_t *pl)
+{
   bool sender = pn_link_is_sender(pl);
   pn_terminus_t *t = sender ? pn_link_remote_source(pl) : pn_link_remote_target(pl);
   const char *addr = pn_terminus_get_address(t);
@@ -526,7 +541,9 @@ static void enqueue_all(emu_link_t *l, pn_delivery_t *d, emu_msg_t **v, int n)
   pn_delivery_settle(d);
 }
 
-static void on_message(emu_link_t *l, pn_delivery_t *d)
+#define BATCH_FORMAT 0x80013700u /* protocol.md §6.4 */
+
+static void on_message(emu_link_t *l, pn_delivery_t *d, uint32_t format)
 {
   emu_broker_t *b = l->conn->broker;
   const char *err = "malformed message";
@@ -542,9 +559,14 @@ static void on_message(emu_link_t *l, pn_delivery_t *d)
     reject(d, fc, "Injected fault.");
     return;
   }
-  emu_msg_t **v = NULL;
-  int n = msg_split_batch(l->rx.p, l->rx.len, &v, &err);
-  if (n > 0) {
+  if (format == BATCH_FORMAT) {
+    emu_msg_t **v = NULL;
+    int n = msg_split_batch(l->rx.p, l->rx.len, &v, &err);
+    if (n < 0) {
+      reject(d, "amqp:decode-error", err);
+      return;
+    }
+    for (int i = 0; i < n; i++) emu_msg_from_wire(b, v[i]);
     enqueue_all(l, d, v, n);
     free(v);
     return;
@@ -554,6 +576,7 @@ static void on_message(emu_link_t *l, pn_delivery_t *d)
     reject(d, "amqp:decode-error", err);
     return;
   }
+  emu_msg_from_wire(b, m);
   enqueue_all(l, d, &m, 1);
 }
 
@@ -585,12 +608,14 @@ static bool incoming_one(emu_link_t *l, pn_delivery_t *d)
     }
   }
   if (pn_delivery_partial(d) && !pn_delivery_aborted(d)) return false;
+  pn_delivery_tag_t tag = pn_delivery_tag(d);
+  uint32_t format = emu_wire_format(l->wl, (const unsigned char *)tag.start, tag.size);
   bool closing = pn_connection_state(l->conn->driver.connection) & PN_LOCAL_CLOSED;
   if (pn_delivery_aborted(d) || closing) {
     pn_delivery_settle(d); /* aborted, or arrived after we closed: dropped like on a cut connection */
   } else if (l->kind == LINK_PRODUCER) {
     if (l->rx.len > max) l->rx_oversize = true;
-    on_message(l, d);
+    on_message(l, d, format);
   } else if (l->kind == LINK_REQ) {
     on_request(l, d);
   } else {
@@ -984,6 +1009,13 @@ void emu_conn_process(emu_conn_t *c)
   }
   if (c->tokens && emu_utc_ms() >= c->token_check_ms) expire_tokens(c);
   while ((ev = pn_connection_driver_next_event(&c->driver))) handle(c, ev);
+  emu_wire_gc(&c->wire);
+}
+
+void emu_conn_read_done(emu_conn_t *c, const void *p, size_t n)
+{
+  emu_wire_scan(&c->wire, p, n);
+  pn_connection_driver_read_done(&c->driver, n);
 }
 
 /* ---------------------------------------------------------------- control */

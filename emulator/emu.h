@@ -199,6 +199,40 @@ struct emu_entity {
   emu_entity_t *next;        /* next entity of the broker */
 };
 
+/* A delivery seen on the wire (wire.c): its tag and message-format. */
+typedef struct emu_wrec {
+  uint32_t format;          /* transfer message-format (0x80013700: batch) */
+  uint8_t tag_len;          /* bytes of tag used (tags are at most 32 bytes) */
+  unsigned char tag[32];    /* delivery tag */
+} emu_wrec_t;
+
+/* States of a wire link with respect to the broker's link (emu_link_t). */
+enum { WL_NEW, WL_CLAIMED, WL_DONE };
+
+/* A link on which the client sends, as the frame scanner sees it (wire.c). */
+typedef struct emu_wlink {
+  char *name;               /* link name from the attach */
+  uint16_t channel;         /* the client's channel */
+  uint32_t handle;          /* the client's handle */
+  bool current;             /* (channel, handle) still names this link (no detach/end yet) */
+  bool mid;                 /* a multi-transfer delivery is in progress */
+  int state;                /* WL_*: claimed by an emu_link_t, or never/no longer */
+  emu_wrec_t *rec;          /* ring of deliveries not yet taken */
+  size_t head, nrec, cap;   /* ring start, count, capacity */
+  struct emu_wlink *next;   /* next, in attach order */
+} emu_wlink_t;
+
+/* Frame scanner state of one connection (wire.c). */
+typedef struct emu_wire {
+  unsigned char hdr[2048];  /* the first bytes of the frame being read */
+  size_t hlen;              /* bytes in hdr */
+  size_t want;              /* bytes of this frame to collect (0 while its size is unknown) */
+  uint32_t size;            /* size of the current frame (0: reading a size or header) */
+  uint64_t skip;            /* bytes of the current frame left to skip */
+  bool broken;              /* stream not followable; scanning stopped */
+  emu_wlink_t *links;       /* links the client sends on */
+} emu_wire_t;
+
 /* A CBS claim put on a connection. */
 typedef struct emu_token {
   char *path;               /* audience path, lower-case, URL-decoded */
@@ -225,6 +259,7 @@ struct emu_link {
   emu_buf_t rx;              /* bytes of the incoming delivery in progress */
   bool rx_oversize;          /* the delivery in progress exceeded the limit */
   uint64_t tags;             /* counter for delivery tags */
+  emu_wlink_t *wl;           /* what the frame scanner saw of this link (receiving links), or NULL */
   emu_link_t *cnext, *cprev; /* entity consumer ring */
   emu_link_t *next;          /* next link of the connection */
 };
@@ -251,6 +286,8 @@ struct emu_conn {
   emu_link_t *links;         /* our link contexts */
   emu_delayed_t *delayed;    /* delayed dispositions */
   void *host;                /* the network owner (net.c), or test harness */
+  emu_wire_t wire;           /* frame scanner of the client's input */
+  emu_wlink_t *pending_wl;   /* wire link claimed by the attach being handled */
   emu_conn_t *prev, *next;   /* broker list */
 };
 
@@ -289,6 +326,13 @@ struct emu_broker {
 /* ---- clock (store.c) */
 int64_t emu_mono_ms(void);                 /* real monotonic ms */
 int64_t emu_now(emu_broker_t *b);          /* emulator clock: UTC ms + skew */
+/* Times cross the wire without the skew of POST /clock (docs/emulator.md "Time"): a client
+ * sees timestamps on its own wall clock, and moving the clock as the broker's timers
+ * jumping. INT64_MAX (never) passes unchanged. */
+int64_t emu_to_wire(const emu_broker_t *b, int64_t emu_ms);
+int64_t emu_from_wire(const emu_broker_t *b, int64_t wire_ms);
+/* A message from a client: its scheduled enqueue time onto the emulator clock. */
+void emu_msg_from_wire(const emu_broker_t *b, emu_msg_t *m);
 void emu_log(emu_broker_t *b, int level, const char *fmt, ...);
 
 /* ---- index and heap (store.c) */
@@ -355,6 +399,10 @@ void emu_sweep_expired(emu_broker_t *b, emu_entity_t *e);
 emu_conn_t *emu_conn_new(emu_broker_t *b, void *host);
 void emu_conn_free(emu_conn_t *c);
 void emu_conn_process(emu_conn_t *c);   /* drain Proton events */
+/* Hand n bytes that the host wrote at p (the start of Proton's read buffer) to Proton,
+ * after the frame scanner has seen them. Hosts must use this instead of
+ * pn_connection_driver_read_done, or batches are not recognised. */
+void emu_conn_read_done(emu_conn_t *c, const void *p, size_t n);
 int64_t emu_utc_ms(void);               /* real UTC ms (token expiry; not skewed) */
 void emu_dispatch(emu_broker_t *b, emu_entity_t *e);
 void emu_dispatch_all(emu_broker_t *b);
@@ -366,6 +414,19 @@ emu_link_t *emu_reply_link(emu_conn_t *c, const char *reply_to, const char *node
 bool emu_fault_take(emu_broker_t *b, const char *op, const char **cond);
 void emu_conn_release_session_links(emu_sess_t *s);
 int64_t emu_waiting_deadline(emu_entity_t *e);
+
+/* ---- frame scanner (wire.c) */
+/* Follow n bytes of the client's stream: frame boundaries, attach/transfer/detach/end. */
+void emu_wire_scan(emu_wire_t *w, const unsigned char *p, size_t n);
+/* The oldest unclaimed wire link with this name (the attach being handled), now claimed. */
+emu_wlink_t *emu_wire_claim(emu_wire_t *w, const char *name);
+/* The broker's link is gone: the wire link may be freed once detached on the wire. */
+void emu_wire_unclaim(emu_wlink_t *x);
+/* message-format of the delivery with this tag (0 when unknown); takes its record. */
+uint32_t emu_wire_format(emu_wlink_t *x, const unsigned char *tag, size_t tn);
+/* Free wire links that are detached on the wire and not claimed. */
+void emu_wire_gc(emu_wire_t *w);
+void emu_wire_free(emu_wire_t *w);
 
 /* ---- CBS (cbs.c) */
 void emu_cbs_request(emu_link_t *l, const unsigned char *p, size_t n);

@@ -219,7 +219,7 @@ static void op_renew_lock(mgmt_ctx_t *x)
       buf_free(&b);
       return lock_lost(x);
     }
-    buf_be64(&b, (uint64_t)emu_renew(x->b, m));
+    buf_be64(&b, (uint64_t)emu_to_wire(x->b, emu_renew(x->b, m)));
   }
   enc_array_end(&b, am, (uint32_t)n);
   enc_compound_end(&b, mark, 2);
@@ -283,6 +283,7 @@ static void op_schedule(mgmt_ctx_t *x)
     if (!amqp_map_get(&item, "message", &bin) || !amqp_get_bin(&bin, &p, &len)) goto bad;
     emu_msg_t *m = msg_parse(p, len, &err);
     if (!m) goto bad;
+    emu_msg_from_wire(x->b, m);
     int64_t seq = next_seq_of(x->e);
     const char *cond = NULL;
     char desc[512];
@@ -438,7 +439,7 @@ static void op_renew_session_lock(mgmt_ctx_t *x)
     if (m->sess == s && m->locked) m->locked_until = s->locked_until;
   emu_buf_t b = {0};
   size_t mark = body_begin(&b, "expiration");
-  enc_timestamp(&b, s->locked_until);
+  enc_timestamp(&b, emu_to_wire(x->b, s->locked_until));
   enc_compound_end(&b, mark, 2);
   reply(x, 200, "OK", NULL, &b);
   buf_free(&b);
@@ -481,6 +482,7 @@ static void op_get_sessions(mgmt_ctx_t *x)
   get_i64(x, "skip", &skip);
   get_i64(x, "top", &top);
   bool with_messages = since >= 253402300799000LL;
+  if (!with_messages) since = emu_from_wire(x->b, since);
   emu_buf_t b = {0};
   size_t mark = enc_map_begin(&b);
   enc_str(&b, "skip");
@@ -592,7 +594,7 @@ static void enc_opt_str(emu_buf_t *b, const char *s)
   else enc_null(b);
 }
 
-static void enc_rule(emu_buf_t *b, const emu_rule_t *r)
+static void enc_rule(emu_buf_t *b, const emu_rule_t *r, const emu_broker_t *br)
 {
   enc_descriptor(b, 0x0000013700000004ULL);
   size_t lm = enc_list_begin(b);
@@ -629,7 +631,7 @@ static void enc_rule(emu_buf_t *b, const emu_rule_t *r)
     enc_compound_end(b, enc_list_begin(b), 0);
   }
   enc_str(b, r->name);
-  enc_timestamp(b, r->created_ms);
+  enc_timestamp(b, r->created_ms ? emu_to_wire(br, r->created_ms) : 0);
   enc_compound_end(b, lm, 4);
 }
 
@@ -647,7 +649,7 @@ static void op_enumerate_rules(mgmt_ctx_t *x)
     if (i++ < skip) continue;
     size_t m = enc_map_begin(&b);
     enc_str(&b, "rule-description");
-    enc_rule(&b, r);
+    enc_rule(&b, r, x->b);
     enc_compound_end(&b, m, 2);
     n++;
   }

@@ -216,7 +216,7 @@ static void ws_pump(sock_t *s)
     if (!rb.size) break;
     size_t k = sbusi_fifo_len(up) < rb.size ? sbusi_fifo_len(up) : rb.size;
     memcpy(rb.start, sbusi_fifo_data(up), k);
-    pn_connection_driver_read_done(d, k);
+    emu_conn_read_done(s->conn, rb.start, k);
     sbusi_fifo_consume(up, k);
   }
   s->tls_stalled = sbusi_fifo_len(up) > 0 || s->wsin.len > 0; /* waiting for room in Proton */
@@ -255,7 +255,7 @@ static void tls_pump_in(sock_t *s)
     }
     ssize_t r = sbusi_tls_read(s->tls, rb.start, rb.size);
     if (r > 0) {
-      pn_connection_driver_read_done(d, (size_t)r);
+      emu_conn_read_done(s->conn, rb.start, (size_t)r);
       continue;
     }
     if (r == SBUSI_TLS_EOF) pn_connection_driver_read_close(d);
@@ -310,7 +310,7 @@ static void on_readable(sock_t *s)
       buf_put(&s->wsin, buf, (size_t)r);
       ws_pump(s);
     } else {
-      pn_connection_driver_read_done(&s->conn->driver, (size_t)r);
+      emu_conn_read_done(s->conn, rb.start, (size_t)r);
     }
   }
 }

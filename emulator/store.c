@@ -48,6 +48,23 @@ int64_t emu_now(emu_broker_t *b)
   return base_utc + (emu_mono_ms() - base_mono) + (b ? b->skew_ms : 0);
 }
 
+int64_t emu_to_wire(const emu_broker_t *b, int64_t t)
+{
+  if (!b || t == INT64_MAX || t == INT64_MIN) return t;
+  return t - b->skew_ms;
+}
+
+int64_t emu_from_wire(const emu_broker_t *b, int64_t t)
+{
+  if (!b || t == INT64_MIN || t >= INT64_MAX - b->skew_ms) return t;
+  return t + b->skew_ms;
+}
+
+void emu_msg_from_wire(const emu_broker_t *b, emu_msg_t *m)
+{
+  if (m->scheduled_ms) m->scheduled_ms = emu_from_wire(b, m->scheduled_ms);
+}
+
 void emu_log(emu_broker_t *b, int level, const char *fmt, ...)
 {
   if (b && level > b->opt.verbose) return;
@@ -710,7 +727,6 @@ static void enc_header(emu_buf_t *o, const emu_msg_t *m)
 
 void msg_encode(emu_broker_t *b, const emu_msg_t *m, emu_buf_t *o, int mode)
 {
-  (void)b;
   enc_header(o, m);
   if (mode == 2) {
     enc_descriptor(o, SEC_DELIVERY_ANN);
@@ -718,7 +734,7 @@ void msg_encode(emu_broker_t *b, const emu_msg_t *m, emu_buf_t *o, int mode)
     enc_sym(o, "x-opt-lock-token");
     enc_uuid(o, m->token);
     enc_sym(o, "x-opt-locked-until");
-    enc_timestamp(o, m->locked_until);
+    enc_timestamp(o, emu_to_wire(b, m->locked_until));
     enc_compound_end(o, mk, 4);
   }
   enc_descriptor(o, SEC_MESSAGE_ANN);
@@ -727,10 +743,10 @@ void msg_encode(emu_broker_t *b, const emu_msg_t *m, emu_buf_t *o, int mode)
   enc_sym(o, "x-opt-sequence-number");
   enc_long(o, m->seq);
   enc_sym(o, "x-opt-enqueued-time");
-  enc_timestamp(o, m->enqueued_ms);
+  enc_timestamp(o, emu_to_wire(b, m->enqueued_ms));
   if (m->locked && mode != 1) {
     enc_sym(o, "x-opt-locked-until");
-    enc_timestamp(o, m->locked_until);
+    enc_timestamp(o, emu_to_wire(b, m->locked_until));
     n += 2;
   }
   if (m->state != MSG_ACTIVE || mode == 1) {
@@ -753,49 +769,37 @@ void msg_encode(emu_broker_t *b, const emu_msg_t *m, emu_buf_t *o, int mode)
   buf_put(o, m->data + m->ann_len, m->props_len + m->app_len + m->body_len);
 }
 
-/* A batch body is data sections that each hold a complete encoded message. */
-static bool looks_like_message(const unsigned char *p, size_t n)
-{
-  bool body = false;
-  if (n < 3) return false;
-  while (n > 0) {
-    amqp_val_t v;
-    long k = amqp_decode(p, n, &v);
-    if (k < 0 || !v.described || v.desc < SEC_HEADER || v.desc > SEC_FOOTER) return false;
-    if (v.desc >= SEC_DATA && v.desc <= SEC_VALUE) body = true;
-    p += k;
-    n -= (size_t)k;
-  }
-  return body;
-}
-
+/* A batch (transfer message-format 0x80013700): every data section of the envelope holds one
+ * complete encoded message; the envelope's other sections are ignored. */
 int msg_split_batch(const unsigned char *p, size_t n, emu_msg_t ***out, const char **err)
 {
   size_t cap = 0, cnt = 0;
   emu_msg_t **v = NULL;
-  const unsigned char *q = p;
-  size_t left = n;
-  while (left > 0) {
+  while (n > 0) {
     amqp_val_t s;
-    long k = amqp_decode(q, left, &s);
-    if (k < 0 || !s.described) return -1;
-    q += k;
-    left -= (size_t)k;
+    long k = amqp_decode(p, n, &s);
+    if (k < 0 || !s.described) {
+      *err = "malformed batch envelope";
+      goto bad;
+    }
+    p += k;
+    n -= (size_t)k;
     if (s.desc != SEC_DATA) continue;
-    if (!looks_like_message(s.data, s.size)) goto notbatch;
     if (cnt == cap) {
       cap = cap ? cap * 2 : 8;
       v = realloc(v, cap * sizeof *v);
       if (!v) abort();
     }
-    v[cnt] = msg_parse(s.data, s.size, err);
-    if (!v[cnt]) goto notbatch;
+    if (!(v[cnt] = msg_parse(s.data, s.size, err))) goto bad;
     cnt++;
   }
-  if (!cnt) goto notbatch;
+  if (!cnt) {
+    *err = "a batch without messages";
+    goto bad;
+  }
   *out = v;
   return (int)cnt;
-notbatch:
+bad:
   for (size_t i = 0; i < cnt; i++) msg_free(v[i]);
   free(v);
   return -1;

@@ -1034,13 +1034,23 @@ static void drain(lua_State *L, int ci)
 /* Operations                                                          */
 /* ------------------------------------------------------------------ */
 
-/* Host mode: time may have moved since the last tick; the engine wants to
- * know before an operation starts its timers. (core/io ticks itself.) */
+/* Time may have moved since the last tick (the program did other work
+ * between two calls); the engine wants to know before an operation starts
+ * its timers, which count from the engine's idea of now. */
+static void tick_engine(client_t *cl)
+{
+    if (!cl->conn)
+        return;
+    int64_t d = sbus_conn_tick(cl->conn, sbus_io_mono_ms(), sbus_io_unix_ms());
+    if (cl->host)
+        cl->deadline = d; /* core/io asks the engine again when asked */
+}
+
+/* Host mode: the engine's clock before a host call. */
 static void tick_host(client_t *cl)
 {
-    if (cl->host && cl->conn)
-        cl->deadline = sbus_conn_tick(cl->conn, sbus_io_mono_ms(),
-                                      sbus_io_unix_ms());
+    if (cl->host)
+        tick_engine(cl);
 }
 
 /* Pushes a new op table for the client at stack index ci; returns its id.
@@ -1050,7 +1060,7 @@ static lua_Integer op_new(lua_State *L, int ci, const char *what)
     client_t *cl = to_client(L, ci);
     lua_Integer id;
     ci = lua_absindex(L, ci);
-    tick_host(cl);
+    tick_engine(cl);
     lua_createtable(L, 3, 5);
     luaL_setmetatable(L, MT_OP);
     lua_pushvalue(L, ci);
@@ -1067,7 +1077,12 @@ static lua_Integer op_new(lua_State *L, int ci, const char *what)
 
 /* Finishes a start_* call: rc is what the engine answered for the op at
  * the top of the stack. Accepted: waiters[id] = op, drain, return the op.
- * Refused: return nil, message, code (no event will come). */
+ * Refused: return nil, message, code (no event will come).
+ * No I/O here: the request waits in the engine's write buffer, so that
+ * operations started together (300 completions) leave in one write.
+ * op:wait() flushes it (core/io's wait steps first); a step host sees
+ * "w" in client:events() and the next step() writes it; in host mode
+ * the adapter's wait takes the output. */
 static int op_accept(lua_State *L, int ci, int rc)
 {
     int opi = lua_gettop(L);
@@ -1082,14 +1097,6 @@ static int op_accept(lua_State *L, int ci, int rc)
     lua_pushvalue(L, opi);
     lua_rawset(L, -3);
     lua_pop(L, 2);
-    {
-        /* Put the request on the wire now (non-blocking), so that a step
-         * API host need not guess that output is pending: the driver's
-         * events() asks for POLLOUT only while connecting. */
-        client_t *cl = to_client(L, ci);
-        if (cl->io)
-            sbus_io_step(cl->io);
-    }
     drain(L, ci);
     lua_settop(L, opi);
     return 1;
@@ -2371,6 +2378,7 @@ static int op_set_timeout(lua_State *L)
     lua_getfield(L, 1, "id");
     id = lua_tointeger(L, -1);
     lua_pop(L, 1);
+    tick_engine(cl); /* the timeout counts from now */
     rc = sbus_conn_set_op_timeout(cl->conn, TOKEN(id), ms);
     if (rc < 0)
         return push_fail(L, rc, NULL);

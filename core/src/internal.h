@@ -296,6 +296,9 @@ typedef struct sbusi_op {
     sbus_receiver_t *rcv;          /* receiver it runs on, or NULL */
     int stage;                     /* enum sbusi_stage */
     int64_t deadline;              /* mono ms when it times out, -1 none */
+    int64_t user_timeout;          /* RECEIVE: sbus_conn_set_op_timeout()
+                                      ms, 0 none: bounds each stretch the
+                                      receive waits without its link */
     int64_t user_deadline;         /* sbus_conn_set_op_timeout(), 0 none:
                                       bounds every attempt and backoff */
     int64_t retry_at;              /* BACKOFF: mono ms of next attempt */
@@ -413,6 +416,10 @@ struct sbus_conn {
     int wire_open;            /* remote open received */
     int reconnects;           /* failed connection attempts in a row */
     int64_t open_mono;        /* when the AMQP open completed */
+    int progress;             /* this transport did useful work (a token
+                                 accepted, a link attached, an operation
+                                 done): its loss is bad luck, not a failed
+                                 attempt */
     int64_t reconnect_at;     /* BACKOFF: when to emit CONNECT */
     int opened;               /* sbus_conn_open() was called */
     int want_disconnect;      /* DISCONNECT to emit */
@@ -489,6 +496,9 @@ struct sbus_receiver {
     int draining;                /* a drain is outstanding */
     int opened;                  /* open/receive was called: resume after
                                     a loss */
+    int relock;                  /* session: held session_id's lock once;
+                                    a new attach must get that session
+                                    back, or fail with session-lock-lost */
     int64_t last_seq;            /* last sequence number seen (peek) */
     sbusi_renew_t *renews;       /* auto-renew registrations */
     sbusi_op_t *rq_head;         /* pending receive calls, oldest first */
@@ -521,6 +531,8 @@ void sbusi_opq_remove(sbusi_op_t **head, sbusi_op_t **tail, sbusi_op_t *op);
 /* Queues a warning (SBUS_EV_LOG with level 1), whatever opts.trace says. */
 void sbusi_warn(sbus_conn_t *c, const char *fmt, ...);
 int sbusi_wire_ready(const sbus_conn_t *c);
+/* The current transport did useful work (see sbus_conn.progress). */
+void sbusi_conn_progress(sbus_conn_t *c);
 /* 1 once the connection was closed or aborted: no new operations. */
 int sbusi_conn_closed(const sbus_conn_t *c);
 void sbusi_owner_init(sbusi_owner_t *o, int kind);
@@ -579,6 +591,12 @@ void sbusi_receiver_adopt_deferred(sbus_receiver_t *r, sbus_message_t *m);
 void sbusi_message_set_locked_until(sbus_message_t *m, int64_t unix_ms);
 
 int sbusi_mgmt_submit(sbus_conn_t *c, const char *entity, sbusi_op_t *op);
+/* Starts $management op (request encoded in op->payload) on entity: 0, or
+ * a code after discarding op (SBUS_ESTATE when `closed`, SBUS_ENOMEM when
+ * its encoding ran out of memory, or what sbusi_mgmt_submit said). Used by
+ * senders and receivers alike. */
+int sbusi_mgmt_start(sbus_conn_t *c, const char *entity, sbusi_op_t *op,
+                     int closed);
 void sbusi_mgmt_pump(sbus_conn_t *c);
 void sbusi_mgmt_lost(sbus_conn_t *c);
 void sbusi_mgmt_free(sbus_conn_t *c);
@@ -619,6 +637,10 @@ void sbusi_op_timeout(sbusi_op_t *op);  /* deadline passed */
 void sbusi_sender_on_event(sbus_sender_t *s, pn_event_t *e);
 void sbusi_receiver_on_event(sbus_receiver_t *r, pn_event_t *e);
 void sbusi_receiver_cancel(sbus_receiver_t *r, sbusi_op_t *op);
+/* Gives receive op on r an operation timeout of ms (see
+ * sbus_conn_set_op_timeout). */
+void sbusi_receiver_set_timeout(sbus_receiver_t *r, sbusi_op_t *op,
+                                int64_t ms);
 void sbusi_cbs_on_event(sbus_conn_t *c, sbusi_owner_t *o, pn_event_t *e);
 void sbusi_mgmt_on_event(sbus_conn_t *c, sbusi_owner_t *o, pn_event_t *e);
 /* Reads a complete incoming delivery into c->scratch; 0, or -1 when it is

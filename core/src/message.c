@@ -19,18 +19,25 @@
 
 /* ------------------------------ memory ----------------------------- */
 
+/* Values whose bytes live behind u.s. */
+static int has_bytes(const sbus_value_t *v)
+{
+    return v->type == SBUS_VAL_STRING || v->type == SBUS_VAL_BINARY ||
+           v->type == SBUS_VAL_AMQP;
+}
+
 static void value_free(sbus_value_t *v)
 {
-    if (v->type == SBUS_VAL_STRING || v->type == SBUS_VAL_BINARY)
+    if (has_bytes(v))
         sbusi_free((void *)v->u.s.ptr);
     v->type = SBUS_VAL_NULL;
 }
 
-/* Copies v into *out, duplicating string/binary bytes. */
+/* Copies v into *out, duplicating string/binary/encoded bytes. */
 static int value_copy(const sbus_value_t *v, sbus_value_t *out)
 {
     *out = *v;
-    if (v->type != SBUS_VAL_STRING && v->type != SBUS_VAL_BINARY)
+    if (!has_bytes(v))
         return 0;
     char *p = sbusi_strndup(v->u.s.ptr ? v->u.s.ptr : "", v->u.s.len);
     if (!p)
@@ -217,9 +224,21 @@ int sbus_message_add_body_section(sbus_message_t *m, const void *p, size_t n)
     return add_section(m, p, n);
 }
 
+/* A value the caller hands over: a known type, and for SBUS_VAL_AMQP
+ * exactly one well-formed encoded value. */
+static int value_ok(const sbus_value_t *v)
+{
+    if ((int)v->type < 0 || v->type > SBUS_VAL_AMQP)
+        return 0;
+    if (has_bytes(v) && !v->u.s.ptr && v->u.s.len)
+        return 0;
+    return v->type != SBUS_VAL_AMQP ||
+           sbus_amqp_check(v->u.s.ptr, v->u.s.len) == 0;
+}
+
 int sbus_message_set_body_value(sbus_message_t *m, const sbus_value_t *v)
 {
-    if (!m || !v)
+    if (!m || !v || !value_ok(v))
         return SBUS_EINVAL;
     sbusi_buf_t b = {0};
     sbusi_enc_value(&b, v);
@@ -228,6 +247,57 @@ int sbus_message_set_body_value(sbus_message_t *m, const sbus_value_t *v)
         return SBUS_ENOMEM;
     }
     return replace_body(m, SBUS_BODY_VALUE, b.p, b.len);
+}
+
+/* 0 if p[n] is exactly one well-formed AMQP list. */
+static int check_list(const void *p, size_t n)
+{
+    sbus_amqp_reader_t r;
+    sbus_amqp_item_t it;
+    if (sbus_amqp_check(p, n) < 0)
+        return SBUS_EINVAL;
+    sbus_amqp_reader_init(&r, p, n);
+    return sbus_amqp_read(&r, &it) == 1 && it.type == SBUS_AMQP_LIST
+               ? 0
+               : SBUS_EINVAL;
+}
+
+int sbus_message_set_body_sequence(sbus_message_t *m, const void *p, size_t n)
+{
+    if (!m || check_list(p, n) < 0)
+        return SBUS_EINVAL;
+    uint8_t *q = sbusi_memdup(p, n);
+    if (!q)
+        return SBUS_ENOMEM;
+    return replace_body(m, SBUS_BODY_SEQUENCE, q, n);
+}
+
+int sbus_message_add_body_sequence(sbus_message_t *m, const void *p, size_t n)
+{
+    if (!m || check_list(p, n) < 0)
+        return SBUS_EINVAL;
+    if (m->body_kind != SBUS_BODY_SEQUENCE)
+        return SBUS_ESTATE;
+    return add_section(m, p, n);
+}
+
+size_t sbus_message_body_sequence_count(const sbus_message_t *m)
+{
+    return m && m->body_kind == SBUS_BODY_SEQUENCE ? m->nsections : 0;
+}
+
+int sbus_message_body_sequence_at(const sbus_message_t *m, size_t i,
+                                  const void **p, size_t *n)
+{
+    if (!m || !p || !n)
+        return SBUS_EINVAL;
+    if (m->body_kind != SBUS_BODY_SEQUENCE)
+        return SBUS_ESTATE;
+    if (i >= m->nsections)
+        return SBUS_ENOENT;
+    *p = m->sections[i].p;
+    *n = m->sections[i].n;
+    return 0;
 }
 
 sbus_body_kind_t sbus_message_body_kind(const sbus_message_t *m)
@@ -265,8 +335,13 @@ int sbus_message_body_value(const sbus_message_t *m, sbus_value_t *out)
     if (sbusi_dec_item(&d, &it) < 0)
         return SBUS_EINVAL;
     if (it.described || it.body || (it.v.type == SBUS_VAL_NULL &&
-                                     it.code != 0x40))
-        return SBUS_ENOTSUP;
+                                     it.code != 0x40)) {
+        /* no member for it: hand over its encoding */
+        out->type = SBUS_VAL_AMQP;
+        out->u.s.ptr = (const char *)m->sections[0].p;
+        out->u.s.len = m->sections[0].n;
+        return 0;
+    }
     *out = it.v;
     return 0;
 }
@@ -369,7 +444,7 @@ static sbusi_prop_t *find_aprop(const sbus_message_t *m, const char *key,
 int sbus_message_set_property(sbus_message_t *m, const char *key, size_t klen,
                               const sbus_value_t *v)
 {
-    if (!m || !key || !v || v->type > SBUS_VAL_UUID)
+    if (!m || !key || !v || !value_ok(v))
         return SBUS_EINVAL;
     sbus_value_t copy;
     if (value_copy(v, &copy) < 0)
@@ -754,11 +829,20 @@ static int dec_app_props(sbus_message_t *m, const sbusi_item_t *map)
         sbusi_item_t k, v;
         if (sbusi_dec_item(&d, &k) < 0 || sbusi_dec_item(&d, &v) < 0)
             return SBUS_EINVAL;
-        if (k.v.type != SBUS_VAL_STRING || v.described || v.body)
-            continue; /* only simple values have a place here */
-        if (v.v.type == SBUS_VAL_NULL && v.code != 0x40)
-            continue; /* char, decimals: no sbus_value_t for them */
-        if (sbus_message_set_property(m, k.v.u.s.ptr, k.v.u.s.len, &v.v) < 0)
+        if (k.v.type != SBUS_VAL_STRING)
+            continue; /* keys are strings; skip anything else */
+        if (v.described || v.body || v.code == 0x45 ||
+            (v.v.type == SBUS_VAL_NULL && v.code != 0x40)) {
+            /* list, map, array, described, char, decimal: kept as they
+               came (malformed ones are skipped) */
+            v.v.type = SBUS_VAL_AMQP;
+            v.v.u.s.ptr = (const char *)v.start;
+            v.v.u.s.len = (size_t)(v.stop - v.start);
+        }
+        int rc = sbus_message_set_property(m, k.v.u.s.ptr, k.v.u.s.len, &v.v);
+        if (rc == SBUS_EINVAL)
+            continue;
+        if (rc < 0)
             return SBUS_ENOMEM;
         int which = -1;
         if (sym_is(&k, "DeadLetterReason"))

@@ -63,7 +63,98 @@ typedef struct harness {
   rx_t rx[MAX_RX];         /* received deliveries */
   int nrx;                 /* count */
   emu_buf_t partial;       /* bytes of a delivery in progress */
+  emu_buf_t wire;          /* client bytes not yet handed to the emulator */
+  uint32_t next_format;    /* message-format to write into the next first transfer (0: none) */
+  size_t chunk;            /* hand the emulator at most this many bytes at once (0: no limit) */
 } harness_t;
+
+static uint32_t h_be32(const unsigned char *p)
+{
+  return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+/* Bytes of one encoded AMQP value at p, or -1 (the harness's own decoder, not the broker's). */
+static long h_skip(const unsigned char *p, size_t n)
+{
+  if (!n) return -1;
+  if (p[0] == 0x00) {
+    long a = h_skip(p + 1, n - 1);
+    if (a < 0) return -1;
+    long b = h_skip(p + 1 + a, n - 1 - (size_t)a);
+    return b < 0 ? -1 : 1 + a + b;
+  }
+  size_t w;
+  switch (p[0] >> 4) {
+  case 0x4: w = 0; break;
+  case 0x5: w = 1; break;
+  case 0x6: w = 2; break;
+  case 0x7: w = 4; break;
+  case 0x8: w = 8; break;
+  case 0x9: w = 16; break;
+  case 0xa: case 0xc: case 0xe: if (n < 2) return -1; w = 1 + (size_t)p[1]; break;
+  case 0xb: case 0xd: case 0xf: if (n < 5) return -1; w = 4 + (size_t)h_be32(p + 1); break;
+  default: return -1;
+  }
+  return 1 + w <= n ? (long)(1 + w) : -1;
+}
+
+/* Proton 0.37 cannot set a delivery's message-format: rewrite the first transfer frame in
+ * h->wire to carry h->next_format (field 3), re-encoding its field list as list32. */
+static void h_rewrite_format(harness_t *h)
+{
+  size_t off = 0;
+  while (h->next_format && off + 8 <= h->wire.len) {
+    unsigned char *f = h->wire.p + off;
+    uint32_t size = h_be32(f);
+    if (size < 8 || off + size > h->wire.len) return;
+    size_t doff = (size_t)f[4] * 4;
+    unsigned char *q = f + doff;
+    if (f[5] != 0 || size < doff + 4 || q[0] != 0 || q[1] != 0x53 || q[2] != 0x14) {
+      off += size;
+      continue;
+    }
+    const unsigned char *l = q + 3, *fp;
+    uint32_t count;
+    size_t hdr;
+    if (l[0] == 0xc0) { count = l[2]; hdr = 3; }
+    else if (l[0] == 0xd0) { count = h_be32(l + 5); hdr = 9; }
+    else { count = 0; hdr = 1; }
+    fp = l + hdr;
+    const unsigned char *end = f + size;
+    emu_buf_t fields = {0};
+    for (uint32_t i = 0; i < (count > 4 ? count : 4); i++) {
+      long k = i < count ? h_skip(fp, (size_t)(end - fp)) : 0;
+      if (i == 3) {
+        buf_u8(&fields, 0x70);
+        buf_be32(&fields, h->next_format);
+      } else if (i < count) {
+        buf_put(&fields, fp, (size_t)k);
+      } else {
+        buf_u8(&fields, 0x40);
+      }
+      if (i < count) fp += k;
+    }
+    uint32_t nfields = count > 4 ? count : 4;
+    size_t payload = (size_t)(end - fp);
+    emu_buf_t frame = {0};
+    buf_be32(&frame, (uint32_t)(doff + 3 + 9 + fields.len + payload));
+    buf_put(&frame, f + 4, doff - 4);
+    buf_put(&frame, "\x00\x53\x14\xd0", 4);
+    buf_be32(&frame, (uint32_t)(4 + fields.len));
+    buf_be32(&frame, nfields);
+    buf_put(&frame, fields.p, fields.len);
+    buf_put(&frame, fp, payload);
+    emu_buf_t rest = {0};
+    buf_put(&rest, h->wire.p + off + size, h->wire.len - off - size);
+    h->wire.len = off;
+    buf_put(&h->wire, frame.p, frame.len);
+    buf_put(&h->wire, rest.p, rest.len);
+    buf_free(&rest);
+    buf_free(&frame);
+    buf_free(&fields);
+    h->next_format = 0;
+  }
+}
 
 static void h_client_events(harness_t *h)
 {
@@ -91,20 +182,42 @@ static void h_client_events(harness_t *h)
   }
 }
 
+/* Bytes of whole frames at the start of h->wire (what may go to the emulator while a
+ * format rewrite waits for its transfer frame to be complete). */
+static size_t h_whole_frames(const harness_t *h)
+{
+  size_t off = 0;
+  while (off + 8 <= h->wire.len) {
+    size_t size = memcmp(h->wire.p + off, "AMQP", 4) == 0 ? 8 : h_be32(h->wire.p + off);
+    if (size < 8 || off + size > h->wire.len) break;
+    off += size;
+  }
+  return off;
+}
+
 /* Move bytes both ways and process events until nothing moves. */
 static void h_pump(harness_t *h)
 {
-  for (int round = 0; round < 1000; round++) {
+  for (int round = 0; round < 10000000; round++) {
     bool moved = false;
     pn_connection_driver_t *s = &h->server->driver, *c = &h->client;
     pn_bytes_t out = pn_connection_driver_write_buffer(c);
     if (out.size) {
+      buf_put(&h->wire, out.start, out.size);
+      pn_connection_driver_write_done(c, out.size);
+      moved = true;
+    }
+    h_rewrite_format(h);
+    if (h->wire.len) {
       pn_rwbytes_t in = pn_connection_driver_read_buffer(s);
-      size_t n = out.size < in.size ? out.size : in.size;
+      size_t n = h->wire.len < in.size ? h->wire.len : in.size;
+      if (h->chunk && n > h->chunk) n = h->chunk;
+      if (h->next_format && n > h_whole_frames(h)) n = h_whole_frames(h);
       if (n) {
-        memcpy(in.start, out.start, n);
-        pn_connection_driver_read_done(s, n);
-        pn_connection_driver_write_done(c, n);
+        memcpy(in.start, h->wire.p, n);
+        emu_conn_read_done(h->server, in.start, n);
+        memmove(h->wire.p, h->wire.p + n, h->wire.len - n);
+        h->wire.len -= n;
         moved = true;
       }
     }
@@ -159,6 +272,7 @@ static void h_close(harness_t *h)
 {
   for (int i = 0; i < h->nrx; i++) free(h->rx[i].data);
   buf_free(&h->partial);
+  buf_free(&h->wire);
   pn_connection_driver_destroy(&h->client);
   emu_conn_free(h->server);
 }

@@ -232,17 +232,12 @@ static void test_peek(void)
 
 int main(void)
 {
-    if (emu_start(&emu) < 0) {
-        fprintf(stderr, "cannot start the emulator\n");
-        return 1;
-    }
-    test_abandon();
-    test_defer_and_receive_deferred();
-    test_dead_letter();
-    test_lock_lost_and_renew();
-    test_peek();
-    emu_stop(&emu);
-    if (failures)
-        fprintf(stderr, "%d failure(s)\n", failures);
-    return failures ? 1 : 0;
+    static void (*const tests[])(void) = {
+        test_abandon,
+        test_defer_and_receive_deferred,
+        test_dead_letter,
+        test_lock_lost_and_renew,
+        test_peek,
+    };
+    return emu_main(&emu, tests, sizeof tests / sizeof tests[0]);
 }

@@ -75,10 +75,11 @@ class Emulator:
             time.sleep(0.05)
 
     def now(self):
-        """The emulator clock (real time plus every POST /clock advance so far)."""
+        """The emulator clock as clients see it on the wire: the skew of POST /clock is taken
+        off every time sent or received (docs/emulator.md "Time"), so this is real time."""
         import datetime
-        ms = self.call("GET", "/clock")[1]["now_ms"]
-        return datetime.datetime.fromtimestamp(ms / 1000, datetime.timezone.utc)
+        c = self.call("GET", "/clock")[1]
+        return datetime.datetime.fromtimestamp((c["now_ms"] - c["skew_ms"]) / 1000, datetime.timezone.utc)
 
     def advance(self, seconds):
         status, body = self.call("POST", "/clock", {"advance_ms": int(seconds * 1000)})

@@ -57,6 +57,23 @@ async def test_batch_is_split_into_messages_with_own_sequence_numbers(client, qu
         assert emulator.wait_count(queue, "total", 0) == 0
 
 
+async def test_message_whose_data_sections_look_like_messages_stays_one(client, queue, emulator):
+    """Only the transfer's message-format (0x80013700) makes a batch: a plain message whose
+    body is data sections that each hold an encoded AMQP message is one message."""
+    from azure.servicebus.amqp import AmqpAnnotatedMessage, AmqpMessageBodyType
+    inner = [b"\x00\x53\x75\xa0\x03abc", b"\x00\x53\x75\xa0\x03def"]  # complete messages
+    async with client:
+        async with client.get_queue_sender(queue) as s:
+            await s.send_messages(AmqpAnnotatedMessage(data_body=inner))
+        assert emulator.entities()[queue]["active"] == 1
+        async with client.get_queue_receiver(queue) as r:
+            msgs = await r.receive_messages(max_message_count=2, max_wait_time=5)
+            assert len(msgs) == 1
+            assert msgs[0].raw_amqp_message.body_type == AmqpMessageBodyType.DATA
+            assert list(msgs[0].body) == inner
+            await r.complete_message(msgs[0])
+
+
 async def test_receive_and_delete_removes_on_delivery(client, queue, emulator):
     async with client:
         async with client.get_queue_sender(queue) as s:

@@ -126,7 +126,10 @@ async def test_renew_lock_extends_the_lock(client, queue, emulator):
             first = m.locked_until_utc
             emulator.advance(20)
             new = await r.renew_message_lock(m)
-            assert new > first + datetime.timedelta(seconds=15)
+            # a whole LockDuration (30 s) from now on the client's clock (wire times leave out
+            # the skew of POST /clock), so not earlier than the first lock
+            now = datetime.datetime.now(datetime.timezone.utc)
+            assert new >= first and 25 < (new - now).total_seconds() <= 30
             emulator.advance(20)
             assert emulator.entities()[queue]["locked"] == 1
             await r.complete_message(m)

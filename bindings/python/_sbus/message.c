@@ -346,6 +346,38 @@ static PyObject *msg_encoded_size(MessageObject *self, PyObject *unused)
     return PyLong_FromSize_t(sbus_message_encoded_size(self->msg));
 }
 
+/* _start_settle(outcome[, reason, description]): starts settling this
+ * message on the receiver it came from and returns the operation's Future;
+ * None when it came from no receiver. TypeError unless it is an instance of
+ * that receiver's message class (a peeked message cannot be settled).
+ * METH_FASTCALL: this runs once per received message. */
+static PyObject *msg_start_settle(MessageObject *self, PyObject *const *args,
+                                  Py_ssize_t nargs)
+{
+    const char *reason = NULL, *desc = NULL;
+    if (nargs < 1 || nargs > 3) {
+        PyErr_SetString(PyExc_TypeError,
+                        "_start_settle(outcome[, reason, description])");
+        return NULL;
+    }
+    long outcome = PyLong_AsLong(args[0]);
+    if (outcome == -1 && PyErr_Occurred())
+        return NULL;
+    if ((nargs > 1 && sbpy_opt_utf8(args[1], &reason) < 0) ||
+        (nargs > 2 && sbpy_opt_utf8(args[2], &desc) < 0))
+        return NULL;
+    if (!self->receiver)
+        Py_RETURN_NONE;
+    ReceiverObject *r = (ReceiverObject *)self->receiver;
+    if (PyType_Check(r->msg_type) &&
+        !PyObject_TypeCheck((PyObject *)self, (PyTypeObject *)r->msg_type)) {
+        PyErr_SetString(PyExc_TypeError,
+                        "expected a ServiceBusReceivedMessage");
+        return NULL;
+    }
+    return sbpy_receiver_settle(r, self, outcome, reason, desc);
+}
+
 /* A fresh outgoing copy (no receiver identity), of `type` or Message. */
 static PyObject *msg_copy(MessageObject *self, PyObject *args)
 {
@@ -479,6 +511,10 @@ static PyGetSetDef msg_getset[] = {
 static PyMethodDef msg_methods[] = {
     {"_encoded_size", (PyCFunction)msg_encoded_size, METH_NOARGS,
      "size in bytes once encoded as an AMQP message"},
+    {"_start_settle", (PyCFunction)(void (*)(void))msg_start_settle,
+     METH_FASTCALL,
+     "_start_settle(outcome[, reason, description]) -> Future, or None when "
+     "the message came from no receiver"},
     {"_copy", (PyCFunction)msg_copy, METH_VARARGS,
      "_copy([type]) -> a new outgoing message with the same content"},
     {NULL, NULL, 0, NULL}};

@@ -124,6 +124,14 @@ int sbpy_conn_add_renewal(ConnObject *c, void *key, PyObject *receiver,
                           PyObject *msg, PyObject *cb);
 void sbpy_conn_del_renewal(ConnObject *c, void *key);
 
+/* receiver.c */
+/* Starts settling m on receiver r (the message's own). Future or NULL. */
+PyObject *sbpy_receiver_settle(ReceiverObject *r, MessageObject *m,
+                               long outcome, const char *reason,
+                               const char *desc);
+/* An optional str argument: None gives NULL. 0, or -1 with TypeError. */
+int sbpy_opt_utf8(PyObject *o, const char **out);
+
 /* message.c */
 /* Wraps an engine message (transfers) in an instance of `type`. */
 PyObject *sbpy_message_wrap(PyTypeObject *type, sbus_message_t *m,

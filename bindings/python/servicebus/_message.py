@@ -8,10 +8,11 @@ the methods here only pass the call on.
 
 import datetime
 import uuid
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Awaitable, Dict, List, Optional, Union
 
 from . import _sbus
 from ._common import ServiceBusMessageState, datetime_to_ms, ms_to_datetime
+from ._connection import raise_later
 from .exceptions import MessageSettleFailed
 
 __all__ = [
@@ -239,39 +240,65 @@ class ReceivedMessage(PeekedMessage):
     def _handle(self) -> Any:
         handle = self._receiver_handle
         if handle is None:
-            raise MessageSettleFailed("This message was not received from a receiver: it cannot be settled.")
+            raise _not_received()
         return handle
 
-    async def complete(self) -> None:
+    # The settlement methods start the engine operation (``_start_settle``,
+    # in C) and return its Future: no coroutine or Task per message when
+    # many are gathered. Errors are raised on await, as from a coroutine.
+
+    def complete(self) -> "Awaitable[None]":
         """Complete the message: this removes the message from the queue.
+
+        Returns an awaitable: ``await message.complete()``.
 
         :raises MessageAlreadySettled: if the message has been settled.
         :raises MessageLockExpired: if the message lock has already expired.
         :raises SessionLockExpired: if the session lock has already expired.
         :raises MessageSettleFailed: if the settle operation fails.
         """
-        await self._handle().settle(self, _sbus.COMPLETE)
+        try:
+            fut: "Optional[Awaitable[None]]" = self._start_settle(_sbus.COMPLETE)
+        except Exception as exc:
+            return raise_later(exc)
+        return fut if fut is not None else raise_later(_not_received())
 
-    async def abandon(self) -> None:
+    def abandon(self) -> "Awaitable[None]":
         """Abandon the message: it returns to the queue, available again.
 
+        Returns an awaitable: ``await message.abandon()``.
+
         :raises MessageAlreadySettled: if the message has been settled.
         :raises MessageLockExpired: if the message lock has already expired.
         :raises MessageSettleFailed: if the settle operation fails.
         """
-        await self._handle().settle(self, _sbus.ABANDON)
+        try:
+            fut: "Optional[Awaitable[None]]" = self._start_settle(_sbus.ABANDON)
+        except Exception as exc:
+            return raise_later(exc)
+        return fut if fut is not None else raise_later(_not_received())
 
-    async def defer(self) -> None:
+    def defer(self) -> "Awaitable[None]":
         """Defer the message: it stays in the queue, received only by sequence number.
 
+        Returns an awaitable: ``await message.defer()``.
+
         :raises MessageAlreadySettled: if the message has been settled.
         :raises MessageLockExpired: if the message lock has already expired.
         :raises MessageSettleFailed: if the settle operation fails.
         """
-        await self._handle().settle(self, _sbus.DEFER)
+        try:
+            fut: "Optional[Awaitable[None]]" = self._start_settle(_sbus.DEFER)
+        except Exception as exc:
+            return raise_later(exc)
+        return fut if fut is not None else raise_later(_not_received())
 
-    async def dead_letter(self, reason: Optional[str] = None, error_description: Optional[str] = None) -> None:
+    def dead_letter(
+        self, reason: Optional[str] = None, error_description: Optional[str] = None
+    ) -> "Awaitable[None]":
         """Move the message to the dead-letter sub-queue.
+
+        Returns an awaitable: ``await message.dead_letter(reason, error_description)``.
 
         :param str reason: The reason for dead-lettering the message.
         :param str error_description: The detailed error description.
@@ -279,7 +306,11 @@ class ReceivedMessage(PeekedMessage):
         :raises MessageLockExpired: if the message lock has already expired.
         :raises MessageSettleFailed: if the settle operation fails.
         """
-        await self._handle().settle(self, _sbus.DEAD_LETTER, reason, error_description)
+        try:
+            fut: "Optional[Awaitable[None]]" = self._start_settle(_sbus.DEAD_LETTER, reason, error_description)
+        except Exception as exc:
+            return raise_later(exc)
+        return fut if fut is not None else raise_later(_not_received())
 
     async def renew_lock(self) -> datetime.datetime:
         """Renew the message lock; returns the UTC time it now expires at.
@@ -301,6 +332,10 @@ class ReceivedMessage(PeekedMessage):
 
 
 ServiceBusReceivedMessage = ReceivedMessage
+
+
+def _not_received() -> MessageSettleFailed:
+    return MessageSettleFailed("This message was not received from a receiver: it cannot be settled.")
 
 
 class BatchMessage(_sbus.Batch):

@@ -6,7 +6,7 @@ users of the public subclasses.
 """
 
 import asyncio
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Awaitable, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 VERSION: str
 
@@ -144,6 +144,7 @@ class Message:
     def _receiver_handle(self) -> Optional["Receiver"]: ...
     def _encoded_size(self) -> int: ...
     def _copy(self, type: type = ...) -> Any: ...
+    def _start_settle(self, outcome: int, reason: Optional[str] = ..., description: Optional[str] = ...) -> Optional[Awaitable[None]]: ...
 
 class Batch:
     def __init__(self, max_size_in_bytes: Optional[int] = ...) -> None: ...
