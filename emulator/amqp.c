@@ -142,6 +142,7 @@ void emu_conn_free(emu_conn_t *c)
   emu_broker_t *b = c->broker;
   conn_teardown(c);
   emu_wire_free(&c->wire);
+  buf_free(&c->obuf);
   if (c->prev) c->prev->next = c->next;
   else b->conns = c->next;
   if (c->next) c->next->prev = c->prev;
@@ -1032,6 +1033,92 @@ void emu_conn_process(emu_conn_t *c)
   if (c->tokens && emu_utc_ms() >= c->token_check_ms) expire_tokens(c);
   while ((ev = pn_connection_driver_next_event(&c->driver))) handle(c, ev);
   emu_wire_gc(&c->wire);
+}
+
+static uint32_t out_be32(const unsigned char *p)
+{
+  return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+/* Size of the frame or protocol header at p (n bytes available), 0 when unknown. */
+static size_t out_unit(const unsigned char *p, size_t n)
+{
+  if (n < 8) return 0;
+  if (memcmp(p, "AMQP", 4) == 0) return 8;
+  uint32_t size = out_be32(p);
+  return size >= 8 ? size : 0;
+}
+
+/* An AMQP frame whose performative is an empty list0: 8 header bytes + 00 53 <code> 45. */
+static bool out_list0(const unsigned char *p, size_t unit)
+{
+  return unit == 12 && p[4] == 2 && p[5] == 0 && p[8] == 0x00 && p[9] == 0x53 && p[11] == 0x45;
+}
+
+pn_bytes_t emu_conn_output(emu_conn_t *c)
+{
+  if (c->opos < c->obuf.len) return pn_bytes(c->obuf.len - c->opos, (const char *)c->obuf.p + c->opos);
+  pn_bytes_t wb = pn_connection_driver_write_buffer(&c->driver);
+  if (!wb.size || c->out_broken) return wb;
+  const unsigned char *p = (const unsigned char *)wb.start;
+  size_t off = c->out_left, unit = 0;
+  while (off < wb.size && (unit = out_unit(p + off, wb.size - off)) && !out_list0(p + off, unit)) off += unit;
+  if (off >= wb.size || !unit) return wb; /* nothing to rewrite: Proton's bytes as they are */
+  /* rewrite: copy the whole buffer, list0 performatives as list8 */
+  c->obuf.len = c->opos = 0;
+  size_t from = 0;
+  off = c->out_left;
+  while (off < wb.size) {
+    unit = out_unit(p + off, wb.size - off);
+    if (!unit) break;
+    if (out_list0(p + off, unit)) {
+      buf_put(&c->obuf, p + from, off - from);
+      buf_be32(&c->obuf, 14);
+      buf_put(&c->obuf, p + off + 4, 7); /* doff, type, channel, 00 53 <code> */
+      buf_put(&c->obuf, "\xc0\x01\x00", 3);
+      from = off + unit;
+    }
+    off += unit;
+  }
+  buf_put(&c->obuf, p + from, wb.size - from);
+  c->out_left = off > wb.size ? off - wb.size : 0;
+  if (!unit && off < wb.size) c->out_broken = true;
+  pn_connection_driver_write_done(&c->driver, wb.size);
+  return pn_bytes(c->obuf.len, (const char *)c->obuf.p);
+}
+
+void emu_conn_output_done(emu_conn_t *c, size_t n)
+{
+  if (c->opos < c->obuf.len) {
+    c->opos += n;
+    if (c->opos >= c->obuf.len) c->obuf.len = c->opos = 0;
+    return;
+  }
+  if (!c->out_broken) {
+    /* follow the frame boundaries through the n bytes written */
+    pn_bytes_t wb = pn_connection_driver_write_buffer(&c->driver);
+    const unsigned char *p = (const unsigned char *)wb.start;
+    size_t off = c->out_left, unit;
+    while (off < n) {
+      if (!(unit = out_unit(p + off, wb.size - off))) {
+        c->out_broken = true;
+        break;
+      }
+      off += unit;
+    }
+    c->out_left = off > n ? off - n : 0;
+  }
+  pn_connection_driver_write_done(&c->driver, n);
+}
+
+bool emu_conn_output_pending(emu_conn_t *c)
+{
+  return c->opos < c->obuf.len || pn_connection_driver_write_buffer(&c->driver).size > 0;
+}
+
+bool emu_conn_finished(emu_conn_t *c)
+{
+  return c->opos >= c->obuf.len && pn_connection_driver_finished(&c->driver);
 }
 
 void emu_conn_read_done(emu_conn_t *c, const void *p, size_t n)

@@ -288,6 +288,10 @@ struct emu_conn {
   emu_delayed_t *delayed;    /* delayed dispositions */
   void *host;                /* the network owner (net.c), or test harness */
   emu_wire_t wire;           /* frame scanner of the client's input */
+  emu_buf_t obuf;            /* output rewritten by emu_conn_output (list0 performatives) */
+  size_t opos;               /* bytes of obuf already written */
+  uint64_t out_left;         /* bytes of Proton's current output frame already passed on */
+  bool out_broken;           /* output not followable: passed through unchanged */
   int64_t opened_emu;        /* creation time (emulator ms) */
   int64_t linkless_since;    /* emulator ms when its last link went (INT64_MAX: has links) */
   bool had_link;             /* a link was attached at some point */
@@ -415,6 +419,15 @@ void emu_conn_process(emu_conn_t *c);   /* drain Proton events */
  * after the frame scanner has seen them. Hosts must use this instead of
  * pn_connection_driver_read_done, or batches are not recognised. */
 void emu_conn_read_done(emu_conn_t *c, const void *p, size_t n);
+/* The bytes to write to the client next, and how many were written. Hosts use these
+ * instead of Proton's write buffer: Proton encodes empty performatives (end, close
+ * without error) as list0, which pyamqp cannot decode (protocol.md §1.7); those frames
+ * are rewritten with an empty list8 (00 53 17 c0 01 00). Other output is not copied. */
+pn_bytes_t emu_conn_output(emu_conn_t *c);
+void emu_conn_output_done(emu_conn_t *c, size_t n);
+/* Output is waiting, in Proton or rewritten; finished = Proton finished and none waits. */
+bool emu_conn_output_pending(emu_conn_t *c);
+bool emu_conn_finished(emu_conn_t *c);
 int64_t emu_utc_ms(void);               /* real UTC ms (token expiry; not skewed) */
 void emu_dispatch(emu_broker_t *b, emu_entity_t *e);
 void emu_dispatch_all(emu_broker_t *b);

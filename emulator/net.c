@@ -322,7 +322,7 @@ static void amqp_output(sock_t *s)
 {
   pn_connection_driver_t *d = &s->conn->driver;
   for (;;) {
-    pn_bytes_t wb = pn_connection_driver_write_buffer(d);
+    pn_bytes_t wb = emu_conn_output(s->conn); /* Proton's output, empty lists re-encoded */
     if (!wb.size) break;
 #ifdef SBUS_EMU_WS
     if (s->ws) {
@@ -331,7 +331,7 @@ static void amqp_output(sock_t *s)
         pn_connection_driver_close(d);
         return;
       }
-      pn_connection_driver_write_done(d, used);
+      emu_conn_output_done(s->conn, used);
       sbusi_fifo_t *down = &s->ws->down;
       wire_out(s, sbusi_fifo_data(down), sbusi_fifo_len(down));
       sbusi_fifo_consume(down, sbusi_fifo_len(down));
@@ -344,12 +344,12 @@ static void amqp_output(sock_t *s)
         pn_connection_driver_close(d);
         return;
       }
-      pn_connection_driver_write_done(d, wb.size);
+      emu_conn_output_done(s->conn, wb.size);
       continue;
     }
     if (s->out.len) {
       buf_put(&s->out, wb.start, wb.size);
-      pn_connection_driver_write_done(d, wb.size);
+      emu_conn_output_done(s->conn, wb.size);
       continue;
     }
     ssize_t w = send(s->fd, wb.start, wb.size, MSG_NOSIGNAL);
@@ -358,7 +358,7 @@ static void amqp_output(sock_t *s)
       pn_connection_driver_close(d);
       return;
     }
-    pn_connection_driver_write_done(d, (size_t)w);
+    emu_conn_output_done(s->conn, (size_t)w);
     if ((size_t)w < wb.size) break;
   }
   if (s->tls) {
@@ -443,7 +443,7 @@ static void process_all(emu_net_t *n)
     else amqp_output(s);
     flush_out(s);
     if (s->conn && s->conn->kill_at && emu_mono_ms() >= s->conn->kill_at) s->eof = true;
-    bool finished = s->conn && pn_connection_driver_finished(&s->conn->driver);
+    bool finished = s->conn && emu_conn_finished(s->conn);
     if ((finished || s->done || s->eof) && (!s->out.len || s->eof) && (!s->conn || finished || s->eof)) {
       if (s->conn && !finished) {
         pn_connection_driver_close(&s->conn->driver);
@@ -517,7 +517,7 @@ void emu_net_step(emu_net_t *n)
   }
   for (sock_t *s = n->socks; s; s = s->next) {
     short ev = wants_input(s) ? POLLIN : 0;
-    if (s->out.len || (s->conn && pn_connection_driver_write_buffer(&s->conn->driver).size)) ev |= POLLOUT;
+    if (s->out.len || (s->conn && emu_conn_output_pending(s->conn))) ev |= POLLOUT;
     n->pfd[k] = (struct pollfd){.fd = s->fd, .events = ev};
     n->pidx[k++] = s;
   }

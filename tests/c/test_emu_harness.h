@@ -66,6 +66,7 @@ typedef struct harness {
   emu_buf_t wire;          /* client bytes not yet handed to the emulator */
   uint32_t next_format;    /* message-format to write into the next first transfer (0: none) */
   size_t chunk;            /* hand the emulator at most this many bytes at once (0: no limit) */
+  emu_buf_t *seen;         /* when set, every byte the emulator wrote is appended here */
 } harness_t;
 
 static uint32_t h_be32(const unsigned char *p)
@@ -224,14 +225,15 @@ static void h_pump(harness_t *h)
     }
     emu_conn_process(h->server);
     emu_dispatch_all(h->b);
-    out = pn_connection_driver_write_buffer(s);
+    out = emu_conn_output(h->server); /* what a host writes to the socket */
     if (out.size) {
       pn_rwbytes_t in = pn_connection_driver_read_buffer(c);
       size_t n = out.size < in.size ? out.size : in.size;
       if (n) {
         memcpy(in.start, out.start, n);
+        if (h->seen) buf_put(h->seen, out.start, n);
         pn_connection_driver_read_done(c, n);
-        pn_connection_driver_write_done(s, n);
+        emu_conn_output_done(h->server, n);
         moved = true;
       }
     }

@@ -295,8 +295,51 @@ static void test_scanner_random(void)
   }
 }
 
+/* Proton writes empty performatives (end, close) as list0; the emulator must not (§1.7). */
+static void test_empty_performatives_go_out_as_list8(void)
+{
+  emu_broker_t *b = broker_with("q1", NULL);
+  emu_buf_t seen = {0};
+  harness_t h;
+  h_open(&h, b);
+  h.seen = &seen;
+  CHECK(h_auth(&h, "q1") == 202);
+  pn_session_t *extra = pn_session(h.client.connection);
+  pn_session_open(extra);
+  h_pump(&h);
+  pn_session_close(extra);
+  h_pump(&h);
+  CHECK(pn_session_state(extra) & PN_REMOTE_CLOSED);
+  pn_connection_close(h.client.connection);
+  h_pump(&h);
+  CHECK(pn_connection_state(h.client.connection) & PN_REMOTE_CLOSED);
+  CHECK(!pn_condition_is_set(pn_transport_condition(h.client.transport))); /* Proton read them */
+  int ends = 0, closes = 0, frames = 0;
+  for (size_t off = 0; off + 8 <= seen.len;) {
+    const unsigned char *f = seen.p + off;
+    size_t size = memcmp(f, "AMQP", 4) == 0 ? 8 : h_be32(f);
+    CHECK(size >= 8 && off + size <= seen.len);
+    if (size < 8) break;
+    if (size > 8 && f[5] == 0 && memcmp(f, "AMQP", 4) != 0) {
+      const unsigned char *body = f + f[4] * 4;
+      frames++;
+      CHECK(body[0] == 0x00 && body[1] == 0x53);
+      CHECK(body[3] == 0xc0 || body[3] == 0xd0);
+      if (body[2] == 0x17) ends++;
+      if (body[2] == 0x18) closes++;
+    }
+    off += size;
+  }
+  CHECK(frames > 5 && ends == 1 && closes == 1);
+  h.seen = NULL;
+  buf_free(&seen);
+  h_close(&h);
+  emu_broker_free(b);
+}
+
 int main(void)
 {
+  test_empty_performatives_go_out_as_list8();
   test_batch_format_splits_and_plain_body_stays_one();
   test_multi_frame_batch_and_one_byte_reads();
   test_two_links_in_one_read();

@@ -19,13 +19,12 @@ MODULES = os.environ.get("SBUS_JS_MODULES", os.path.join(ROOT, "bench", "js", "n
 def test_js_sdk_round_trip(emulator):
     queue = emulator.create_queue(LockDuration="PT30S", MaxDeliveryCount=5)
     squeue = emulator.create_queue(RequiresSession=True)
-    port = emulator.amqp.rsplit(":", 1)[1]
     script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "js", "smoke.mjs")
-    p = subprocess.run(["node", script, MODULES, port, queue, squeue], capture_output=True, text=True, timeout=120)
+    p = subprocess.run(["node", script, MODULES, emulator.amqp, queue, squeue], capture_output=True, text=True, timeout=120)
     lines = [l for l in p.stdout.splitlines() if l.startswith("{")]
     assert lines, p.stdout + p.stderr
     out = json.loads(lines[-1])
-    assert out["ok"], out
+    assert out["ok"], (emulator.amqp, out)
     assert out["first"] == {"body": "j1", "seq": 1, "count": 0, "id": "id-1", "props": {"k": "v"}}
     assert out["again"] == {"body": "j1", "count": 1}
     assert out["rest"] == ["j2", "j3"]
@@ -41,13 +40,12 @@ def test_js_sdk_round_trip(emulator):
 def test_js_sdk_rule_manager(emulator):
     """add-rule, enumerate-rules and remove-rule (protocol.md §8.11), which Python 7.8.2 lacks."""
     topic = emulator.create_topic(subscriptions=[{"Name": "s"}])
-    port = emulator.amqp.rsplit(":", 1)[1]
     script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "js", "rules.mjs")
-    p = subprocess.run(["node", script, MODULES, port, topic, "s"], capture_output=True, text=True, timeout=120)
+    p = subprocess.run(["node", script, MODULES, emulator.amqp, topic, "s"], capture_output=True, text=True, timeout=120)
     lines = [l for l in p.stdout.splitlines() if l.startswith("{")]
     assert lines, p.stdout + p.stderr
     out = json.loads(lines[-1])
-    assert out["ok"], out
+    assert out["ok"], (emulator.amqp, out)
     assert out["before"] == ["$Default"]
     after = {r["name"]: r for r in out["after"]}
     assert sorted(after) == ["corr", "red"]

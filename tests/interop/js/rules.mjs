@@ -1,15 +1,16 @@
 // rules.mjs: Microsoft's JS SDK rule manager (add-rule, enumerate-rules, remove-rule over a
 // subscription's $management node, protocol.md §8.11) against sbus-emulator.
-// Usage: node rules.mjs <node_modules dir> <amqp port> <topic> <subscription>
+// Usage: node rules.mjs <node_modules dir> <amqp host:port> <topic> <subscription>
 // Prints one JSON line with what it observed; test_ms_js_sdk.py asserts on it.
 import { createRequire } from "node:module";
 import path from "node:path";
 
-const [modules, port, topic, sub] = process.argv.slice(2);
+const [modules, address, topic, sub] = process.argv.slice(2);
 const require = createRequire(path.join(modules, "noop.js"));
 const { ServiceBusClient } = require("@azure/service-bus");
 
-const conn = `Endpoint=sb://127.0.0.1:${port};SharedAccessKeyName=RootManageSharedAccessKey;` +
+// the host too: the interop fixture moves off 127.0.0.1 when its port 5671 is taken
+const conn = `Endpoint=sb://${address};SharedAccessKeyName=RootManageSharedAccessKey;` +
   "SharedAccessKey=SAS_KEY_VALUE;UseDevelopmentEmulator=true;";
 const out = {};
 const client = new ServiceBusClient(conn);

@@ -1,15 +1,16 @@
 // smoke.mjs: Microsoft's JS SDK (@azure/service-bus 7.9.5) against sbus-emulator over plain
 // AMQP with UseDevelopmentEmulator=true (SASL ANONYMOUS, audience with the port, drain).
-// Usage: node smoke.mjs <node_modules dir> <amqp port> <queue> <session queue>
+// Usage: node smoke.mjs <node_modules dir> <amqp host:port> <queue> <session queue>
 // Prints one JSON line with what it observed; test_ms_js_sdk.py asserts on it.
 import { createRequire } from "node:module";
 import path from "node:path";
 
-const [modules, port, queue, squeue] = process.argv.slice(2);
+const [modules, address, queue, squeue] = process.argv.slice(2);
 const require = createRequire(path.join(modules, "noop.js"));
 const { ServiceBusClient } = require("@azure/service-bus");
 
-const conn = `Endpoint=sb://127.0.0.1:${port};SharedAccessKeyName=RootManageSharedAccessKey;` +
+// the host too: the interop fixture moves off 127.0.0.1 when its port 5671 is taken
+const conn = `Endpoint=sb://${address};SharedAccessKeyName=RootManageSharedAccessKey;` +
   "SharedAccessKey=SAS_KEY_VALUE;UseDevelopmentEmulator=true;";
 const out = {};
 const client = new ServiceBusClient(conn);
