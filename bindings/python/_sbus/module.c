@@ -55,16 +55,23 @@ PyObject *sbpy_raise(int op, int code)
     return NULL;
 }
 
-static PyObject *get_uuid_type(void)
+/* module.name, imported on first use and kept in *slot. Borrowed. */
+static PyObject *imported(PyObject **slot, const char *module,
+                          const char *name)
 {
-    if (!uuid_type) {
-        PyObject *mod = PyImport_ImportModule("uuid");
+    if (!*slot) {
+        PyObject *mod = PyImport_ImportModule(module);
         if (!mod)
             return NULL;
-        uuid_type = PyObject_GetAttrString(mod, "UUID");
+        *slot = PyObject_GetAttrString(mod, name);
         Py_DECREF(mod);
     }
-    return uuid_type;
+    return *slot;
+}
+
+static PyObject *get_uuid_type(void)
+{
+    return imported(&uuid_type, "uuid", "UUID");
 }
 
 /* datetime -> ms since the epoch; naive datetimes are taken as UTC. */
@@ -199,14 +206,7 @@ static PyObject *decimal_type; /* decimal.Decimal, imported when needed */
 
 static PyObject *get_decimal_type(void)
 {
-    if (!decimal_type) {
-        PyObject *mod = PyImport_ImportModule("decimal");
-        if (!mod)
-            return NULL;
-        decimal_type = PyObject_GetAttrString(mod, "Decimal");
-        Py_DECREF(mod);
-    }
-    return decimal_type;
+    return imported(&decimal_type, "decimal", "Decimal");
 }
 
 /* A decimal.Decimal as AMQP decimal128 (IEEE 754-2008, binary integer
