@@ -99,10 +99,21 @@ PyObject *sbpy_make_error(int op, int code, const char *condition,
                           const char *description, int retriable, int fatal);
 /* Raises the exception for a synchronous engine failure; returns NULL. */
 PyObject *sbpy_raise(int op, int code);
-/* Python value -> sbus value. Pointers inside borrow from `o`. 0 / -1. */
-int sbpy_to_value(PyObject *o, sbus_value_t *v);
-/* sbus value -> new Python object. */
+/* Python value -> sbus value. Pointers inside borrow from `o`, or for a
+ * list, tuple or dict (sent as an AMQP list / map, SBUS_VAL_AMQP) from
+ * *w, which the caller frees with sbus_amqp_writer_free after use (NULL
+ * otherwise). 0 / -1. */
+int sbpy_to_value(PyObject *o, sbus_value_t *v, sbus_amqp_writer_t **w);
+/* Encodes any supported Python value (lists and dicts included) as one
+ * AMQP value: *p[*n] borrowed from *w (caller frees *w). 0 / -1. */
+int sbpy_encode_value(PyObject *o, sbus_amqp_writer_t **w, const void **p,
+                      size_t *n);
+/* sbus value -> new Python object. SBUS_VAL_AMQP: lists and arrays become
+ * list, maps dict (list / dict keys tuple / frozenset), char a str,
+ * decimals decimal.Decimal, described values (descriptor, value). */
 PyObject *sbpy_from_value(const sbus_value_t *v);
+/* One AMQP-encoded value p[n] -> new Python object, as above. */
+PyObject *sbpy_from_encoded(const void *p, size_t n);
 /* Monotonic and wall clocks in ms. */
 int64_t sbpy_mono_ms(void);
 int64_t sbpy_unix_ms(void);

@@ -13,6 +13,7 @@ from typing import Any, Awaitable, Dict, List, Optional, Tuple, Union
 from . import _sbus
 from ._common import ServiceBusMessageState, datetime_to_ms, ms_to_datetime
 from ._connection import raise_later
+from .amqp import BODY_TYPES, AmqpMessageBodyType
 from .exceptions import MessageSettleFailed
 
 __all__ = [
@@ -157,6 +158,13 @@ class Message(_sbus.Message):
     def schedule(self, schedule_time_utc: datetime.datetime) -> None:
         """Set the scheduled enqueue time (azure-servicebus 7.0 helper)."""
         self.scheduled_enqueue_time_utc = schedule_time_utc
+
+    @property
+    def body_type(self) -> AmqpMessageBodyType:
+        """The body type (7.x): DATA (bytes, or a list of bytes for several
+        sections), SEQUENCE (a list with one list per amqp-sequence section)
+        or VALUE (the amqp-value itself)."""
+        return BODY_TYPES[self._body_kind]
 
     @property
     def size_in_bytes(self) -> int:
