@@ -1969,6 +1969,7 @@ static int client_iowait(lua_State *L)
             if (wait <= 0)
                 break;
         }
+        cl->unflushed = 0; /* the wait writes them */
         rc = sbus_io_wait(cl->io, wait);
         if (rc < 0)
             return luaL_error(L, "servicebus: driver: %s", sbus_strerror(rc));
@@ -2021,6 +2022,7 @@ static int client_step(lua_State *L)
 {
     client_t *cl = check_io_client(L, 1);
     lua_Integer before = cl->completed;
+    cl->unflushed = 0; /* the step writes them */
     sbus_io_step(cl->io);
     drain(L, 1);
     lua_pushinteger(L, cl->completed - before);
