@@ -413,7 +413,12 @@ static int l_amqp(lua_State *L)
 {
     size_t n;
     const char *p = luaL_checklstring(L, 1, &n);
-    if (sbus_amqp_check(p, n) < 0)
+    sbus_amqp_reader_t rd;
+    sbus_amqp_item_t it;
+    sbus_amqp_reader_init(&rd, p, n);
+    /* one value, exactly these bytes (what is inside a compound value is
+       checked again where the value is used) */
+    if (sbus_amqp_read(&rd, &it) != 1 || it.encoded_len != n)
         return luaL_error(L, "servicebus.amqp: not one well-formed AMQP "
                              "value");
     lua_createtable(L, 1, 0);

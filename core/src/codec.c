@@ -647,7 +647,7 @@ void sbus_amqp_writer_free(sbus_amqp_writer_t *w)
     sbusi_free(w);
 }
 
-void sbusi_amqp_writer_reset(sbus_amqp_writer_t *w)
+void sbus_amqp_writer_reset(sbus_amqp_writer_t *w)
 {
     if (!w)
         return;

@@ -121,8 +121,6 @@ typedef struct sbusi_item {
  * most 32 levels deep; the elements of an array of described values are
  * only bounded), else SBUS_EINVAL. */
 int sbusi_amqp_check(const void *p, size_t n);
-/* Empties a writer for the next value (keeps its memory). */
-void sbusi_amqp_writer_reset(sbus_amqp_writer_t *w);
 
 /* Reads one value (any type) and moves past it. Returns 0 or -1. */
 int sbusi_dec_item(sbusi_dec_t *d, sbusi_item_t *it);

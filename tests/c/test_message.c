@@ -476,7 +476,7 @@ static void test_amqp_values(void)
     CHECK(sbus_message_set_property(m, "broken", 6, &v) == SBUS_EINVAL);
     v.u.s.len = n;
     CHECK(sbus_message_set_body_sequence(m, p, n) == SBUS_EINVAL); /* map */
-    sbusi_amqp_writer_reset(w);
+    sbus_amqp_writer_reset(w);
     CHECK(sbus_amqp_begin(w, SBUS_AMQP_LIST) == 0);
     sbus_value_t s1 = sv("first");
     CHECK(sbus_amqp_write_value(w, &s1) == 0);

@@ -353,6 +353,9 @@ SBUS_API int sbus_amqp_end(sbus_amqp_writer_t *w);
  * allocation failed on the way. */
 SBUS_API int sbus_amqp_writer_result(const sbus_amqp_writer_t *w,
                                      const void **p, size_t *n);
+/* Empties w for the next value, keeping its memory (a binding that builds
+ * many values can keep one writer). */
+SBUS_API void sbus_amqp_writer_reset(sbus_amqp_writer_t *w);
 
 /* ------------------------------------------------------------------ */
 /* Messages                                                            */
