@@ -108,11 +108,14 @@ run_script() {
 # emulator, lock timers, receive max_wait), so the fuzzers run beside them in
 # the background, niced so that the tests' event loops are not starved; the
 # fuzz log is printed and booked at the end. SBUS_SKIP_RELIABILITY=1 skips it.
+# It runs in a session of its own (setsid), so that an interrupted run can
+# stop it and every fuzzer it started (background jobs ignore SIGINT).
 start_fuzz() {
     echo "== fuzz (scripts/fuzz.sh --seconds ${SBUS_FUZZ_SECONDS:-30}, in the background)"
     fuzz_t0=$SECONDS
-    nice -n 10 ./scripts/fuzz.sh --seconds "${SBUS_FUZZ_SECONDS:-30}" >"$logs/fuzz.log" 2>&1 &
+    setsid nice -n 10 ./scripts/fuzz.sh --seconds "${SBUS_FUZZ_SECONDS:-30}" >"$logs/fuzz.log" 2>&1 </dev/null &
     fuzz_pid=$!
+    trap 'kill -TERM -- "-$fuzz_pid" 2>/dev/null; exit 130' INT TERM
 }
 
 finish_fuzz() {
@@ -121,6 +124,7 @@ finish_fuzz() {
     fuzz_wait0=$SECONDS
     wait "$fuzz_pid"
     rc=$?
+    trap - INT TERM
     echo "(fuzz took $((SECONDS - fuzz_t0)) s, beside the suites since ctest; waited $((SECONDS - fuzz_wait0)) s for it)" >>"$logs/fuzz.log"
     cat "$logs/fuzz.log"
     count_log fuzz "$logs/fuzz.log" "$rc"
