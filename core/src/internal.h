@@ -454,6 +454,10 @@ struct sbus_conn {
                                  (a lower bound; INT64_MAX: none) */
     /* objects */
     sbusi_op_t ops;           /* pending ops: circular list head */
+    sbusi_op_t *spare_ops;    /* finished ops kept for reuse (chain via
+                                 next): a settle per received message
+                                 then costs no allocation */
+    size_t nspare_ops;        /* entries in spare_ops */
     sbusi_audience_t *auds;   /* token audiences */
     sbusi_cbs_t cbs;          /* CBS link pair */
     sbusi_mgmt_t *mgmts;      /* $management pairs */
