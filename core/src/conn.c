@@ -337,12 +337,23 @@ void sbusi_opq_remove(sbusi_op_t **head, sbusi_op_t **tail, sbusi_op_t *op)
     op->queued = 0;
 }
 
+/* Finished ops kept per connection for reuse; enough for the settles of
+ * a prefetch-sized batch in flight. */
+#define SPARE_OPS_MAX 512
+
 static void op_free(sbusi_op_t *op)
 {
     sbusi_free(op->renews);
     sbusi_buf_free(&op->payload);
     sbusi_free(op->msgs);
     sbusi_free(op->seqs);
+    sbus_conn_t *c = op->conn;
+    if (c && c->nspare_ops < SPARE_OPS_MAX) {
+        op->next = c->spare_ops;
+        c->spare_ops = op;
+        c->nspare_ops++;
+        return;
+    }
     sbusi_free(op);
 }
 
@@ -351,9 +362,16 @@ static void op_release(sbusi_ev_t *ev) { op_free(ev->owner); }
 sbusi_op_t *sbusi_op_new(sbus_conn_t *c, sbus_op_t kind, void *token,
                          void *object)
 {
-    sbusi_op_t *op = sbusi_calloc(1, sizeof *op);
-    if (!op)
-        return NULL;
+    sbusi_op_t *op = c->spare_ops;
+    if (op) {
+        c->spare_ops = op->next;
+        c->nspare_ops--;
+        memset(op, 0, sizeof *op);
+    } else {
+        op = sbusi_calloc(1, sizeof *op);
+        if (!op)
+            return NULL;
+    }
     op->conn = c;
     op->kind = kind;
     op->token = token;
@@ -1301,5 +1319,10 @@ void sbus_conn_free(sbus_conn_t *c)
     sbusi_free(c->proxy_password);
     sbusi_free(c->container_id);
     sbusi_free(c->user_agent);
+    while (c->spare_ops) {
+        sbusi_op_t *op = c->spare_ops;
+        c->spare_ops = op->next;
+        sbusi_free(op);
+    }
     sbusi_free(c);
 }

@@ -173,6 +173,13 @@ struct sbus_message {
     sbusi_section_t section0;            /* storage of the first section */
     size_t nsections;                    /* used entries of sections */
     size_t capsections;                  /* allocated entries */
+    void *blk;                           /* received: the message's own
+                                            allocation, holding this struct,
+                                            the payload (sections point into
+                                            it) and decoded strings; NULL
+                                            for messages built by the host */
+    size_t blk_cap;                      /* bytes of blk */
+    size_t blk_used;                     /* bytes of blk taken */
     sbusi_prop_t *aprops;                /* application properties */
     size_t naprops;                      /* used entries */
     size_t capaprops;                    /* allocated entries */
@@ -196,6 +203,14 @@ struct sbus_message {
 int sbusi_message_encode(const sbus_message_t *m, sbusi_buf_t *out);
 /* Decodes a complete AMQP message from p[n]. *out transfers. */
 int sbusi_message_decode(const uint8_t *p, size_t n, sbus_message_t **out);
+/* A received message in one allocation: returns an empty message with
+ * room for an n-byte payload, which the caller writes to *payload and then
+ * decodes in place with sbusi_message_decode_payload() (the body is not
+ * copied again). NULL when out of memory. */
+sbus_message_t *sbusi_message_alloc_payload(size_t n, uint8_t **payload);
+/* Decodes the first n bytes written to the payload of m (n at most the
+ * size given to sbusi_message_alloc_payload()). On failure m is freed. */
+int sbusi_message_decode_payload(sbus_message_t *m, size_t n);
 /* Checks the client-side rules (identifier lengths, key conflicts). */
 int sbusi_message_validate(const sbus_message_t *m);
 /* Forgets an op that referred to m (op completed). */
@@ -437,6 +452,10 @@ struct sbus_conn {
                                  (a lower bound; INT64_MAX: none) */
     /* objects */
     sbusi_op_t ops;           /* pending ops: circular list head */
+    sbusi_op_t *spare_ops;    /* finished ops kept for reuse (chain via
+                                 next): a settle per received message
+                                 then costs no allocation */
+    size_t nspare_ops;        /* entries in spare_ops */
     sbusi_audience_t *auds;   /* token audiences */
     sbusi_cbs_t cbs;          /* CBS link pair */
     sbusi_mgmt_t *mgmts;      /* $management pairs */
@@ -459,7 +478,11 @@ struct sbus_conn {
     sbusi_buf_t out;          /* bytes for the host to write */
     size_t out_head;          /* first unwritten byte of out */
     sbusi_buf_t plain;        /* TLS: filtered AMQP bytes not yet encrypted */
-    sbusi_buf_t in;           /* TLS: the host's read buffer (ciphertext) */
+    sbusi_buf_t in;           /* the host's read buffer: ciphertext with
+                                 byte layers; without, used instead of
+                                 Proton's when that offers little room */
+    int in_staged;            /* no layers: the last read buffer handed
+                                 out was `in`, not Proton's */
     struct sbusi_tls_ctx *tls_ctx; /* TLS configuration (owned), or NULL */
     struct sbusi_layer *layers[3]; /* byte layers, bottom first (owned) */
     size_t nlayers;           /* how many (0: Proton talks to the host) */
