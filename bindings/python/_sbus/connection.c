@@ -13,8 +13,11 @@
  * conn_pump() is the ONE place events are drained: it ticks the engine,
  * pulls every event, completes Futures (skipping cancelled ones), flushes
  * output and re-arms the timer. Every entry point that calls the engine
- * ends with a pump. Pumps do not nest: a pump asked for from inside one
- * (a log handler calling back, say) is folded into the running one.
+ * ends with a pump, or (operations started after the first one of a loop
+ * iteration, see pump_after_op) leaves it to the `_flush` already
+ * scheduled for that iteration. Pumps do not nest: a pump asked for from
+ * inside one (a log handler calling back, say) is folded into the running
+ * one.
  *
  * Operations: sbpy_op_begin() makes a Future (the `future_type` the
  * package passes, an asyncio.Future whose cancel() calls _cancel_op here),
