@@ -73,7 +73,13 @@ def settings():
         "run_timeout_s": 20 if quick else 60,
         "stall_s": 4 if quick else 8,        # a run whose queue does not move this long is stopped
         "drain_idle_ms": 400 if quick else 1000,
-        "budget_s": float(os.environ.get("BENCH_BUDGET_S", "55" if quick else "560")),
+        "budget_s": float(os.environ.get("BENCH_BUDGET_S", "80" if quick else "660")),
+        # The transports phase (issue 7): longer runs than the main tables, so that a ratio of
+        # two runs of the same client is not a ratio of two 60 ms samples of a busy machine.
+        "transport_n": int(os.environ.get("BENCH_TRANSPORT_N", str(base * 3))),
+        # the two workloads the targets are stated on (BENCH_TRANSPORT_WORKLOADS to change)
+        "transport_workloads": os.environ.get("BENCH_TRANSPORT_WORKLOADS",
+                                              "send_batch,recv_peeklock").split(","),
     }
     return s
 
@@ -187,6 +193,8 @@ class Env:
         self.emu_reason = g("EMU_REASON", "")
         self.amqp_port = g("EMU_AMQP_PORT", "")
         self.amqps_port = g("EMU_AMQPS_PORT", "")
+        self.ws_port = g("EMU_WS_PORT", "")
+        self.wss_port = g("EMU_WSS_PORT", "")
         self.control_port = g("EMU_CONTROL_PORT", "")
         self.ca = g("EMU_CA", "")
         self.proton_pid = int(g("PROTON_PID", "0") or 0)
@@ -205,6 +213,11 @@ class Env:
     def conn_tls(self):
         # Microsoft's Python SDK 7.8.2 always uses TLS on 5671 to the Endpoint host.
         return f"Endpoint=sb://localhost/;SharedAccessKeyName={SAS_NAME};SharedAccessKey={SAS_KEY}"
+
+    def conn_port(self, port, tls):
+        """Ours on a given listener: TLS unless UseDevelopmentEmulator=true says plain."""
+        return (f"Endpoint=sb://localhost:{port};SharedAccessKeyName={SAS_NAME};"
+                f"SharedAccessKey={SAS_KEY};" + ("" if tls else "UseDevelopmentEmulator=true;"))
 
     def entity_counts(self, queue):
         """Counts of one queue from the emulator's control surface, or None."""
@@ -232,9 +245,10 @@ class Env:
 class Client:
     """One measured client: how to start it, and why it may be unavailable."""
 
-    def __init__(self, name, label, kind, transport, cmd, env=None, reason=None):
+    def __init__(self, name, label, kind, transport, cmd, env=None, reason=None, base=None):
         self.name, self.label, self.kind, self.transport = name, label, kind, transport
         self.cmd, self.env, self.reason = cmd, env or {}, reason
+        self.base = base  # the plain-AMQP client this one is a transport variant of
 
     def command(self, workload, queue, n):
         return self.cmd + [workload, queue, str(n)]
@@ -302,13 +316,49 @@ def make_clients(env):
                ["node", os.path.join(HERE, "clients", "ms_js.mjs")], plain,
                no_emu or (None if node_ok else "bench/js/node_modules missing (npm ci failed)")),
     ]
+    select(clients)
+    return clients
+
+
+def select(clients):
     wanted = os.environ.get("BENCH_CLIENTS")
     if wanted:
         keep = set(wanted.split(","))
         for c in clients:
             if c.name not in keep and not c.reason:
                 c.reason = "not selected (BENCH_CLIENTS)"
-    return clients
+
+
+# Issue 7: our clients over plain AMQP, TLS, WebSocket and secure WebSocket, side by side.
+TRANSPORT_BASES = ["c", "py", "luajit"]
+TRANSPORTS = ["amqp", "tls", "ws", "wss"]
+
+
+def make_transport_variants(env, clients):
+    """{base: {transport: Client}}: the same client programs on the emulator's amqp, amqps,
+    ws and wss listeners. "amqp" is the base client itself."""
+    by_name = {c.name: c for c in clients}
+    listeners = {"tls": (env.amqps_port, True, "amqp", "amqps", "TLS"),
+                 "ws": (env.ws_port, False, "websocket", "ws", "WebSocket"),
+                 "wss": (env.wss_port, True, "websocket", "wss", "secure WebSocket")}
+    out = {}
+    for base in TRANSPORT_BASES:
+        b = by_name.get(base)
+        if b is None:
+            continue
+        out[base] = {"amqp": b}
+        for tr, (port, tls, transport, wire, what) in listeners.items():
+            name = f"{base}-{tr}"
+            reason = b.reason if b.reason and "BENCH_CLIENTS" not in b.reason else None
+            reason = reason or (None if port else f"the emulator has no {wire} listener")
+            cenv = dict(b.env, SB_CONN=env.conn_port(port, tls), SB_TRANSPORT=transport)
+            if tls:
+                cenv["SB_CA"] = env.ca
+            label = f"{b.label.split(' (')[0]} ({what})"
+            out[base][tr] = Client(name, label, "ours", wire, b.cmd, cenv, reason, base=base)
+    variants = [v for t in out.values() for k, v in t.items() if k != "amqp"]
+    select(variants)
+    return out
 
 
 # --------------------------------------------------------------------------
@@ -456,6 +506,85 @@ def idle_runs(env, s, pool, clients):
 # Medians and the machine
 # --------------------------------------------------------------------------
 
+def transport_round(env, s, pool, variants, rep, truns, over_budget):
+    """One repetition of the transports phase: for each base client and workload, the four
+    transports back to back (order rotated per repetition), so that each ratio compares runs
+    made seconds apart. Returns the number of runs skipped for the time budget."""
+    skipped = 0
+    order = TRANSPORTS[rep % len(TRANSPORTS):] + TRANSPORTS[:rep % len(TRANSPORTS)]
+    for base, trs in variants.items():
+        for w in s["transport_workloads"]:
+            for tr in order:
+                c = trs[tr]
+                if c.reason:
+                    continue
+                if over_budget():
+                    skipped += 1
+                    continue
+                prior = [r for r in truns if r["client"] == c.name and r["workload"] == w]
+                if any(("timeout" in (r.get("error") or "") or "stalled" in (r.get("error") or ""))
+                       for r in prior):
+                    continue
+                rec = client_run(env, s, pool, c, w, n=s["transport_n"])
+                rec.update(base=base, transport=tr, rep=rep)
+                truns.append(rec)
+                log(f"  {w:14s} {c.name if tr != 'amqp' else base + ' (amqp)':14s} {describe(rec)}")
+    return skipped
+
+
+def summarize_transports(s, variants, truns):
+    """{base: {label, workloads: {w: {transport: figures}}}}; "ratio" is the median over
+    repetitions of (this transport / plain AMQP), both runs of the same repetition."""
+    out = {}
+    for base, trs in variants.items():
+        per_w = {}
+        for w in s["transport_workloads"]:
+            per_tr = {}
+            for tr, c in trs.items():
+                rs = [r for r in truns if r["base"] == base and r["transport"] == tr
+                      and r["workload"] == w]
+                ok = [r for r in rs if r.get("ok")]
+                e = {"client": c.name, "label": c.label, "wire": c.transport,
+                     "runs": len(rs), "ok_runs": len(ok)}
+                if c.reason:
+                    e["na"] = c.reason
+                elif not rs:
+                    e["na"] = "not run (time budget)"
+                elif not ok:
+                    e["na"] = "failed: " + (rs[-1].get("error") or "unknown")[:200]
+                else:
+                    for key in ("msgs_per_s", "cpu_s_per_1k", "emu_cpu_us_per_msg"):
+                        v = med([r.get(key) for r in ok])
+                        if v is not None:
+                            e[key] = v
+                    if len(ok) < len(rs):
+                        e["failures"] = [r.get("error", "")[:200] for r in rs if not r.get("ok")]
+                    if tr != "amqp":
+                        plain = {r["rep"]: r for r in truns if r["base"] == base
+                                 and r["transport"] == "amqp" and r["workload"] == w and r.get("ok")}
+                        ratios = [r["msgs_per_s"] / plain[r["rep"]]["msgs_per_s"] for r in ok
+                                  if r["rep"] in plain and r.get("msgs_per_s")
+                                  and plain[r["rep"]].get("msgs_per_s")]
+                        if ratios:
+                            e["ratio"] = med(ratios)
+                            e["ratios"] = ratios
+
+                        def cost(r):  # client + emulator CPU per message, µs
+                            if r.get("cpu_s_per_1k") is None or r.get("emu_cpu_us_per_msg") is None:
+                                return None
+                            return r["cpu_s_per_1k"] * 1000 + r["emu_cpu_us_per_msg"]
+                        costs = [cost(plain[r["rep"]]) / cost(r) for r in ok
+                                 if r["rep"] in plain and cost(r) and cost(plain[r["rep"]])]
+                        if costs:
+                            # what the throughput ratio would be if client and emulator each
+                            # had a core to themselves: steadier than msg/s on a busy machine
+                            e["cpu_ratio"] = med(costs)
+                per_tr[tr] = e
+            per_w[w] = per_tr
+        out[base] = {"label": trs["amqp"].label, "workloads": per_w}
+    return out
+
+
 def med(values):
     values = [v for v in values if v is not None]
     return statistics.median(values) if values else None
@@ -501,6 +630,19 @@ def summarize(clients, runs, brokers):
             e["na"] = (rs[-1]["error"] if rs else "not run")[:200]
         bsum[f"{key[0]}/{key[1]}/{key[2]}"] = e
     return summary, bsum
+
+
+def source_commit():
+    """The commit the measured build was made from (short hash, "+changes" when the tree was
+    not clean), or "unknown"."""
+    try:
+        head = subprocess.run(["git", "-C", TOP, "rev-parse", "--short=8", "HEAD"],
+                              capture_output=True, text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "-C", TOP, "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return (head or "unknown") + ("+changes" if dirty else "")
 
 
 def machine():
@@ -555,6 +697,7 @@ def main_run():
     env = Env()
     started = time.monotonic()
     machine_before = machine()
+    commit = source_commit()  # before the run writes bench/results
     clients = make_clients(env)
     pool = QueuePool()
     runs, brokers = [], []
@@ -577,9 +720,21 @@ def main_run():
         rec = client_run(env, s, pool, c, "send_single", n=1)
         if not rec.get("ok"):
             c.reason = f"probe failed: {rec.get('error', '')[:200]}"
+    variants = make_transport_variants(env, clients)
+    for base, trs in variants.items():
+        for tr, c in trs.items():
+            if tr != "amqp" and not c.reason:
+                rec = client_run(env, s, pool, c, "send_single", n=1)
+                if not rec.get("ok"):
+                    c.reason = f"probe failed: {rec.get('error', '')[:200]}"
     for c in clients:
         log(f"client {c.name:10s} {'n/a: ' + c.reason if c.reason else 'ready'}")
+    for base, trs in variants.items():
+        for tr, c in trs.items():
+            if tr != "amqp":
+                log(f"client {c.name:10s} {'n/a: ' + c.reason if c.reason else 'ready'} (transports)")
     active = [c for c in clients if not c.reason]
+    truns = []
 
     def over_budget():
         return time.monotonic() - started > s["budget_s"]
@@ -630,17 +785,21 @@ def main_run():
             for rec in idle_runs(env, s, pool, active):
                 runs.append(rec)
                 log(f"  {'idle':14s} {rec['client']:10s} {describe(rec)}")
+        log(f"  transports (N = {s['transport_n']:,})")
+        skipped += transport_round(env, s, pool, variants, rep, truns, over_budget)
     if skipped:
         log(f"{skipped} run(s) skipped: the time budget of {s['budget_s']:.0f} s was spent")
 
     summary, bsum = summarize(clients, runs, brokers)
+    tsum = summarize_transports(s, variants, truns)
     m = machine()
     m["loadavg_before"] = machine_before["loadavg"]
+    m["commit"] = commit
     result = {
         "machine": m,
         "settings": {k: v for k, v in s.items()},
         "emulator": {"amqp_port": env.amqp_port, "amqps_port": env.amqps_port,
-                     "reason": env.emu_reason},
+                     "ws_port": env.ws_port, "wss_port": env.wss_port, "reason": env.emu_reason},
         "clients": {c.name: {"label": c.label, "kind": c.kind, "transport": c.transport,
                              "available": not c.reason, "reason": c.reason} for c in clients},
         "client_order": [c.name for c in clients],
@@ -648,6 +807,8 @@ def main_run():
         "brokers": bsum,
         "runs": runs,
         "broker_runs": brokers,
+        "transports": tsum,
+        "transport_runs": truns,
         "wall_s": time.monotonic() - started,
         "skipped_runs": skipped,
         "notes": [n for n in (FILL["note"],) if n],

@@ -10,7 +10,8 @@
 #   3. in a private network namespace when it can make one (loopback only, so
 #      port 5671 is free whatever else runs on the machine), starts one
 #      sbus-emulator (plain AMQP on a free port, TLS on 5671 for Microsoft's
-#      Python SDK, control surface) and the example broker;
+#      Python SDK, WebSocket and secure WebSocket on free ports, control
+#      surface) and the example broker;
 #   4. bench.py runs the workloads, report.py writes bench/results/latest.*.
 # Environment: BENCH_QUICK=1 (smoke run, < 1 minute), BENCH_N, BENCH_REPS,
 # BENCH_CLIENTS=c,py,... , SBUS_EMULATOR (emulator binary), BENCH_NETNS=0 (stay in
@@ -101,11 +102,13 @@ measure() {
     }
     
     emu=${SBUS_EMULATOR:-$build/emulator/sbus-emulator}
-    export EMU_REASON="" EMU_AMQP_PORT="" EMU_AMQPS_PORT="" EMU_CONTROL_PORT="" EMU_CA="" EMU_PID=""
+    export EMU_REASON="" EMU_AMQP_PORT="" EMU_AMQPS_PORT="" EMU_WS_PORT="" EMU_WSS_PORT="" \
+           EMU_CONTROL_PORT="" EMU_CA="" EMU_PID=""
     if [ -x "$emu" ]; then
         "$py" "$here/bench.py" config "$work/emulator.json"
         rm -rf "$work/emu-state"; mkdir -p "$work/emu-state"
-        for tls in "--amqps-port 5671" ""; do
+        # Fallbacks: an emulator without WebSocket listeners, then one without TLS.
+        for tls in "--amqps-port 5671 --ws-port 0 --wss-port 0" "--amqps-port 5671" ""; do
             # shellcheck disable=SC2086
             "$emu" --config "$work/emulator.json" --host 127.0.0.1 --amqp-port 0 $tls --control-port 0 \
                 --state-dir "$work/emu-state" >"$work/emulator.out" 2>"$work/emulator.err" &
@@ -113,7 +116,7 @@ measure() {
             if wait_line "$work/emulator.out" '^sbus-emulator ready' "$emu_pid"; then break; fi
             kill "$emu_pid" 2>/dev/null; wait "$emu_pid" 2>/dev/null || true; emu_pid=""
             EMU_REASON="did not start: $(tail -1 "$work/emulator.err" | cut -c1-200)"
-            [ -n "$tls" ] && log "emulator with TLS on 5671 did not start ($EMU_REASON); trying without TLS"
+            [ -n "$tls" ] && log "emulator with $tls did not start ($EMU_REASON); trying with less"
         done
         if [ -n "$emu_pid" ]; then
             ready=$(grep -m1 '^sbus-emulator ready' "$work/emulator.out")
@@ -122,13 +125,15 @@ measure() {
             EMU_PID=$emu_pid EMU_REASON=""
             EMU_AMQP_PORT=$(field amqp | sed 's/.*://')
             EMU_AMQPS_PORT=$(field amqps | sed 's/.*://')
+            EMU_WS_PORT=$(field ws | sed 's/.*://')
+            EMU_WSS_PORT=$(field wss | sed 's/.*://')
             EMU_CONTROL_PORT=$(field control | sed 's/.*://')
             EMU_CA=$(field ca)
         fi
     else
         EMU_REASON="$emu not built"
     fi
-    log "emulator: ${EMU_AMQP_PORT:+amqp=$EMU_AMQP_PORT }${EMU_AMQPS_PORT:+amqps=$EMU_AMQPS_PORT }${EMU_REASON}"
+    log "emulator: ${EMU_AMQP_PORT:+amqp=$EMU_AMQP_PORT }${EMU_AMQPS_PORT:+amqps=$EMU_AMQPS_PORT }${EMU_WS_PORT:+ws=$EMU_WS_PORT }${EMU_WSS_PORT:+wss=$EMU_WSS_PORT }${EMU_REASON}"
     
     export PROTON_PID="" PROTON_PORT="" PROTON_REASON=""
     if [ -f "$work/proton.reason" ]; then

@@ -329,6 +329,9 @@ struct emu_broker {
   emu_conn_t *conns;         /* live connections */
   uint64_t next_conn_id;     /* connection numbering */
   int64_t skew_ms;           /* clock skew added by POST /clock */
+  int64_t fake_ms;           /* in-process tests only: time that passed for both peers
+                                (moves emu_now like skew_ms but, unlike it, is part of the
+                                times on the wire) */
   emu_index_t tokens;        /* lock token (first 8 bytes) -> message */
   emu_faults_t faults;       /* fault injection */
   emu_buf_t scratch;         /* encoding scratch buffer */
@@ -338,7 +341,7 @@ struct emu_broker {
 
 /* ---- clock (store.c) */
 int64_t emu_mono_ms(void);                 /* real monotonic ms */
-int64_t emu_now(emu_broker_t *b);          /* emulator clock: UTC ms + skew */
+int64_t emu_now(emu_broker_t *b);          /* emulator clock: UTC ms + fake_ms + skew */
 /* Times cross the wire without the skew of POST /clock (docs/emulator.md "Time"): a client
  * sees timestamps on its own wall clock, and moving the clock as the broker's timers
  * jumping. INT64_MAX (never) passes unchanged. */

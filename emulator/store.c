@@ -45,7 +45,7 @@ int64_t emu_now(emu_broker_t *b)
     base_utc = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
     base_mono = emu_mono_ms();
   }
-  return base_utc + (emu_mono_ms() - base_mono) + (b ? b->skew_ms : 0);
+  return base_utc + (emu_mono_ms() - base_mono) + (b ? b->fake_ms + b->skew_ms : 0);
 }
 
 int64_t emu_to_wire(const emu_broker_t *b, int64_t t)

@@ -3,7 +3,7 @@
 # (-fsanitize=fuzzer,address,undefined) into build-fuzz/ and runs each for a
 # bounded time on its committed seed corpus (issue 9, docs/reliability.md).
 #
-#   scripts/fuzz.sh [--seconds N] [--jobs J] [TARGET...]
+#   scripts/fuzz.sh [--seconds N] [--jobs J] [--build-only] [TARGET...]
 #
 # TARGET is a file name without fuzz_ and .c (connstr, message, mgmt,
 # config, sql, ws, http, emulator_amqp, ...); default: all of tests/fuzz.
@@ -16,13 +16,18 @@
 # (XPASS) once fixed, to be moved to regressions/ (tests/fuzz/known/README).
 # --seeds rewrites the binary seeds of message and mgmt with the engine's own
 # encoder (tests/fuzz/make_seeds.c) and exits.
-# `make fuzz` runs 60 s per target, `make test` 10 s (SBUS_FUZZ_SECONDS).
+# --build-only builds (or brings up to date) every target and exits; a later
+# run then links nothing (scripts/run-tests.sh builds first, then fuzzes in
+# the background while the reliability suites run).
+# `make fuzz` runs 60 s per target, `make test` 30 s (SBUS_FUZZ_SECONDS), as
+# CI does (issue 9); --jobs (default: the number of cores) run at a time.
 # Prints one PASS/FAIL line per target and "fuzz: N passed, N failed".
 set -uo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
 seconds=60
 seeds=0
+build_only=0
 jobs=$(nproc 2>/dev/null || echo 2)
 targets=()
 while [ $# -gt 0 ]; do
@@ -30,7 +35,8 @@ while [ $# -gt 0 ]; do
     --seconds) seconds=$2; shift 2 ;;
     --jobs) jobs=$2; shift 2 ;;
     --seeds) seeds=1; shift ;;
-    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    --build-only) build_only=1; shift ;;
+    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
     *) targets+=("$1"); shift ;;
     esac
 done
@@ -89,7 +95,15 @@ build() {
         objs+=("$o")
     done
     o=$(obj "$src" "$set") || return 1
-    $CC $LDFLAGS -o "$out/fuzz_$name" "$o" "${objs[@]}" $libs
+    # relink only when an object is newer than the binary
+    local bin=$out/fuzz_$name x stale=0
+    [ -x "$bin" ] || stale=1
+    for x in "$o" "${objs[@]}"; do
+        [ "$stale" = 1 ] && break
+        [ "$x" -nt "$bin" ] && stale=1
+    done
+    [ "$stale" = 0 ] && return 0
+    $CC $LDFLAGS -o "$bin" "$o" "${objs[@]}" $libs
 }
 
 # run NAME: runs one target for $seconds in fork mode, so that a crash
@@ -122,6 +136,7 @@ fi
 
 passed=0 failed=0
 echo "fuzz: building ${targets[*]} with $CC into $out/"
+t_build=$SECONDS
 built=()
 for t in "${targets[@]}"; do
     if build "$t" >"$out/logs/$t.build.log" 2>&1; then
@@ -133,7 +148,15 @@ for t in "${targets[@]}"; do
     fi
 done
 
+echo "fuzz: built in $((SECONDS - t_build)) s"
+if [ "$build_only" = 1 ]; then
+    echo "fuzz: ${#built[@]} built, $failed failed to build"
+    [ "$failed" = 0 ]
+    exit
+fi
+
 echo "fuzz: running each target for $seconds s, $jobs at a time"
+t_run=$SECONDS
 declare -A pids
 for t in "${built[@]}"; do
     while [ "$(jobs -rp | wc -l)" -ge "$jobs" ]; do wait -n || true; done
@@ -197,5 +220,6 @@ for t in "${built[@]}"; do
         fi
     done
 done
+echo "fuzz: ran and judged in $((SECONDS - t_run)) s"
 echo "fuzz: $passed passed, $failed failed, $xfailed xfailed"
 [ "$failed" = 0 ]

@@ -7,6 +7,8 @@
  * Usage: sbbench WORKLOAD QUEUE N
  *   WORKLOAD  send_batch | send_single | recv_peeklock | recv_rad | latency | idle
  * Environment: SB_CONN (connection string), SB_CA (CA file, optional),
+ * SB_TRANSPORT (amqp, the default, or websocket: AMQP over WebSockets; TLS
+ * or not follows the connection string, as for plain AMQP),
  * SB_LAT_RATE (latency workload, messages/s), SB_IDLE_S (idle wait, s),
  * SB_BATCH (messages per batch in send_batch, 1..100, default 100).
  *
@@ -371,6 +373,11 @@ int main(int argc, char **argv) {
     sbus_conn_options_init(&o);
     o.connection_string = cs;
     o.ca_file = getenv("SB_CA");
+    const char *tr = getenv("SB_TRANSPORT");
+    if (tr && !strcmp(tr, "websocket"))
+        o.transport = SBUS_TRANSPORT_WEBSOCKET;
+    else if (tr && *tr && strcmp(tr, "amqp"))
+        die("SB_TRANSPORT must be amqp or websocket, not %s", tr);
     char err[256] = "";
     if (sbus_conn_new(&conn, &o, err, sizeof err) < 0) die("sbus_conn_new: %s", err);
     check(sbus_io_new(conn, &io), "sbus_io_new");

@@ -3,7 +3,8 @@
 --
 -- Usage: lua5.4|luajit lua_client.lua WORKLOAD QUEUE N
 --   WORKLOAD  send_batch | send_single | recv_peeklock | recv_rad | latency | idle
--- Environment: SB_CONN, SB_LAT_RATE, SB_IDLE_S; LUA_CPATH finds servicebus.so.
+-- Environment: SB_CONN, SB_CA (CA file for TLS), SB_TRANSPORT (amqp or websocket),
+-- SB_LAT_RATE, SB_IDLE_S; LUA_CPATH finds servicebus.so.
 --
 -- The call pattern is the Python client's: one batch (or message) in flight
 -- when sending, each awaited; receive up to 300 with prefetch 300, then all
@@ -169,7 +170,10 @@ local function idle(client)
 end
 
 local ok, res = pcall(function()
-  local client = must(servicebus.from_connection_string(os.getenv("SB_CONN")))
+  local opts = { ca_file = os.getenv("SB_CA") }
+  local tr = os.getenv("SB_TRANSPORT")
+  if tr and tr ~= "" then opts.transport = tr end
+  local client = must(servicebus.from_connection_string(os.getenv("SB_CONN"), opts))
   local r
   if workload == "send_batch" then r = send(client, 100)
   elseif workload == "send_single" then r = send(client, 1)

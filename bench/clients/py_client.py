@@ -5,6 +5,7 @@ Usage: py_client.py SDK LOOP WORKLOAD QUEUE N
   LOOP      asyncio or uvloop
   WORKLOAD  send_batch | send_single | recv_peeklock | recv_rad | latency | idle
 Environment: SB_CONN (connection string), SB_CA (CA file for TLS, optional),
+SB_TRANSPORT (amqp, the default, or websocket: transport_type=AmqpOverWebsocket),
 SB_LAT_RATE (messages/s for the latency workload), SB_IDLE_S (idle wait).
 
 Both SDKs expose the same azure.servicebus.aio surface, so the same code drives
@@ -46,6 +47,11 @@ def load_sdk(name):
     kwargs = {}
     if os.environ.get("SB_CA"):
         kwargs["connection_verify"] = os.environ["SB_CA"]
+    transport = os.environ.get("SB_TRANSPORT", "amqp")
+    if transport == "websocket":
+        kwargs["transport_type"] = servicebus.TransportType.AmqpOverWebsocket
+    elif transport not in ("", "amqp"):
+        raise SystemExit(f"SB_TRANSPORT must be amqp or websocket, not {transport}")
     return ServiceBusClient, make, rad, peek, kwargs
 
 

@@ -28,7 +28,8 @@
  *   sender ud  -> env { client = client ud }
  *   receiver ud-> env { client = client ud, rx = receiver ud }
  *   message ud -> its receiver's env (or a shared empty table)
- *   op table   -> { client = client ud, id, done, n, [1..n] results }
+ *   op table   -> { client = client ud, id, done, [1..3] results, error }
+ *                 (what and done = false from its kind's metatable)
  * The C side also links senders and receivers to their client so that
  * freeing the client frees them first and marks them closed.
  *
@@ -97,7 +98,14 @@ struct client {
     int connect_port;
     int want_disconnect;       /* SBUS_EV_DISCONNECT not yet taken */
     int64_t deadline;          /* host mode: next monotonic deadline, -1 */
+    int64_t tick_ms;           /* when this module last ticked the engine */
+    int unflushed;             /* ops started since the last write */
 };
+
+/* Operations started in a row leave in writes of this many: one write
+ * for all would leave the peer idle while the program starts the rest,
+ * one write each costs a syscall per message (bench/README.md F6). */
+#define FLUSH_EVERY 64
 
 typedef struct message {
     sbus_message_t *m;         /* owned; never NULL while alive */
@@ -107,6 +115,48 @@ typedef struct message {
 typedef struct batch {
     sbus_batch_t *b;           /* owned */
 } batch_t;
+
+/* ------------------------------------------------------------------ */
+/* Type checks                                                         */
+/* ------------------------------------------------------------------ */
+
+/* Each metatable is also stored in the registry under the address of its
+ * udtype_t, so that a type check is a pointer lookup (lua_rawgetp), not a
+ * string lookup: it runs several times per message. */
+typedef struct udtype {
+    const char *name;
+} udtype_t;
+
+static const udtype_t UT_CLIENT = {MT_CLIENT}, UT_SENDER = {MT_SENDER},
+                      UT_RECEIVER = {MT_RECEIVER}, UT_MESSAGE = {MT_MESSAGE},
+                      UT_BATCH = {MT_BATCH};
+
+/* The userdata at i if its metatable is t's, else NULL. */
+static void *test_ud(lua_State *L, int i, const udtype_t *t)
+{
+    void *p = lua_touserdata(L, i);
+    int same;
+    if (!p || !lua_getmetatable(L, i))
+        return NULL;
+    lua_rawgetp(L, LUA_REGISTRYINDEX, t);
+    same = lua_rawequal(L, -1, -2);
+    lua_pop(L, 2);
+    return same ? p : NULL;
+}
+
+/* As test_ud, but raises the usual "bad argument" error. */
+static void *check_ud(lua_State *L, int i, const udtype_t *t)
+{
+    void *p = test_ud(L, i, t);
+    return p ? p : luaL_checkudata(L, i, t->name);
+}
+
+/* Sets the metatable of t on the value at the top of the stack. */
+static void set_type(lua_State *L, const udtype_t *t)
+{
+    lua_rawgetp(L, LUA_REGISTRYINDEX, t);
+    lua_setmetatable(L, -2);
+}
 
 /* ------------------------------------------------------------------ */
 /* 2. Errors and conversions                                           */
@@ -146,6 +196,8 @@ static void push_uuid(lua_State *L, const uint8_t u[16])
     lua_pushstring(L, s);
 }
 
+static void push_amqp(lua_State *L, const void *p, size_t n);
+
 static void push_value(lua_State *L, const sbus_value_t *v)
 {
     switch (v->type) {
@@ -163,8 +215,372 @@ static void push_value(lua_State *L, const sbus_value_t *v)
     case SBUS_VAL_BINARY: lua_pushlstring(L, v->u.s.ptr, v->u.s.len); break;
     case SBUS_VAL_TIMESTAMP: push_ms_as_secs(L, v->u.i); break;
     case SBUS_VAL_UUID: push_uuid(L, v->u.uuid); break;
+    case SBUS_VAL_AMQP: push_amqp(L, v->u.s.ptr, v->u.s.len); break;
     default: lua_pushnil(L); break;
     }
+}
+
+/* --- values of any AMQP type (lists, maps, char, decimal, ...) ------ */
+
+#define MAX_DEPTH 32 /* the engine's writer and checker allow 32 levels */
+
+/* Pushes code point cp as UTF-8 (an AMQP char). */
+static void push_utf8(lua_State *L, uint64_t cp)
+{
+    char b[4];
+    size_t n;
+    if (cp > 0x10FFFF)
+        cp = 0xFFFD;
+    if (cp < 0x80) {
+        b[0] = (char)cp;
+        n = 1;
+    } else if (cp < 0x800) {
+        b[0] = (char)(0xC0 | (cp >> 6));
+        b[1] = (char)(0x80 | (cp & 0x3F));
+        n = 2;
+    } else if (cp < 0x10000) {
+        b[0] = (char)(0xE0 | (cp >> 12));
+        b[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
+        b[2] = (char)(0x80 | (cp & 0x3F));
+        n = 3;
+    } else {
+        b[0] = (char)(0xF0 | (cp >> 18));
+        b[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
+        b[2] = (char)(0x80 | ((cp >> 6) & 0x3F));
+        b[3] = (char)(0x80 | (cp & 0x3F));
+        n = 4;
+    }
+    lua_pushlstring(L, b, n);
+}
+
+/* Pushes one item read by the engine's reader as a Lua value: LIST and
+ * ARRAY a sequence table, MAP a table, DESCRIBED { descriptor =, value = },
+ * CHAR a UTF-8 string, DECIMALnn its text ("12345E-2"), NULL inside a
+ * compound servicebus.null (lists keep their length), the rest as
+ * push_value. Malformed bytes end a compound early (what was read stays). */
+static void push_item(lua_State *L, const sbus_amqp_item_t *it, int depth)
+{
+    sbus_amqp_reader_t in;
+    sbus_amqp_item_t ch;
+    size_t i;
+
+    switch (it->type) {
+    case SBUS_AMQP_CHAR:
+        push_utf8(L, it->v.u.u);
+        return;
+    case SBUS_AMQP_DECIMAL32:
+    case SBUS_AMQP_DECIMAL64:
+    case SBUS_AMQP_DECIMAL128: {
+        char text[48];
+        if (sbus_amqp_decimal_format(it->v.u.s.ptr, it->v.u.s.len, text,
+                                     sizeof text) < 0)
+            lua_pushnil(L);
+        else
+            lua_pushstring(L, text);
+        return;
+    }
+    case SBUS_AMQP_LIST:
+    case SBUS_AMQP_ARRAY:
+    case SBUS_AMQP_MAP:
+    case SBUS_AMQP_DESCRIBED:
+        break;
+    default:
+        push_value(L, &it->v);
+        return;
+    }
+    if (depth >= MAX_DEPTH || !lua_checkstack(L, 4) ||
+        sbus_amqp_enter(it, &in) < 0) {
+        lua_pushnil(L);
+        return;
+    }
+    if (it->type == SBUS_AMQP_DESCRIBED) {
+        lua_createtable(L, 0, 2);
+        if (sbus_amqp_read(&in, &ch) == 1) {
+            push_item(L, &ch, depth + 1);
+            lua_setfield(L, -2, "descriptor");
+            if (sbus_amqp_read(&in, &ch) == 1) {
+                push_item(L, &ch, depth + 1);
+                lua_setfield(L, -2, "value");
+            }
+        }
+        return;
+    }
+    if (it->type == SBUS_AMQP_MAP) {
+        lua_createtable(L, 0, (int)(it->count / 2));
+        for (i = 0; i + 1 < it->count; i += 2) {
+            if (sbus_amqp_read(&in, &ch) != 1)
+                break;
+            push_item(L, &ch, depth + 1);
+            if (sbus_amqp_read(&in, &ch) != 1) {
+                lua_pop(L, 1);
+                break;
+            }
+            push_item(L, &ch, depth + 1);
+            if (lua_isnil(L, -2) || (lua_type(L, -2) == LUA_TNUMBER &&
+                                     lua_tonumber(L, -2) != lua_tonumber(L, -2)))
+                lua_pop(L, 2); /* no Lua key for it (NaN) */
+            else
+                lua_rawset(L, -3);
+        }
+        return;
+    }
+    lua_createtable(L, (int)it->count, 0);
+    for (i = 0; i < it->count; i++) {
+        if (sbus_amqp_read(&in, &ch) != 1)
+            break;
+        push_item(L, &ch, depth + 1);
+        lua_rawseti(L, -2, (lua_Integer)i + 1);
+    }
+}
+
+/* Pushes the one AMQP value encoded in p[n] (nil if malformed). */
+static void push_amqp(lua_State *L, const void *p, size_t n)
+{
+    sbus_amqp_reader_t rd;
+    sbus_amqp_item_t it;
+    sbus_amqp_reader_init(&rd, p, n);
+    if (sbus_amqp_read(&rd, &it) == 1)
+        push_item(L, &it, 0);
+    else
+        lua_pushnil(L);
+}
+
+/* The writer that encodes tables: one per Lua state, kept in the registry
+ * in a userdata whose __gc frees it (so a raise half-way leaks nothing). */
+typedef struct writer_box {
+    sbus_amqp_writer_t *w;
+} writer_box_t;
+
+static const udtype_t UT_WRITER = {"servicebus.writer"};
+
+static int writer_gc(lua_State *L)
+{
+    writer_box_t *b = (writer_box_t *)test_ud(L, 1, &UT_WRITER);
+    if (b && b->w) {
+        sbus_amqp_writer_free(b->w);
+        b->w = NULL;
+    }
+    return 0;
+}
+
+/* The state's writer, emptied. Raises if it cannot be allocated. */
+static sbus_amqp_writer_t *get_writer(lua_State *L)
+{
+    writer_box_t *b;
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &UT_WRITER);
+    b = (writer_box_t *)lua_touserdata(L, -1);
+    lua_pop(L, 1);
+    if (!b) {
+        b = (writer_box_t *)lua_newuserdata(L, sizeof *b);
+        b->w = NULL;
+        set_type(L, &UT_WRITER);
+        lua_rawsetp(L, LUA_REGISTRYINDEX, &UT_WRITER);
+    }
+    if (!b->w && sbus_amqp_writer_new(&b->w) < 0)
+        luaL_error(L, "servicebus: %s", sbus_strerror(SBUS_ENOMEM));
+    sbus_amqp_writer_reset(b->w);
+    return b->w;
+}
+
+/* Values given as their AMQP encoding (servicebus.amqp(bytes)): a table
+ * { bytes } with this metatable, sent verbatim. */
+static const udtype_t UT_AMQP = {"servicebus.amqp"};
+
+/* The bytes of the servicebus.amqp value at i, or NULL. */
+static const char *amqp_bytes(lua_State *L, int i, size_t *n)
+{
+    const char *p = NULL;
+    int same;
+    if (lua_type(L, i) != LUA_TTABLE || !lua_getmetatable(L, i))
+        return NULL;
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &UT_AMQP);
+    same = lua_rawequal(L, -1, -2);
+    lua_pop(L, 2);
+    if (!same)
+        return NULL;
+    lua_rawgeti(L, i, 1);
+    if (lua_type(L, -1) == LUA_TSTRING)
+        p = lua_tolstring(L, -1, n); /* stays alive in the value table */
+    lua_pop(L, 1);
+    return p;
+}
+
+/* servicebus.amqp(encoded) -> a value sent exactly as these bytes (one
+ * complete AMQP value: a char, a decimal, a described value, a symbol...)
+ * as a property, a body or inside a list or map. Raises unless the bytes
+ * are exactly one well-formed value. */
+static int l_amqp(lua_State *L)
+{
+    size_t n;
+    const char *p = luaL_checklstring(L, 1, &n);
+    sbus_amqp_reader_t rd;
+    sbus_amqp_item_t it;
+    sbus_amqp_reader_init(&rd, p, n);
+    /* one value, exactly these bytes (what is inside a compound value is
+       checked again where the value is used) */
+    if (sbus_amqp_read(&rd, &it) != 1 || it.encoded_len != n)
+        return luaL_error(L, "servicebus.amqp: not one well-formed AMQP "
+                             "value");
+    lua_createtable(L, 1, 0);
+    lua_pushvalue(L, 1);
+    lua_rawseti(L, -2, 1);
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &UT_AMQP);
+    lua_setmetatable(L, -2);
+    return 1;
+}
+
+/* 1 if the table at i is a sequence: keys exactly 1..#t (or empty). */
+static int is_sequence_table(lua_State *L, int i)
+{
+    size_t n = (size_t)lua_rawlen(L, i), cnt = 0;
+    lua_pushnil(L);
+    while (lua_next(L, i)) {
+        lua_pop(L, 1);
+        if (++cnt > n) {
+            lua_pop(L, 1);
+            return 0;
+        }
+    }
+    return cnt == n;
+}
+
+static void check_value(lua_State *L, int i, sbus_value_t *v,
+                        const char *what);
+
+/* Writes the Lua value at i into w: a sequence table as an AMQP list,
+ * another table as a map (keys and values written the same way), the
+ * rest as check_value() converts it. Raises on what cannot be sent. */
+static void write_lua(lua_State *L, sbus_amqp_writer_t *w, int i, int depth,
+                      const char *what)
+{
+    int rc;
+    i = lua_absindex(L, i);
+    if (lua_type(L, i) != LUA_TTABLE || amqp_bytes(L, i, NULL)) {
+        sbus_value_t v;
+        check_value(L, i, &v, what);
+        rc = sbus_amqp_write_value(w, &v);
+    } else {
+        int list = is_sequence_table(L, i);
+        if (depth >= MAX_DEPTH)
+            luaL_error(L, "servicebus: %s: tables nested deeper than %d "
+                          "(or a cycle)", what, MAX_DEPTH);
+        luaL_checkstack(L, 4, "servicebus: tables nested too deep");
+        rc = sbus_amqp_begin(w, list ? SBUS_AMQP_LIST : SBUS_AMQP_MAP);
+        if (rc == 0 && list) {
+            lua_Integer k, n = (lua_Integer)lua_rawlen(L, i);
+            for (k = 1; k <= n; k++) {
+                lua_rawgeti(L, i, k);
+                write_lua(L, w, -1, depth + 1, what);
+                lua_pop(L, 1);
+            }
+        } else if (rc == 0) {
+            lua_pushnil(L);
+            while (lua_next(L, i)) {
+                write_lua(L, w, -2, depth + 1, what);
+                write_lua(L, w, -1, depth + 1, what);
+                lua_pop(L, 1);
+            }
+        }
+        if (rc == 0)
+            rc = sbus_amqp_end(w);
+    }
+    if (rc < 0)
+        luaL_error(L, "servicebus: %s: %s", what, sbus_strerror(rc));
+}
+
+/* Encodes the table at i (see write_lua) into the state's writer; *p is
+ * borrowed until the next encoding. */
+static void encode_table(lua_State *L, int i, const char *what,
+                         const void **p, size_t *n)
+{
+    sbus_amqp_writer_t *w = get_writer(L);
+    int rc;
+    write_lua(L, w, i, 0, what);
+    rc = sbus_amqp_writer_result(w, p, n);
+    if (rc < 0)
+        luaL_error(L, "servicebus: %s: %s", what, sbus_strerror(rc));
+}
+
+/* --- amqp-sequence bodies ------------------------------------------- */
+
+/* The marker of a sequence body: tables with this metatable (made by
+ * servicebus.sequence(), and msg.body of a received one). */
+static const udtype_t UT_SEQUENCE = {"servicebus.sequence"};
+
+static int is_marked_sequence(lua_State *L, int i)
+{
+    int same;
+    if (!lua_getmetatable(L, i))
+        return 0;
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &UT_SEQUENCE);
+    same = lua_rawequal(L, -1, -2);
+    lua_pop(L, 2);
+    return same;
+}
+
+/* servicebus.sequence(section, ...) -> a sequence body: each section an
+ * array (an AMQP list), e.g. sb.sequence({ 1, "two", { 3 } }). */
+static int l_sequence(lua_State *L)
+{
+    int i, n = lua_gettop(L);
+    lua_createtable(L, n, 0);
+    for (i = 1; i <= n; i++) {
+        luaL_checktype(L, i, LUA_TTABLE);
+        lua_pushvalue(L, i);
+        lua_rawseti(L, -2, i);
+    }
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &UT_SEQUENCE);
+    lua_setmetatable(L, -2);
+    return 1;
+}
+
+/* servicebus.is_sequence(v) -> true if v is a sequence body table. */
+static int l_is_sequence(lua_State *L)
+{
+    lua_pushboolean(L, lua_type(L, 1) == LUA_TTABLE && is_marked_sequence(L, 1));
+    return 1;
+}
+
+/* Pushes the sections of a sequence body: an array of section tables,
+ * marked as a sequence when `mark`. */
+static void push_sequence(lua_State *L, const sbus_message_t *m, int mark)
+{
+    size_t i, n = sbus_message_body_sequence_count(m);
+    lua_createtable(L, (int)n, 0);
+    for (i = 0; i < n; i++) {
+        const void *p;
+        size_t len;
+        if (sbus_message_body_sequence_at(m, i, &p, &len) != 0)
+            break;
+        push_amqp(L, p, len);
+        lua_rawseti(L, -2, (lua_Integer)i + 1);
+    }
+    if (mark) {
+        lua_rawgetp(L, LUA_REGISTRYINDEX, &UT_SEQUENCE);
+        lua_setmetatable(L, -2);
+    }
+}
+
+/* Sets the body of m to the sequence at i (an array of section tables). */
+static int set_body_sequence(lua_State *L, sbus_message_t *m, int i)
+{
+    lua_Integer k, n = (lua_Integer)lua_rawlen(L, i);
+    int rc = 0;
+    if (n == 0)
+        luaL_error(L, "servicebus: a sequence body needs a section");
+    for (k = 1; rc == 0 && k <= n; k++) {
+        const void *p;
+        size_t len;
+        lua_rawgeti(L, i, k);
+        if (lua_type(L, -1) != LUA_TTABLE || !is_sequence_table(L, lua_gettop(L)))
+            luaL_error(L, "servicebus: sequence section %d must be an array",
+                       (int)k);
+        encode_table(L, -1, "sequence body", &p, &len);
+        rc = k == 1 ? sbus_message_set_body_sequence(m, p, len)
+                    : sbus_message_add_body_sequence(m, p, len);
+        lua_pop(L, 1);
+    }
+    return rc;
 }
 
 /* Lua value at i -> v (strings borrowed from the Lua stack). Raises for
@@ -196,6 +612,12 @@ static void check_value(lua_State *L, int i, sbus_value_t *v, const char *what)
             return;
         }
         break;
+    case LUA_TTABLE: /* a list or map: encoded (borrowed until the next) */
+        v->type = SBUS_VAL_AMQP;
+        v->u.s.ptr = amqp_bytes(L, i, &v->u.s.len);
+        if (!v->u.s.ptr)
+            encode_table(L, i, what, (const void **)&v->u.s.ptr, &v->u.s.len);
+        return;
     default:
         break;
     }
@@ -209,7 +631,14 @@ static void check_value(lua_State *L, int i, sbus_value_t *v, const char *what)
 
 static client_t *to_client(lua_State *L, int i)
 {
-    return (client_t *)luaL_checkudata(L, i, MT_CLIENT);
+    return (client_t *)check_ud(L, i, &UT_CLIENT);
+}
+
+/* The client userdata at i, already checked by the caller or taken from
+ * a uservalue slot this module filled (ENV_CLIENT): no second check. */
+static client_t *client_at(lua_State *L, int i)
+{
+    return (client_t *)lua_touserdata(L, i);
 }
 
 static client_t *check_client(lua_State *L, int i)
@@ -222,7 +651,7 @@ static client_t *check_client(lua_State *L, int i)
 
 static sender_t *check_sender(lua_State *L, int i)
 {
-    sender_t *sd = (sender_t *)luaL_checkudata(L, i, MT_SENDER);
+    sender_t *sd = (sender_t *)check_ud(L, i, &UT_SENDER);
     if (!sd->s)
         luaL_error(L, "servicebus: the sender is closed");
     return sd;
@@ -230,7 +659,7 @@ static sender_t *check_sender(lua_State *L, int i)
 
 static receiver_t *check_receiver(lua_State *L, int i)
 {
-    receiver_t *rv = (receiver_t *)luaL_checkudata(L, i, MT_RECEIVER);
+    receiver_t *rv = (receiver_t *)check_ud(L, i, &UT_RECEIVER);
     if (!rv->r)
         luaL_error(L, "servicebus: the receiver is closed");
     return rv;
@@ -238,7 +667,7 @@ static receiver_t *check_receiver(lua_State *L, int i)
 
 static message_t *check_message(lua_State *L, int i)
 {
-    return (message_t *)luaL_checkudata(L, i, MT_MESSAGE);
+    return (message_t *)check_ud(L, i, &UT_MESSAGE);
 }
 
 /* Pushes field `k` of the uservalue table of the userdata at i. */
@@ -250,12 +679,25 @@ static int get_env_field(lua_State *L, int i, const char *k)
     return lua_type(L, -1);
 }
 
+/* Hot slots of the uservalue tables, by integer (no string lookups):
+ * a sender's or receiver's env (also every received message's) holds its
+ * client and, for a receiver, itself; a client's env its waiters. */
+enum { ENV_CLIENT = 1, ENV_RX = 2, ENV_WAITERS = 1 };
+
+/* Pushes slot k of the uservalue table of the userdata at i. */
+static void get_env_slot(lua_State *L, int i, int k)
+{
+    lua_getuservalue(L, i);
+    lua_rawgeti(L, -1, k);
+    lua_remove(L, -2);
+}
+
 /* The receiver a message was received on (pushed, may be nil) and its
  * C struct, or NULL. */
 static receiver_t *message_receiver(lua_State *L, int mi)
 {
-    get_env_field(L, mi, "rx");
-    return (receiver_t *)luaL_testudata(L, -1, MT_RECEIVER);
+    get_env_slot(L, mi, ENV_RX); /* filled by this module: no check */
+    return (receiver_t *)lua_touserdata(L, -1);
 }
 
 static void child_link(client_t *cl, child_t *ch, void (*free_fn)(child_t *))
@@ -319,7 +761,7 @@ static message_t *push_message(lua_State *L, sbus_message_t *m, int parent)
     message_t *mu = (message_t *)sbl_newuserdata(L, sizeof *mu);
     mu->m = m;
     mu->renewing = 0;
-    luaL_setmetatable(L, MT_MESSAGE);
+    set_type(L, &UT_MESSAGE);
     if (parent)
         lua_pushvalue(L, parent);
     else
@@ -435,6 +877,9 @@ static void push_body(lua_State *L, const sbus_message_t *m)
         }
         lua_pushnil(L);
         return;
+    case SBUS_BODY_SEQUENCE:
+        push_sequence(L, m, 1);
+        return;
     default:
         lua_pushnil(L);
         return;
@@ -479,6 +924,10 @@ static void push_field(lua_State *L, const sbus_message_t *m,
         push_body(L, m);
         return;
     case F_SECTIONS:
+        if (sbus_message_body_kind(m) == SBUS_BODY_SEQUENCE) {
+            push_sequence(L, m, 0);
+            return;
+        }
         n = sbus_message_body_count(m);
         lua_createtable(L, (int)n, 0);
         for (i = 0; i < n; i++) {
@@ -571,7 +1020,9 @@ static void set_field(lua_State *L, sbus_message_t *m, const field_def_t *f,
             size_t n;
             const char *s = lua_tolstring(L, vi, &n);
             rc = sbus_message_set_body(m, s, n);
-        } else if (lua_type(L, vi) == LUA_TTABLE) {
+        } else if (lua_type(L, vi) == LUA_TTABLE && is_marked_sequence(L, vi)) {
+            rc = set_body_sequence(L, m, vi);
+        } else if (lua_type(L, vi) == LUA_TTABLE && !amqp_bytes(L, vi, NULL)) {
             /* an array of strings: one data section each */
             lua_Integer i, n = (lua_Integer)lua_rawlen(L, vi);
             rc = sbus_message_set_body(m, "", 0);
@@ -632,27 +1083,13 @@ static void set_field(lua_State *L, sbus_message_t *m, const field_def_t *f,
 /* The message to send at stack index i: a message userdata (borrowed), a
  * string (the body) or a table of fields. New messages are pushed as
  * userdata (so the GC frees them if we raise); returns the pointer. */
-static sbus_message_t *to_send_message(lua_State *L, int i)
+/* Fills the new message m from the string (body) or table of fields at i.
+ * Raises on an unknown field or a value the engine refuses. */
+static void fill_message(lua_State *L, sbus_message_t *m, int i)
 {
-    message_t *mu;
-    i = lua_absindex(L, i);
-    if ((mu = (message_t *)luaL_testudata(L, i, MT_MESSAGE)) != NULL) {
-        lua_pushvalue(L, i);
-        return mu->m;
-    }
-    if (lua_type(L, i) != LUA_TSTRING && lua_type(L, i) != LUA_TTABLE)
-        luaL_error(L, "servicebus: a message is a string, a table or a "
-                      "servicebus message, not %s", luaL_typename(L, i));
-    {
-        sbus_message_t *m = NULL;
-        int rc = sbus_message_new(&m);
-        if (rc < 0)
-            luaL_error(L, "servicebus: %s", sbus_strerror(rc));
-        mu = push_message(L, m, 0);
-    }
     if (lua_type(L, i) == LUA_TSTRING) {
-        set_field(L, mu->m, find_field("body"), i);
-        return mu->m;
+        set_field(L, m, find_field("body"), i);
+        return;
     }
     lua_pushnil(L);
     while (lua_next(L, i)) {
@@ -663,14 +1100,41 @@ static sbus_message_t *to_send_message(lua_State *L, int i)
         if (!f)
             luaL_error(L, "servicebus: unknown message field '%s'",
                        lua_tostring(L, -2));
-        set_field(L, mu->m, f, -1);
+        set_field(L, m, f, -1);
         lua_pop(L, 1);
     }
+}
+
+static void check_message_like(lua_State *L, int i)
+{
+    if (lua_type(L, i) != LUA_TSTRING && lua_type(L, i) != LUA_TTABLE)
+        luaL_error(L, "servicebus: a message is a string, a table or a "
+                      "servicebus message, not %s", luaL_typename(L, i));
+}
+
+/* The message at i as an engine message: a message object's own, or a new
+ * one built from a string or table and pushed as a message object (so
+ * that it is freed whatever happens). */
+static sbus_message_t *to_send_message(lua_State *L, int i)
+{
+    message_t *mu;
+    i = lua_absindex(L, i);
+    if ((mu = (message_t *)test_ud(L, i, &UT_MESSAGE)) != NULL) {
+        lua_pushvalue(L, i);
+        return mu->m;
+    }
+    check_message_like(L, i);
+    {
+        sbus_message_t *m = NULL;
+        int rc = sbus_message_new(&m);
+        if (rc < 0)
+            luaL_error(L, "servicebus: %s", sbus_strerror(rc));
+        mu = push_message(L, m, 0);
+    }
+    fill_message(L, mu->m, i);
     return mu->m;
 }
 
-/* True if the table at i is an array of messages rather than one message
- * given as a table of fields. */
 static int is_message_list(lua_State *L, int i)
 {
     int r;
@@ -685,25 +1149,83 @@ static int is_message_list(lua_State *L, int i)
 /* Collects the messages of argument i (one message or an array of them)
  * into a C array kept in a userdata pushed on the stack (followed by the
  * message userdata it needed). Returns the array and sets *n. */
-static sbus_message_t **collect_messages(lua_State *L, int i, size_t *n)
+/* The messages of one send or schedule call: a userdata whose __gc frees
+ * the engine messages built here from strings and tables, so that a raise
+ * half-way leaks nothing, without a message object per message (the
+ * engine copies them; msglist_release() frees them right after). */
+typedef struct msglist {
+    size_t n;              /* entries filled */
+    sbus_message_t **arr;  /* n messages */
+    unsigned char *owned;  /* 1: built here, freed here */
+} msglist_t;
+
+static const udtype_t UT_MSGLIST = {"servicebus.msglist"};
+
+static void msglist_release(msglist_t *ml)
 {
-    sbus_message_t **arr;
-    size_t k, cnt;
-    i = lua_absindex(L, i);
-    cnt = is_message_list(L, i) ? (size_t)lua_rawlen(L, i) : 1;
-    arr = (sbus_message_t **)lua_newuserdata(L, sizeof *arr * (cnt ? cnt : 1));
-    luaL_checkstack(L, (int)cnt + 8, "servicebus: too many messages");
-    if (!is_message_list(L, i)) {
-        arr[0] = to_send_message(L, i);
-    } else {
-        for (k = 0; k < cnt; k++) {
-            lua_rawgeti(L, i, (lua_Integer)k + 1);
-            arr[k] = to_send_message(L, -1);
-            lua_remove(L, -2);
-        }
+    size_t k;
+    for (k = 0; k < ml->n; k++)
+        if (ml->owned[k] && ml->arr[k])
+            sbus_message_free(ml->arr[k]);
+    ml->n = 0;
+}
+
+static int msglist_gc(lua_State *L)
+{
+    msglist_t *ml = (msglist_t *)test_ud(L, 1, &UT_MSGLIST);
+    if (ml)
+        msglist_release(ml);
+    return 0;
+}
+
+/* Adds the message at i (a message object stays the caller's; it is
+ * referenced by the argument being collected, so it lives long enough). */
+static void msglist_add(lua_State *L, msglist_t *ml, int i)
+{
+    message_t *mu = (message_t *)test_ud(L, i, &UT_MESSAGE);
+    size_t k = ml->n;
+    if (mu) {
+        ml->arr[k] = mu->m;
+        ml->owned[k] = 0;
+        ml->n = k + 1;
+        return;
     }
-    *n = cnt;
-    return arr;
+    check_message_like(L, i);
+    {
+        int rc = sbus_message_new(&ml->arr[k]);
+        if (rc < 0)
+            luaL_error(L, "servicebus: %s", sbus_strerror(rc));
+    }
+    ml->owned[k] = 1;
+    ml->n = k + 1; /* from now on __gc frees it */
+    fill_message(L, ml->arr[k], i);
+}
+
+/* Collects a message, or a list of them, at i; pushes the msglist that
+ * owns what was built (call msglist_release() once the engine copied). */
+static msglist_t *collect_messages(lua_State *L, int i)
+{
+    msglist_t *ml;
+    size_t k, cnt;
+    int list;
+    i = lua_absindex(L, i);
+    list = is_message_list(L, i);
+    cnt = list ? (size_t)lua_rawlen(L, i) : 1;
+    ml = (msglist_t *)lua_newuserdata(L, sizeof *ml + cnt * (sizeof *ml->arr + 1));
+    ml->n = 0;
+    ml->arr = (sbus_message_t **)(ml + 1);
+    ml->owned = (unsigned char *)(ml->arr + cnt);
+    set_type(L, &UT_MSGLIST);
+    if (!list) {
+        msglist_add(L, ml, i);
+        return ml;
+    }
+    for (k = 0; k < cnt; k++) {
+        lua_rawgeti(L, i, (lua_Integer)k + 1);
+        msglist_add(L, ml, lua_gettop(L));
+        lua_pop(L, 1);
+    }
+    return ml;
 }
 
 /* Sequence numbers from an integer or an array of integers, into a C array
@@ -768,8 +1290,6 @@ static void op_set_error(lua_State *L, int opi, const sbus_error_t *e)
     lua_rawseti(L, opi, 2);
     lua_pushstring(L, sbus_errname(e->code));
     lua_rawseti(L, opi, 3);
-    lua_pushinteger(L, 3);
-    lua_setfield(L, opi, "n");
     lua_createtable(L, 0, 6);
     lua_pushinteger(L, e->code);
     lua_setfield(L, -2, "errno");
@@ -788,11 +1308,10 @@ static void op_set_error(lua_State *L, int opi, const sbus_error_t *e)
     lua_setfield(L, opi, "error");
 }
 
+/* The value at the top of the stack is the op's one result. */
 static void op_set_result1(lua_State *L, int opi)
 {
     lua_rawseti(L, opi, 1);
-    lua_pushinteger(L, 1);
-    lua_setfield(L, opi, "n");
 }
 
 /* Clears the automatic-renewal anchor env.renew[key] (envi: client env). */
@@ -821,9 +1340,8 @@ static void handle_done(lua_State *L, client_t *cl, int envi,
     int opi;
     size_t i;
 
-    lua_getfield(L, envi, "waiters");
-    lua_pushinteger(L, id);
-    lua_rawget(L, -2);
+    lua_rawgeti(L, envi, ENV_WAITERS);
+    lua_rawgeti(L, -1, id);
     if (lua_isnil(L, -1)) { /* not ours (cannot happen): free what it holds */
         free_event_messages(ev);
         lua_pop(L, 2);
@@ -885,7 +1403,7 @@ static void handle_done(lua_State *L, client_t *cl, int envi,
     /* A settled message is no longer renewed by the engine. */
     if (ev->op == SBUS_OP_SETTLE) {
         lua_getfield(L, opi, "msg");
-        message_t *mu = (message_t *)luaL_testudata(L, -1, MT_MESSAGE);
+        message_t *mu = (message_t *)test_ud(L, -1, &UT_MESSAGE);
         if (mu && !ev->error && mu->renewing) {
             mu->renewing = 0;
             unanchor(L, envi, mu->m);
@@ -916,7 +1434,7 @@ static void handle_renew_failed(lua_State *L, int envi, const sbus_event_t *ev)
     lua_rawset(L, -4);
     lua_rawgeti(L, ei, 1); /* the message or receiver */
     {
-        message_t *mu = (message_t *)luaL_testudata(L, -1, MT_MESSAGE);
+        message_t *mu = (message_t *)test_ud(L, -1, &UT_MESSAGE);
         if (mu)
             mu->renewing = 0;
     }
@@ -981,10 +1499,12 @@ static void handle_token(lua_State *L, client_t *cl, int envi,
  * provider) run here, in protected mode; they may call the client. */
 static void drain(lua_State *L, int ci)
 {
-    client_t *cl = to_client(L, ci);
+    client_t *cl = client_at(L, ci);
     sbus_event_t ev;
     int envi;
 
+    if (!cl->conn || sbus_conn_peek_event(cl->conn) == SBUS_EV_NONE)
+        return; /* the common case after starting an operation */
     ci = lua_absindex(L, ci);
     lua_getuservalue(L, ci);
     envi = lua_gettop(L);
@@ -1034,61 +1554,102 @@ static void drain(lua_State *L, int ci)
 /* Operations                                                          */
 /* ------------------------------------------------------------------ */
 
-/* Host mode: time may have moved since the last tick; the engine wants to
- * know before an operation starts its timers. (core/io ticks itself.) */
+/* Time may have moved since the last tick (the program did other work
+ * between two calls); the engine wants to know before an operation starts
+ * its timers, which count from the engine's idea of now. */
+static void tick_engine(client_t *cl)
+{
+    if (!cl->conn)
+        return;
+    cl->tick_ms = sbus_io_mono_ms();
+    int64_t d = sbus_conn_tick(cl->conn, cl->tick_ms, sbus_io_unix_ms());
+    if (cl->host)
+        cl->deadline = d; /* core/io asks the engine again when asked */
+}
+
+/* Host mode: the engine's clock before a host call. */
 static void tick_host(client_t *cl)
 {
-    if (cl->host && cl->conn)
-        cl->deadline = sbus_conn_tick(cl->conn, sbus_io_mono_ms(),
-                                      sbus_io_unix_ms());
+    if (cl->host)
+        tick_engine(cl);
+}
+
+/* Pushes the metatable of ops of kind `what` (a string constant: its
+ * address is the registry key): __index is a table { what = what, done =
+ * false } whose own __index is the op methods. So an op table holds only
+ * what differs per op, and one op costs one small table. */
+static void push_op_meta(lua_State *L, const char *what)
+{
+    if (lua_rawgetp(L, LUA_REGISTRYINDEX, what) != LUA_TNIL)
+        return;
+    lua_pop(L, 1);
+    lua_createtable(L, 0, 2); /* the metatable */
+    lua_createtable(L, 0, 2); /* its __index: the defaults */
+    lua_pushstring(L, what);
+    lua_setfield(L, -2, "what");
+    lua_pushboolean(L, 0);
+    lua_setfield(L, -2, "done");
+    luaL_getmetatable(L, MT_OP); /* { __index = op methods } */
+    lua_setmetatable(L, -2);
+    lua_setfield(L, -2, "__index");
+    lua_pushstring(L, MT_OP);
+    lua_setfield(L, -2, "__name");
+    lua_pushvalue(L, -1);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, what);
 }
 
 /* Pushes a new op table for the client at stack index ci; returns its id.
- * The op is registered as a waiter only once the engine accepts it. */
+ * The op is registered as a waiter only once the engine accepts it.
+ * Fields: client, id (here), msg / rxenv (the caller), done = true and
+ * the results [1..3] (completion), error (failure); what and done = false
+ * come from the kind's metatable. */
 static lua_Integer op_new(lua_State *L, int ci, const char *what)
 {
-    client_t *cl = to_client(L, ci);
+    client_t *cl = client_at(L, ci);
     lua_Integer id;
     ci = lua_absindex(L, ci);
-    tick_host(cl);
-    lua_createtable(L, 3, 5);
-    luaL_setmetatable(L, MT_OP);
+    if (sbus_io_mono_ms() != cl->tick_ms) /* else the engine knows now */
+        tick_engine(cl);
+    lua_createtable(L, 1, 4);
+    push_op_meta(L, what);
+    lua_setmetatable(L, -2);
     lua_pushvalue(L, ci);
     lua_setfield(L, -2, "client");
     id = ++cl->next_id;
     lua_pushinteger(L, id);
     lua_setfield(L, -2, "id");
-    lua_pushstring(L, what);
-    lua_setfield(L, -2, "what");
-    lua_pushboolean(L, 0);
-    lua_setfield(L, -2, "done");
     return id;
 }
 
 /* Finishes a start_* call: rc is what the engine answered for the op at
  * the top of the stack. Accepted: waiters[id] = op, drain, return the op.
- * Refused: return nil, message, code (no event will come). */
+ * Refused: return nil, message, code (no event will come).
+ * No I/O here: the request waits in the engine's write buffer, so that
+ * operations started together (300 completions) leave in one write.
+ * op:wait() flushes it (core/io's wait steps first); a step host sees
+ * "w" in client:events() and the next step() writes it; in host mode
+ * the adapter's wait takes the output. */
 static int op_accept(lua_State *L, int ci, int rc)
 {
     int opi = lua_gettop(L);
+    /* the op's id: op_new() just handed it out, nothing ran in between */
+    lua_Integer id = client_at(L, ci)->next_id;
     ci = lua_absindex(L, ci);
     if (rc < 0) {
         lua_pop(L, 1);
         return push_fail(L, rc, NULL);
     }
     lua_getuservalue(L, ci);
-    lua_getfield(L, -1, "waiters");
-    lua_getfield(L, opi, "id");
+    lua_rawgeti(L, -1, ENV_WAITERS);
     lua_pushvalue(L, opi);
-    lua_rawset(L, -3);
+    lua_rawseti(L, -2, id);
     lua_pop(L, 2);
     {
-        /* Put the request on the wire now (non-blocking), so that a step
-         * API host need not guess that output is pending: the driver's
-         * events() asks for POLLOUT only while connecting. */
-        client_t *cl = to_client(L, ci);
-        if (cl->io)
-            sbus_io_step(cl->io);
+        client_t *cl = client_at(L, ci);
+        if (cl->io && ++cl->unflushed >= FLUSH_EVERY) {
+            cl->unflushed = 0;
+            sbus_io_flush(cl->io);
+        }
     }
     drain(L, ci);
     lua_settop(L, opi);
@@ -1099,28 +1660,33 @@ static int op_accept(lua_State *L, int ci, int rc)
 /* Client                                                              */
 /* ------------------------------------------------------------------ */
 
+/* Pushes option k of the table at ti and returns 1 if it is set (then it
+ * must have Lua type `type`, or be an integer when type is -1; misuse
+ * raises), 0 with nil pushed if not. The caller pops. */
+static int opt_get(lua_State *L, int ti, const char *k, int type)
+{
+    lua_getfield(L, ti, k);
+    if (lua_isnil(L, -1))
+        return 0;
+    if (type < 0 ? !lua_isinteger(L, -1) : lua_type(L, -1) != type)
+        luaL_error(L, "servicebus: option '%s' must be %s", k,
+                   type < 0               ? "an integer"
+                   : type == LUA_TBOOLEAN ? "a boolean"
+                   : type == LUA_TNUMBER  ? "a number"
+                                          : "a string");
+    return 1;
+}
+
 static const char *opt_string(lua_State *L, int ti, const char *k)
 {
-    const char *s = NULL;
-    lua_getfield(L, ti, k);
-    if (!lua_isnil(L, -1)) {
-        if (lua_type(L, -1) != LUA_TSTRING)
-            luaL_error(L, "servicebus: option '%s' must be a string", k);
-        s = lua_tostring(L, -1);
-    }
+    const char *s = opt_get(L, ti, k, LUA_TSTRING) ? lua_tostring(L, -1) : NULL;
     lua_pop(L, 1); /* the string stays alive in the options table */
     return s;
 }
 
 static int opt_bool(lua_State *L, int ti, const char *k, int dflt)
 {
-    int v = dflt;
-    lua_getfield(L, ti, k);
-    if (!lua_isnil(L, -1)) {
-        if (lua_type(L, -1) != LUA_TBOOLEAN)
-            luaL_error(L, "servicebus: option '%s' must be a boolean", k);
-        v = lua_toboolean(L, -1);
-    }
+    int v = opt_get(L, ti, k, LUA_TBOOLEAN) ? lua_toboolean(L, -1) : dflt;
     lua_pop(L, 1);
     return v;
 }
@@ -1137,13 +1703,7 @@ static int has_opt(lua_State *L, int ti, const char *k)
 static lua_Number opt_number(lua_State *L, int ti, const char *k,
                              lua_Number dflt)
 {
-    lua_Number v = dflt;
-    lua_getfield(L, ti, k);
-    if (!lua_isnil(L, -1)) {
-        if (lua_type(L, -1) != LUA_TNUMBER)
-            luaL_error(L, "servicebus: option '%s' must be a number", k);
-        v = lua_tonumber(L, -1);
-    }
+    lua_Number v = opt_get(L, ti, k, LUA_TNUMBER) ? lua_tonumber(L, -1) : dflt;
     lua_pop(L, 1);
     return v;
 }
@@ -1151,13 +1711,7 @@ static lua_Number opt_number(lua_State *L, int ti, const char *k,
 static lua_Integer opt_integer(lua_State *L, int ti, const char *k,
                                lua_Integer dflt)
 {
-    lua_Integer v = dflt;
-    lua_getfield(L, ti, k);
-    if (!lua_isnil(L, -1)) {
-        if (!lua_isinteger(L, -1))
-            luaL_error(L, "servicebus: option '%s' must be an integer", k);
-        v = lua_tointeger(L, -1);
-    }
+    lua_Integer v = opt_get(L, ti, k, -1) ? lua_tointeger(L, -1) : dflt;
     lua_pop(L, 1);
     return v;
 }
@@ -1244,12 +1798,12 @@ static int l_new(lua_State *L)
     cl->children.next = cl->children.prev = &cl->children;
     cl->host = host;
     cl->deadline = -1;
-    luaL_setmetatable(L, MT_CLIENT);
+    set_type(L, &UT_CLIENT);
     ci = lua_gettop(L);
 
     lua_createtable(L, 0, 6);
     lua_newtable(L);
-    lua_setfield(L, -2, "waiters");
+    lua_rawseti(L, -2, ENV_WAITERS);
     lua_newtable(L);
     lua_setfield(L, -2, "renew");
     lua_getfield(L, 1, "logger");
@@ -1415,6 +1969,7 @@ static int client_iowait(lua_State *L)
             if (wait <= 0)
                 break;
         }
+        cl->unflushed = 0; /* the wait writes them */
         rc = sbus_io_wait(cl->io, wait);
         if (rc < 0)
             return luaL_error(L, "servicebus: driver: %s", sbus_strerror(rc));
@@ -1424,15 +1979,23 @@ static int client_iowait(lua_State *L)
     return 1;
 }
 
+/* Pushes v, or nil when v < 0 (the driver's "none"): as an integer, or
+ * when secs, v milliseconds as seconds. */
+static int push_or_nil(lua_State *L, int64_t v, int secs)
+{
+    if (v < 0)
+        lua_pushnil(L);
+    else if (secs)
+        push_ms_as_secs(L, v);
+    else
+        lua_pushinteger(L, (lua_Integer)v);
+    return 1;
+}
+
 /* client:fd() -> integer fd to watch, or nil when there is none now. */
 static int client_fd(lua_State *L)
 {
-    int fd = sbus_io_fd(check_io_client(L, 1)->io);
-    if (fd < 0)
-        lua_pushnil(L);
-    else
-        lua_pushinteger(L, fd);
-    return 1;
+    return push_or_nil(L, sbus_io_fd(check_io_client(L, 1)->io), 0);
 }
 
 /* client:events() -> "r" | "w" | "rw" | "" (and the poll(2) bits). */
@@ -1451,12 +2014,7 @@ static int client_events(lua_State *L)
 /* client:timeout() -> seconds until step() must run again, or nil. */
 static int client_timeout(lua_State *L)
 {
-    int64_t t = sbus_io_timeout(check_io_client(L, 1)->io);
-    if (t < 0)
-        lua_pushnil(L);
-    else
-        push_ms_as_secs(L, t);
-    return 1;
+    return push_or_nil(L, sbus_io_timeout(check_io_client(L, 1)->io), 1);
 }
 
 /* client:step() -> number of ops completed: all non-blocking work now. */
@@ -1464,6 +2022,7 @@ static int client_step(lua_State *L)
 {
     client_t *cl = check_io_client(L, 1);
     lua_Integer before = cl->completed;
+    cl->unflushed = 0; /* the step writes them */
     sbus_io_step(cl->io);
     drain(L, 1);
     lua_pushinteger(L, cl->completed - before);
@@ -1581,13 +2140,10 @@ static int client_tick(lua_State *L)
     int64_t now;
     tick_host(cl);
     drain(L, 1);
-    if (!cl->conn || cl->deadline < 0) {
-        lua_pushnil(L);
-        return 1;
-    }
+    if (!cl->conn || cl->deadline < 0)
+        return push_or_nil(L, -1, 1);
     now = sbus_io_mono_ms();
-    push_ms_as_secs(L, cl->deadline > now ? cl->deadline - now : 0);
-    return 1;
+    return push_or_nil(L, cl->deadline > now ? cl->deadline - now : 0, 1);
 }
 
 /* --- senders and receivers ------------------------------------------ */
@@ -1605,11 +2161,11 @@ static int client_start_sender(lua_State *L)
     o.entity = luaL_checkstring(L, 2);
     sd = (sender_t *)sbl_newuserdata(L, sizeof *sd);
     memset(sd, 0, sizeof *sd);
-    luaL_setmetatable(L, MT_SENDER);
+    set_type(L, &UT_SENDER);
     si = lua_gettop(L);
-    lua_createtable(L, 0, 1);
+    lua_createtable(L, 1, 0);
     lua_pushvalue(L, 1);
-    lua_setfield(L, -2, "client");
+    lua_rawseti(L, -2, ENV_CLIENT);
     lua_setuservalue(L, si);
     rc = sbus_sender_new(cl->conn, &o, &sd->s);
     if (rc < 0)
@@ -1670,13 +2226,13 @@ static int client_start_receiver(lua_State *L)
     rv = (receiver_t *)sbl_newuserdata(L, sizeof *rv);
     memset(rv, 0, sizeof *rv);
     rv->session = o.session;
-    luaL_setmetatable(L, MT_RECEIVER);
+    set_type(L, &UT_RECEIVER);
     ri = lua_gettop(L);
-    lua_createtable(L, 0, 2);
+    lua_createtable(L, 2, 0);
     lua_pushvalue(L, 1);
-    lua_setfield(L, -2, "client");
+    lua_rawseti(L, -2, ENV_CLIENT);
     lua_pushvalue(L, ri);
-    lua_setfield(L, -2, "rx");
+    lua_rawseti(L, -2, ENV_RX);
     lua_setuservalue(L, ri);
     rc = sbus_receiver_new(cl->conn, &o, &rv->r);
     if (rc < 0)
@@ -1697,7 +2253,7 @@ static int client_start_receiver(lua_State *L)
 /* Pushes the client userdata of a sender/receiver at i; returns its index. */
 static int push_parent_client(lua_State *L, int i)
 {
-    get_env_field(L, i, "client");
+    get_env_slot(L, i, ENV_CLIENT);
     return lua_gettop(L);
 }
 
@@ -1714,16 +2270,16 @@ static int sender_start_send(lua_State *L)
     luaL_checkany(L, 2);
     lua_settop(L, 2);
     ci = push_parent_client(L, 1);
-    if ((bt = (batch_t *)luaL_testudata(L, 2, MT_BATCH)) != NULL) {
+    if ((bt = (batch_t *)test_ud(L, 2, &UT_BATCH)) != NULL) {
         id = op_new(L, ci, "send");
         rc = sbus_sender_send_batch(sd->s, bt->b, TOKEN(id));
     } else {
-        size_t n;
-        sbus_message_t **arr = collect_messages(L, 2, &n);
-        if (n == 0)
+        msglist_t *ml = collect_messages(L, 2);
+        if (ml->n == 0)
             return luaL_error(L, "servicebus: nothing to send");
         id = op_new(L, ci, "send");
-        rc = sbus_sender_send(sd->s, arr, n, TOKEN(id));
+        rc = sbus_sender_send(sd->s, ml->arr, ml->n, TOKEN(id));
+        msglist_release(ml); /* copied by the engine */
     }
     return op_accept(L, ci, rc);
 }
@@ -1733,21 +2289,21 @@ static int sender_start_schedule(lua_State *L)
 {
     sender_t *sd = check_sender(L, 1);
     int64_t when;
-    size_t n;
-    sbus_message_t **arr;
-    int ci;
+    msglist_t *ml;
+    int ci, rc;
     lua_Integer id;
 
     luaL_checkany(L, 2);
     when = secs_to_ms(luaL_checknumber(L, 3));
     lua_settop(L, 3);
     ci = push_parent_client(L, 1);
-    arr = collect_messages(L, 2, &n);
-    if (n == 0)
+    ml = collect_messages(L, 2);
+    if (ml->n == 0)
         return luaL_error(L, "servicebus: nothing to schedule");
     id = op_new(L, ci, "schedule");
-    return op_accept(L, ci, sbus_sender_schedule(sd->s, arr, n, when,
-                                                 TOKEN(id)));
+    rc = sbus_sender_schedule(sd->s, ml->arr, ml->n, when, TOKEN(id));
+    msglist_release(ml); /* copied by the engine */
+    return op_accept(L, ci, rc);
 }
 
 /* sender:start_cancel_scheduled(seq | {seq, ...}) -> op */
@@ -1780,7 +2336,7 @@ static int sender_start_close(lua_State *L)
 /* sender:_free(): frees the engine sender (idempotent). */
 static int sender_free_l(lua_State *L)
 {
-    sender_t *sd = (sender_t *)luaL_checkudata(L, 1, MT_SENDER);
+    sender_t *sd = (sender_t *)check_ud(L, 1, &UT_SENDER);
     if (sd->link.cl) {
         sender_free_fn(&sd->link);
         child_unlink(&sd->link);
@@ -1790,7 +2346,7 @@ static int sender_free_l(lua_State *L)
 
 static int sender_is_closed(lua_State *L)
 {
-    sender_t *sd = (sender_t *)luaL_checkudata(L, 1, MT_SENDER);
+    sender_t *sd = (sender_t *)check_ud(L, 1, &UT_SENDER);
     lua_pushboolean(L, sd->s == NULL);
     return 1;
 }
@@ -1824,7 +2380,7 @@ static int sender_create_batch(lua_State *L)
         max = (lua_Integer)limit;
     bt = (batch_t *)sbl_newuserdata(L, sizeof *bt);
     bt->b = NULL;
-    luaL_setmetatable(L, MT_BATCH);
+    set_type(L, &UT_BATCH);
     rc = sbus_batch_new((size_t)max, &bt->b);
     if (rc < 0)
         return push_fail(L, rc, NULL);
@@ -1835,7 +2391,7 @@ static int sender_create_batch(lua_State *L)
 
 static batch_t *check_batch(lua_State *L, int i)
 {
-    batch_t *bt = (batch_t *)luaL_checkudata(L, i, MT_BATCH);
+    batch_t *bt = (batch_t *)check_ud(L, i, &UT_BATCH);
     if (!bt->b)
         luaL_error(L, "servicebus: the batch is freed");
     return bt;
@@ -1877,7 +2433,7 @@ static int batch_max_size(lua_State *L)
 
 static int batch_gc(lua_State *L)
 {
-    batch_t *bt = (batch_t *)luaL_checkudata(L, 1, MT_BATCH);
+    batch_t *bt = (batch_t *)check_ud(L, 1, &UT_BATCH);
     if (bt->b)
         sbus_batch_free(bt->b);
     bt->b = NULL;
@@ -1956,8 +2512,8 @@ static void receiver_unanchor_all(lua_State *L, int ri)
 {
     receiver_t *rv = (receiver_t *)lua_touserdata(L, ri);
     int ti;
-    get_env_field(L, ri, "client");
-    if (!luaL_testudata(L, -1, MT_CLIENT)) {
+    get_env_slot(L, ri, ENV_CLIENT);
+    if (!test_ud(L, -1, &UT_CLIENT)) {
         lua_pop(L, 1);
         return;
     }
@@ -1971,7 +2527,7 @@ static void receiver_unanchor_all(lua_State *L, int ri)
         lua_pop(L, 1);
         lua_rawgeti(L, -1, 1);
         if (mine) {
-            message_t *mu = (message_t *)luaL_testudata(L, -1, MT_MESSAGE);
+            message_t *mu = (message_t *)test_ud(L, -1, &UT_MESSAGE);
             if (mu)
                 mu->renewing = 0;
             lua_pushvalue(L, -3);
@@ -1994,7 +2550,7 @@ static int receiver_start_close(lua_State *L)
 
 static int receiver_free_l(lua_State *L)
 {
-    receiver_t *rv = (receiver_t *)luaL_checkudata(L, 1, MT_RECEIVER);
+    receiver_t *rv = (receiver_t *)check_ud(L, 1, &UT_RECEIVER);
     if (rv->link.cl) {
         receiver_unanchor_all(L, 1);
         receiver_free_fn(&rv->link);
@@ -2005,7 +2561,7 @@ static int receiver_free_l(lua_State *L)
 
 static int receiver_gc(lua_State *L)
 {
-    receiver_t *rv = (receiver_t *)luaL_checkudata(L, 1, MT_RECEIVER);
+    receiver_t *rv = (receiver_t *)check_ud(L, 1, &UT_RECEIVER);
     if (rv->link.cl) {
         receiver_free_fn(&rv->link);
         child_unlink(&rv->link);
@@ -2020,7 +2576,7 @@ static int sender_gc(lua_State *L)
 
 static int receiver_is_closed(lua_State *L)
 {
-    receiver_t *rv = (receiver_t *)luaL_checkudata(L, 1, MT_RECEIVER);
+    receiver_t *rv = (receiver_t *)check_ud(L, 1, &UT_RECEIVER);
     lua_pushboolean(L, rv->r == NULL);
     return 1;
 }
@@ -2276,20 +2832,25 @@ static int message_to_table(lua_State *L)
     return 1;
 }
 
+/* __index: upvalue 1 is the methods table, upvalue 2 maps each field
+ * name to its index in FIELDS. A method is returned without looking at
+ * the message (the common case, msg:complete()); a field is read from the
+ * engine message when asked (nothing is converted at receive time). */
 static int message_index(lua_State *L)
 {
-    message_t *mu = check_message(L, 1);
-    const char *k = luaL_checkstring(L, 2);
-    const field_def_t *f;
+    message_t *mu;
+    lua_Integer fi;
     lua_pushvalue(L, 2);
-    lua_rawget(L, lua_upvalueindex(1)); /* methods */
+    lua_rawget(L, lua_upvalueindex(1));
     if (!lua_isnil(L, -1))
         return 1;
-    lua_pop(L, 1);
-    f = find_field(k);
-    if (!f)
+    mu = check_message(L, 1);
+    lua_pushvalue(L, 2);
+    lua_rawget(L, lua_upvalueindex(2));
+    fi = lua_tointeger(L, -1);
+    if (fi <= 0)
         return 0; /* nil */
-    push_field(L, mu->m, f);
+    push_field(L, mu->m, &FIELDS[fi - 1]);
     return 1;
 }
 
@@ -2371,6 +2932,7 @@ static int op_set_timeout(lua_State *L)
     lua_getfield(L, 1, "id");
     id = lua_tointeger(L, -1);
     lua_pop(L, 1);
+    tick_engine(cl); /* the timeout counts from now */
     rc = sbus_conn_set_op_timeout(cl->conn, TOKEN(id), ms);
     if (rc < 0)
         return push_fail(L, rc, NULL);
@@ -2387,7 +2949,7 @@ static int l_message(lua_State *L)
 {
     luaL_checkany(L, 1);
     lua_settop(L, 1);
-    if (luaL_testudata(L, 1, MT_MESSAGE))
+    if (test_ud(L, 1, &UT_MESSAGE))
         return message_copy(L);
     to_send_message(L, 1); /* pushes the new message */
     return 1;
@@ -2510,7 +3072,6 @@ static int l_engine_version(lua_State *L)
 
 static const char PRELUDE[] =
     "local M, Client, Sender, Receiver, Message, Op = ...\n"
-    "local unpack = table.unpack or unpack\n"
     "local Error = {}\n"
     "Error.__index = Error\n"
     "Error.__tostring = function(e) return 'servicebus: ' .. tostring(e.message) .. ' (' .. tostring(e.code) .. ')' end\n"
@@ -2525,11 +3086,13 @@ static const char PRELUDE[] =
     "      return nil, self.what .. ': still pending after ' .. tostring(timeout) .. ' s', 'timeout'\n"
     "    end\n"
     "  end\n"
-    "  return unpack(self, 1, self.n)\n"
+    "  if self.error then return nil, self[2], self[3] end\n"
+    "  return self[1]\n"
     "end\n"
     "function Op:result()\n"
     "  if not self.done then return nil, self.what .. ': pending', 'pending' end\n"
-    "  return unpack(self, 1, self.n)\n"
+    "  if self.error then return nil, self[2], self[3] end\n"
+    "  return self[1]\n"
     "end\n"
     "function Op:is_done() return self.done end\n"
     "local function blocking(start)\n"
@@ -2766,23 +3329,35 @@ static const luaL_Reg MODULE_FUNCS[] = {
     {"now", l_now},
     {"monotonic", l_monotonic},
     {"engine_version", l_engine_version},
+    {"sequence", l_sequence},
+    {"amqp", l_amqp},
+    {"is_sequence", l_is_sequence},
     {NULL, NULL},
 };
 
 /* Creates metatable `name` with a methods table as __index (plus gc and
  * close) and leaves the methods table on the stack. */
-static void new_type(lua_State *L, const char *name, const luaL_Reg *methods,
+/* Creates metatable t, registered by name and by address (udtype_t), with
+ * __gc when given; leaves it on the stack. */
+static void new_meta(lua_State *L, const udtype_t *t, lua_CFunction gc)
+{
+    luaL_newmetatable(L, t->name);
+    lua_pushvalue(L, -1);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, t);
+    if (gc) {
+        lua_pushcfunction(L, gc);
+        lua_setfield(L, -2, "__gc");
+    }
+}
+
+static void new_type(lua_State *L, const udtype_t *t, const luaL_Reg *methods,
                      lua_CFunction gc, lua_CFunction tostr)
 {
-    luaL_newmetatable(L, name);
+    new_meta(L, t, gc);
     lua_newtable(L);
     luaL_setfuncs(L, methods, 0);
     lua_pushvalue(L, -1);
     lua_setfield(L, -3, "__index");
-    if (gc) {
-        lua_pushcfunction(L, gc);
-        lua_setfield(L, -3, "__gc");
-    }
     if (tostr) {
         lua_pushcfunction(L, tostr);
         lua_setfield(L, -3, "__tostring");
@@ -2826,13 +3401,13 @@ SBUS_API int luaopen_servicebus(lua_State *L)
     }
     lua_setfield(L, mod, "codes");
 
-    new_type(L, MT_CLIENT, CLIENT_METHODS, client_gc, client_tostring);
+    new_type(L, &UT_CLIENT, CLIENT_METHODS, client_gc, client_tostring);
     cm = lua_gettop(L);
-    new_type(L, MT_SENDER, SENDER_METHODS, sender_gc, NULL);
+    new_type(L, &UT_SENDER, SENDER_METHODS, sender_gc, NULL);
     sm = lua_gettop(L);
-    new_type(L, MT_RECEIVER, RECEIVER_METHODS, receiver_gc, NULL);
+    new_type(L, &UT_RECEIVER, RECEIVER_METHODS, receiver_gc, NULL);
     rm = lua_gettop(L);
-    new_type(L, MT_BATCH, BATCH_METHODS, batch_gc, NULL);
+    new_type(L, &UT_BATCH, BATCH_METHODS, batch_gc, NULL);
     lua_pushcfunction(L, batch_count);
     luaL_getmetatable(L, MT_BATCH);
     lua_insert(L, -2);
@@ -2840,19 +3415,30 @@ SBUS_API int luaopen_servicebus(lua_State *L)
     lua_pop(L, 2);
 
     /* message: __index is a function (methods first, then fields) */
-    luaL_newmetatable(L, MT_MESSAGE);
+    new_meta(L, &UT_MESSAGE, message_gc);
     lua_newtable(L);
     luaL_setfuncs(L, MESSAGE_METHODS, 0);
     mm = lua_gettop(L);
     lua_pushvalue(L, mm);
-    lua_pushcclosure(L, message_index, 1);
+    lua_createtable(L, 0, (int)(sizeof FIELDS / sizeof FIELDS[0]));
+    for (i = 0; FIELDS[i].name; i++) {
+        lua_pushinteger(L, i + 1);
+        lua_setfield(L, -2, FIELDS[i].name);
+    }
+    lua_pushcclosure(L, message_index, 2);
     lua_setfield(L, mm - 1, "__index");
     lua_pushcfunction(L, message_newindex);
     lua_setfield(L, mm - 1, "__newindex");
-    lua_pushcfunction(L, message_gc);
-    lua_setfield(L, mm - 1, "__gc");
     lua_pushcfunction(L, message_tostring);
     lua_setfield(L, mm - 1, "__tostring");
+
+    /* the markers of sequence bodies and of encoded values, the box of
+     * the table encoder, the guard of the messages of one send */
+    new_meta(L, &UT_SEQUENCE, NULL);
+    new_meta(L, &UT_AMQP, NULL);
+    new_meta(L, &UT_WRITER, writer_gc);
+    new_meta(L, &UT_MSGLIST, msglist_gc);
+    lua_pop(L, 4);
 
     /* op: a metatable for plain tables */
     luaL_newmetatable(L, MT_OP);

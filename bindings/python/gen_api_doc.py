@@ -62,10 +62,15 @@ def members(cls: type) -> List[str]:
 def render() -> str:
     import servicebus
     import servicebus.aio
+    import servicebus.amqp
     import servicebus.exceptions as exc
 
     lines: List[str] = []
-    for modname, mod in (("servicebus.aio", servicebus.aio), ("servicebus", servicebus)):
+    for modname, mod in (
+        ("servicebus.aio", servicebus.aio),
+        ("servicebus", servicebus),
+        ("servicebus.amqp", servicebus.amqp),
+    ):
         lines.append("### `%s`" % modname)
         lines.append("")
         seen = set()

@@ -258,21 +258,47 @@ static void read_some(sbus_io_t *io)
 
 int sbus_io_fd(const sbus_io_t *io) { return io ? io->fd : -1; }
 
-int sbus_io_events(const sbus_io_t *io)
+/* 1 while the engine has bytes to write. Asking pulls the output of
+ * operations started since the last step out of the engine (io->c is not
+ * const, only the driver's own fields are). */
+static int output_pending(const sbus_io_t *io)
+{
+    size_t len = 0;
+    sbus_conn_write_buffer(io->c, &len);
+    return len > 0;
+}
+
+/* POLLOUT while the socket refused bytes or the engine has bytes waiting:
+ * an operation started outside step() (no write per operation) wakes a
+ * step host through the descriptor it already watches. */
+static int poll_events(const sbus_io_t *io, int ask_engine)
 {
     if (!io || io->fd < 0)
         return 0;
     if (io->connecting)
         return POLLOUT;
-    return POLLIN | (io->blocked ? POLLOUT : 0);
+    if (io->blocked || (ask_engine && output_pending(io)))
+        return POLLIN | POLLOUT;
+    return POLLIN;
 }
 
+int sbus_io_events(const sbus_io_t *io) { return poll_events(io, 1); }
+
+/* Ticks the engine first (an operation started since the last step may
+ * have brought its deadline forward); 0 while events are queued (step()
+ * answers CONNECT/DISCONNECT, the caller pulls the others). */
 int64_t sbus_io_timeout(const sbus_io_t *io)
 {
-    if (!io || io->deadline < 0)
+    if (!io)
         return -1;
-    int64_t left = io->deadline - sbus_io_mono_ms();
-    return left > 0 ? left : 0;
+    int64_t now = sbus_io_mono_ms();
+    int64_t deadline = sbus_conn_tick(io->c, now, sbus_io_unix_ms());
+    sbus_event_type_t t = sbus_conn_peek_event(io->c);
+    if (t != SBUS_EV_NONE)
+        return 0; /* CONNECT/DISCONNECT for step() or events to pull */
+    if (deadline < 0)
+        return -1;
+    return deadline > now ? deadline - now : 0;
 }
 
 /* One round of non-blocking work, with poll results in `revents`. */
@@ -293,13 +319,24 @@ static int step(sbus_io_t *io, int revents)
     return handle_internal(io);
 }
 
+int sbus_io_flush(sbus_io_t *io)
+{
+    if (!io)
+        return SBUS_EINVAL;
+    if (io->fd < 0 || io->connecting || io->blocked)
+        return 0; /* step() writes once the socket can take it */
+    if (flush(io) < 0)
+        socket_failed(io); /* the engine learns it; events follow */
+    return 0;
+}
+
 int sbus_io_step(sbus_io_t *io)
 {
     if (!io)
         return SBUS_EINVAL;
     int revents = 0;
     if (io->fd >= 0) {
-        struct pollfd p = {io->fd, (short)sbus_io_events(io), 0};
+        struct pollfd p = {io->fd, (short)poll_events(io, 0), 0};
         if (poll(&p, 1, 0) > 0)
             revents = p.revents;
     }
@@ -326,7 +363,8 @@ int sbus_io_wait(sbus_io_t *io, int64_t timeout_ms)
             wait = 1000; /* nothing to wait for: do not hang forever */
         if (wait > 0x7fffffff)
             wait = 0x7fffffff;
-        struct pollfd p = {io->fd, (short)sbus_io_events(io), 0};
+        /* step() just flushed: POLLOUT only if the socket refused bytes */
+        struct pollfd p = {io->fd, (short)poll_events(io, 0), 0};
         int n = poll(io->fd >= 0 ? &p : NULL, io->fd >= 0 ? 1 : 0,
                      wait < 0 ? -1 : (int)wait);
         revents = n > 0 ? p.revents : 0;

@@ -217,6 +217,7 @@ static void on_reply(sbus_conn_t *c, const uint8_t *p, size_t n)
         return;
     }
     a->state = A_VALID;
+    sbusi_conn_progress(c);
     int64_t left_ms = a->expires_unix_s * 1000 - c->now_unix;
     if (c->sas_token && !a->host_token) {
         a->refresh_mono = -1; /* a fixed signature cannot be renewed */

@@ -209,6 +209,12 @@ int sbusi_wire_ready(const sbus_conn_t *c)
     return c->state == SBUSI_C_UP && c->wire_open && c->session;
 }
 
+void sbusi_conn_progress(sbus_conn_t *c)
+{
+    if (c->have_driver && c->wire_open)
+        c->progress = 1;
+}
+
 /* ------------------------------------------------------------------ */
 /* Events                                                              */
 /* ------------------------------------------------------------------ */
@@ -331,12 +337,23 @@ void sbusi_opq_remove(sbusi_op_t **head, sbusi_op_t **tail, sbusi_op_t *op)
     op->queued = 0;
 }
 
+/* Finished ops kept per connection for reuse; enough for the settles of
+ * a prefetch-sized batch in flight. */
+#define SPARE_OPS_MAX 512
+
 static void op_free(sbusi_op_t *op)
 {
     sbusi_free(op->renews);
     sbusi_buf_free(&op->payload);
     sbusi_free(op->msgs);
     sbusi_free(op->seqs);
+    sbus_conn_t *c = op->conn;
+    if (c && c->nspare_ops < SPARE_OPS_MAX) {
+        op->next = c->spare_ops;
+        c->spare_ops = op;
+        c->nspare_ops++;
+        return;
+    }
     sbusi_free(op);
 }
 
@@ -345,9 +362,16 @@ static void op_release(sbusi_ev_t *ev) { op_free(ev->owner); }
 sbusi_op_t *sbusi_op_new(sbus_conn_t *c, sbus_op_t kind, void *token,
                          void *object)
 {
-    sbusi_op_t *op = sbusi_calloc(1, sizeof *op);
-    if (!op)
-        return NULL;
+    sbusi_op_t *op = c->spare_ops;
+    if (op) {
+        c->spare_ops = op->next;
+        c->nspare_ops--;
+        memset(op, 0, sizeof *op);
+    } else {
+        op = sbusi_calloc(1, sizeof *op);
+        if (!op)
+            return NULL;
+    }
     op->conn = c;
     op->kind = kind;
     op->token = token;
@@ -440,6 +464,11 @@ void sbusi_op_done(sbusi_op_t *op, int code, const char *cond,
         sbusi_message_unref_op(op->msg, op);
         op->msg = NULL;
     }
+    /* the service answered something: this connection was worth having
+       (an empty receive or the open itself prove nothing) */
+    if (!code && !cond && op->kind != SBUS_OP_CONN_OPEN &&
+        (op->kind != SBUS_OP_RECEIVE || op->nmsgs))
+        sbusi_conn_progress(c);
     if (op->on_done) {
         op->on_done(op);
         return;
@@ -561,8 +590,12 @@ int sbus_conn_set_op_timeout(sbus_conn_t *c, void *token, int64_t timeout_ms)
     for (sbusi_op_t *op = c->ops.next; op != &c->ops; op = op->next) {
         if (op->token != token)
             continue;
-        if (op->kind == SBUS_OP_RECEIVE)
-            return SBUS_EINVAL;
+        if (op->kind == SBUS_OP_RECEIVE) {
+            if (!op->rcv)
+                return SBUS_EINVAL;
+            sbusi_receiver_set_timeout(op->rcv, op, timeout_ms);
+            return 0;
+        }
         op->user_deadline = c->now_mono + timeout_ms;
         op->deadline = op->user_deadline;
         if (op->deadline < c->op_due)
@@ -725,6 +758,7 @@ static void emit_connect(sbus_conn_t *c)
     ev->e.host = c->proxy_host ? c->proxy_host : c->host;
     ev->e.port = c->proxy_host ? c->proxy_port : c->port;
     c->state = SBUSI_C_CONNECTING;
+    c->connect_mono = c->now_mono;
     sbusi_ev_push(c, ev);
 }
 
@@ -811,6 +845,7 @@ static int driver_start(sbus_conn_t *c)
         return SBUS_ENOMEM;
     }
     c->have_driver = 1;
+    c->progress = 0;
     if (sbusi_wire_start(c) < 0)
         return SBUS_ENOMEM;
     pn_sasl_allowed_mechs(pn_sasl(t), "ANONYMOUS");
@@ -883,7 +918,9 @@ void sbusi_emit_disconnect(sbus_conn_t *c)
 void sbusi_transport_gone(sbus_conn_t *c, const char *why)
 {
     int was_open = c->wire_open;
+    int progress = c->progress;
     driver_stop(c);
+    c->progress = 0;
     if (c->state == SBUSI_C_CLOSING || c->state == SBUSI_C_CLOSED) {
         fail_all(c, NULL, 0, NULL, NULL, NULL); /* close ops: success */
         c->state = SBUSI_C_CLOSED;
@@ -893,11 +930,17 @@ void sbusi_transport_gone(sbus_conn_t *c, const char *why)
         sbusi_set_conn_error(c, SBUS_ECONNECTION, NULL, why);
     int fatal = c->conn_err.err.code != SBUS_ECONNECTION &&
                 !c->conn_err.err.retriable;
-    /* A connection that lived a while was lost by bad luck: reconnect at
-       once. One that died soon after opening (or never opened) counts as
-       a failed attempt and backs off, so that a fault that kills every
-       connection cannot become a reconnect storm. */
-    int stable = was_open && c->now_mono - c->open_mono >= STABLE_MS;
+    /* A connection that did useful work (a token accepted, a link
+       attached, an operation completed) or lived a while was lost by bad
+       luck: reconnect at once (but not sooner than retry_backoff_ms after
+       the previous connect, so that a service killing every connection
+       right after some work cannot cause a reconnect storm either), and
+       the count of failed attempts starts again, however often that
+       happens. One that never got that far (refused, or killed right
+       after the AMQP open) counts as a failed attempt and backs off, and
+       pending operations end after retry_total + 1 such attempts. */
+    int stable = was_open &&
+                 (progress || c->now_mono - c->open_mono >= STABLE_MS);
     c->reconnects = stable ? 1 : c->reconnects + 1;
     if (fatal || c->reconnects > c->retry_total + 1 || !has_pending_work(c)) {
         fail_all(c, NULL, c->conn_err.err.code, c->conn_err.err.condition,
@@ -908,8 +951,12 @@ void sbusi_transport_gone(sbus_conn_t *c, const char *why)
         return;
     }
     c->state = SBUSI_C_BACKOFF;
-    c->reconnect_at = c->now_mono +
-                      (stable ? 0 : sbusi_backoff(c, c->reconnects - 1));
+    if (stable) {
+        int64_t earliest = c->connect_mono + c->backoff_ms;
+        c->reconnect_at = earliest > c->now_mono ? earliest : c->now_mono;
+    } else {
+        c->reconnect_at = c->now_mono + sbusi_backoff(c, c->reconnects - 1);
+    }
     sbusi_log(c, "transport lost (%s); reconnecting", why ? why : "");
 }
 
@@ -1272,5 +1319,10 @@ void sbus_conn_free(sbus_conn_t *c)
     sbusi_free(c->proxy_password);
     sbusi_free(c->container_id);
     sbusi_free(c->user_agent);
+    while (c->spare_ops) {
+        sbusi_op_t *op = c->spare_ops;
+        c->spare_ops = op->next;
+        sbusi_free(op);
+    }
     sbusi_free(c);
 }

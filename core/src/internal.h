@@ -117,6 +117,11 @@ typedef struct sbusi_item {
     const uint8_t *stop;   /* one past its last byte */
 } sbusi_item_t;
 
+/* 0 if p[n] is exactly one well-formed AMQP value (children checked, at
+ * most 32 levels deep; the elements of an array of described values are
+ * only bounded), else SBUS_EINVAL. */
+int sbusi_amqp_check(const void *p, size_t n);
+
 /* Reads one value (any type) and moves past it. Returns 0 or -1. */
 int sbusi_dec_item(sbusi_dec_t *d, sbusi_item_t *it);
 /* A cursor over the items of a list/map item. */
@@ -168,6 +173,13 @@ struct sbus_message {
     sbusi_section_t section0;            /* storage of the first section */
     size_t nsections;                    /* used entries of sections */
     size_t capsections;                  /* allocated entries */
+    void *blk;                           /* received: the message's own
+                                            allocation, holding this struct,
+                                            the payload (sections point into
+                                            it) and decoded strings; NULL
+                                            for messages built by the host */
+    size_t blk_cap;                      /* bytes of blk */
+    size_t blk_used;                     /* bytes of blk taken */
     sbusi_prop_t *aprops;                /* application properties */
     size_t naprops;                      /* used entries */
     size_t capaprops;                    /* allocated entries */
@@ -191,6 +203,14 @@ struct sbus_message {
 int sbusi_message_encode(const sbus_message_t *m, sbusi_buf_t *out);
 /* Decodes a complete AMQP message from p[n]. *out transfers. */
 int sbusi_message_decode(const uint8_t *p, size_t n, sbus_message_t **out);
+/* A received message in one allocation: returns an empty message with
+ * room for an n-byte payload, which the caller writes to *payload and then
+ * decodes in place with sbusi_message_decode_payload() (the body is not
+ * copied again). NULL when out of memory. */
+sbus_message_t *sbusi_message_alloc_payload(size_t n, uint8_t **payload);
+/* Decodes the first n bytes written to the payload of m (n at most the
+ * size given to sbusi_message_alloc_payload()). On failure m is freed. */
+int sbusi_message_decode_payload(sbus_message_t *m, size_t n);
 /* Checks the client-side rules (identifier lengths, key conflicts). */
 int sbusi_message_validate(const sbus_message_t *m);
 /* Forgets an op that referred to m (op completed). */
@@ -296,6 +316,9 @@ typedef struct sbusi_op {
     sbus_receiver_t *rcv;          /* receiver it runs on, or NULL */
     int stage;                     /* enum sbusi_stage */
     int64_t deadline;              /* mono ms when it times out, -1 none */
+    int64_t user_timeout;          /* RECEIVE: sbus_conn_set_op_timeout()
+                                      ms, 0 none: bounds each stretch the
+                                      receive waits without its link */
     int64_t user_deadline;         /* sbus_conn_set_op_timeout(), 0 none:
                                       bounds every attempt and backoff */
     int64_t retry_at;              /* BACKOFF: mono ms of next attempt */
@@ -413,7 +436,12 @@ struct sbus_conn {
     int wire_open;            /* remote open received */
     int reconnects;           /* failed connection attempts in a row */
     int64_t open_mono;        /* when the AMQP open completed */
+    int progress;             /* this transport did useful work (a token
+                                 accepted, a link attached, an operation
+                                 done): its loss is bad luck, not a failed
+                                 attempt */
     int64_t reconnect_at;     /* BACKOFF: when to emit CONNECT */
+    int64_t connect_mono;     /* when the last CONNECT was emitted */
     int opened;               /* sbus_conn_open() was called */
     int want_disconnect;      /* DISCONNECT to emit */
     /* time */
@@ -424,6 +452,10 @@ struct sbus_conn {
                                  (a lower bound; INT64_MAX: none) */
     /* objects */
     sbusi_op_t ops;           /* pending ops: circular list head */
+    sbusi_op_t *spare_ops;    /* finished ops kept for reuse (chain via
+                                 next): a settle per received message
+                                 then costs no allocation */
+    size_t nspare_ops;        /* entries in spare_ops */
     sbusi_audience_t *auds;   /* token audiences */
     sbusi_cbs_t cbs;          /* CBS link pair */
     sbusi_mgmt_t *mgmts;      /* $management pairs */
@@ -446,7 +478,11 @@ struct sbus_conn {
     sbusi_buf_t out;          /* bytes for the host to write */
     size_t out_head;          /* first unwritten byte of out */
     sbusi_buf_t plain;        /* TLS: filtered AMQP bytes not yet encrypted */
-    sbusi_buf_t in;           /* TLS: the host's read buffer (ciphertext) */
+    sbusi_buf_t in;           /* the host's read buffer: ciphertext with
+                                 byte layers; without, used instead of
+                                 Proton's when that offers little room */
+    int in_staged;            /* no layers: the last read buffer handed
+                                 out was `in`, not Proton's */
     struct sbusi_tls_ctx *tls_ctx; /* TLS configuration (owned), or NULL */
     struct sbusi_layer *layers[3]; /* byte layers, bottom first (owned) */
     size_t nlayers;           /* how many (0: Proton talks to the host) */
@@ -489,6 +525,9 @@ struct sbus_receiver {
     int draining;                /* a drain is outstanding */
     int opened;                  /* open/receive was called: resume after
                                     a loss */
+    int relock;                  /* session: held session_id's lock once;
+                                    a new attach must get that session
+                                    back, or fail with session-lock-lost */
     int64_t last_seq;            /* last sequence number seen (peek) */
     sbusi_renew_t *renews;       /* auto-renew registrations */
     sbusi_op_t *rq_head;         /* pending receive calls, oldest first */
@@ -521,6 +560,8 @@ void sbusi_opq_remove(sbusi_op_t **head, sbusi_op_t **tail, sbusi_op_t *op);
 /* Queues a warning (SBUS_EV_LOG with level 1), whatever opts.trace says. */
 void sbusi_warn(sbus_conn_t *c, const char *fmt, ...);
 int sbusi_wire_ready(const sbus_conn_t *c);
+/* The current transport did useful work (see sbus_conn.progress). */
+void sbusi_conn_progress(sbus_conn_t *c);
 /* 1 once the connection was closed or aborted: no new operations. */
 int sbusi_conn_closed(const sbus_conn_t *c);
 void sbusi_owner_init(sbusi_owner_t *o, int kind);
@@ -579,6 +620,12 @@ void sbusi_receiver_adopt_deferred(sbus_receiver_t *r, sbus_message_t *m);
 void sbusi_message_set_locked_until(sbus_message_t *m, int64_t unix_ms);
 
 int sbusi_mgmt_submit(sbus_conn_t *c, const char *entity, sbusi_op_t *op);
+/* Starts $management op (request encoded in op->payload) on entity: 0, or
+ * a code after discarding op (SBUS_ESTATE when `closed`, SBUS_ENOMEM when
+ * its encoding ran out of memory, or what sbusi_mgmt_submit said). Used by
+ * senders and receivers alike. */
+int sbusi_mgmt_start(sbus_conn_t *c, const char *entity, sbusi_op_t *op,
+                     int closed);
 void sbusi_mgmt_pump(sbus_conn_t *c);
 void sbusi_mgmt_lost(sbus_conn_t *c);
 void sbusi_mgmt_free(sbus_conn_t *c);
@@ -619,6 +666,10 @@ void sbusi_op_timeout(sbusi_op_t *op);  /* deadline passed */
 void sbusi_sender_on_event(sbus_sender_t *s, pn_event_t *e);
 void sbusi_receiver_on_event(sbus_receiver_t *r, pn_event_t *e);
 void sbusi_receiver_cancel(sbus_receiver_t *r, sbusi_op_t *op);
+/* Gives receive op on r an operation timeout of ms (see
+ * sbus_conn_set_op_timeout). */
+void sbusi_receiver_set_timeout(sbus_receiver_t *r, sbusi_op_t *op,
+                                int64_t ms);
 void sbusi_cbs_on_event(sbus_conn_t *c, sbusi_owner_t *o, pn_event_t *e);
 void sbusi_mgmt_on_event(sbus_conn_t *c, sbusi_owner_t *o, pn_event_t *e);
 /* Reads a complete incoming delivery into c->scratch; 0, or -1 when it is

@@ -180,6 +180,21 @@ int sbusi_mgmt_submit(sbus_conn_t *c, const char *entity, sbusi_op_t *op)
     return 0;
 }
 
+int sbusi_mgmt_start(sbus_conn_t *c, const char *entity, sbusi_op_t *op,
+                     int closed)
+{
+    int rc = closed            ? SBUS_ESTATE
+             : op->payload.oom ? SBUS_ENOMEM
+                               : sbusi_mgmt_submit(c, entity, op);
+    if (rc < 0) {
+        sbusi_op_discard(op);
+        return rc;
+    }
+    sbusi_op_start(c, op);
+    sbusi_process(c);
+    return 0;
+}
+
 static void attach_pair(sbus_conn_t *c, sbusi_mgmt_t *m)
 {
     char addr[1100], name[1200];
@@ -329,6 +344,7 @@ void sbusi_mgmt_on_event(sbus_conn_t *c, sbusi_owner_t *o, pn_event_t *e)
             if (!refused) {
                 o->state = SBUSI_L_ATTACHED;
                 o->attempts = 0;
+                sbusi_conn_progress(c);
             }
         }
         break;

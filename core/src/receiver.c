@@ -174,6 +174,42 @@ void sbusi_receiver_forget(sbus_receiver_t *r, sbusi_op_t *op)
     sbusi_opq_remove(&r->rq_head, &r->rq_tail, op);
 }
 
+/* ------------------------- receive timeouts ------------------------ */
+
+/* A receive given an operation timeout may wait for its link (connection
+ * down, reconnect backoff, attach retries) at most that long in a row: the
+ * clock runs while the link is not attached and starts again each time it
+ * is lost. While the link is attached the receive's own max_wait governs. */
+static int link_up(const sbus_receiver_t *r)
+{
+    return r->own.state == SBUSI_L_ATTACHED && r->own.link;
+}
+
+static void arm_timeout(sbus_receiver_t *r, sbusi_op_t *op)
+{
+    if (!op->user_timeout)
+        return;
+    if (link_up(r))
+        op->user_deadline = 0; /* running: max_wait governs */
+    else if (!op->user_deadline)
+        op->user_deadline = r->conn->now_mono + op->user_timeout;
+}
+
+/* The link attached or went away: start or stop the waiting clocks. */
+static void arm_timeouts(sbus_receiver_t *r)
+{
+    for (sbusi_op_t *op = r->rq_head; op; op = op->qnext)
+        arm_timeout(r, op);
+}
+
+void sbusi_receiver_set_timeout(sbus_receiver_t *r, sbusi_op_t *op,
+                                int64_t ms)
+{
+    op->user_timeout = ms;
+    op->user_deadline = 0;
+    arm_timeout(r, op);
+}
+
 /* ------------------------------ credit ----------------------------- */
 
 static void maybe_drain(sbus_receiver_t *r)
@@ -380,10 +416,18 @@ static void on_message(sbus_receiver_t *r, pn_delivery_t *d)
     pn_delivery_tag_t tag = pn_delivery_tag(d);
     int presettled = pn_delivery_settled(d) ||
                      r->o.mode == SBUS_RECEIVE_AND_DELETE;
-    if (sbusi_read_delivery(c, d) < 0)
-        return;
-    sbus_message_t *m = NULL;
-    if (sbusi_message_decode(c->scratch.p, c->scratch.len, &m) < 0) {
+    /* the payload goes from Proton straight into the message's own
+       allocation, which the body then points into: one allocation and
+       one copy per message */
+    uint8_t *payload;
+    size_t n = pn_delivery_pending(d);
+    sbus_message_t *m = sbusi_message_alloc_payload(n, &payload);
+    if (!m)
+        return; /* left buffered in Proton; tried again later */
+    pn_link_t *l = pn_delivery_link(d);
+    ssize_t got = pn_link_recv(l, (char *)payload, n);
+    pn_link_advance(l);
+    if (sbusi_message_decode_payload(m, got > 0 ? (size_t)got : 0) < 0) {
         pn_delivery_update(d, PN_RELEASED); /* let the broker keep it */
         pn_delivery_settle(d);
         sbusi_log(c, "could not decode a message; released it");
@@ -484,17 +528,42 @@ void sbusi_receiver_lost(sbus_receiver_t *r)
     free_queue(r, 0);
     sbusi_owner_lost(&r->own);
     r->draining = 0;
+    arm_timeouts(r);
     if (r->own.state == SBUSI_L_ATTACHED || r->own.state == SBUSI_L_ATTACHING) {
-        if (r->o.session && r->own.state == SBUSI_L_ATTACHED) {
-            sbusi_owner_set_error(&r->own, SBUS_ESESSIONLOCKLOST, NULL,
-                                  "the session link was lost, and the "
-                                  "session lock with it");
-            r->own.state = SBUSI_L_FAILED;
-            complete_opens(r, &r->own.last_err);
-        } else {
-            r->own.state = SBUSI_L_IDLE;
-        }
+        /* a session receiver asks for the same session again on next
+           use (relock) */
+        if (r->o.session && r->own.state == SBUSI_L_ATTACHED)
+            r->relock = 1;
+        r->own.state = SBUSI_L_IDLE;
     }
+}
+
+/* A session link was detached by the service (or its attach refused).
+ * One that held its session (forced detach, e.g. for idleness) re-attaches
+ * to the same session id on next use, as plain receivers do; a retriable
+ * refusal of that re-attach backs off under the retry policy. Any other
+ * failure of a receiver that held a session means the session is gone for
+ * it (locked by someone else now, or its lock expired): session-lock-lost.
+ * A first attach that fails fails the open, as before. */
+static void session_detached(sbus_receiver_t *r, int was_attached)
+{
+    sbusi_owner_t *o = &r->own;
+    if (was_attached)
+        r->relock = 1;
+    const sbus_error_t *e = &o->last_err.err;
+    if (!o->has_err || (r->relock && e->retriable))
+        sbusi_owner_after_detach(r->conn, o); /* IDLE or BACKOFF */
+    else
+        o->state = SBUSI_L_FAILED;
+    if (o->state != SBUSI_L_FAILED || !r->relock ||
+        e->code == SBUS_ESESSIONLOCKLOST)
+        return;
+    char cond[SBUSI_COND_MAX], desc[SBUSI_DESC_MAX];
+    snprintf(cond, sizeof cond, "%s", e->condition ? e->condition : "");
+    snprintf(desc, sizeof desc, "the session lock was lost: %s",
+             e->description);
+    sbusi_owner_set_error(o, SBUS_ESESSIONLOCKLOST, cond[0] ? cond : NULL,
+                          desc);
 }
 
 static void on_remote_close(sbus_receiver_t *r, pn_link_t *l)
@@ -507,19 +576,16 @@ static void on_remote_close(sbus_receiver_t *r, pn_link_t *l)
     free_queue(r, 0);
     sbusi_owner_lost(&r->own);
     r->draining = 0;
+    arm_timeouts(r);
     if (r->own.state == SBUSI_L_CLOSING) {
         r->own.state = SBUSI_L_CLOSED;
         sbusi_fail_object_kind(r->conn, r, SBUS_OP_RECEIVER_CLOSE, 0, NULL);
         return;
     }
-    if (r->o.session && was_attached && !r->own.has_err)
-        sbusi_owner_set_error(&r->own, SBUS_ESESSIONLOCKLOST, NULL,
-                              "the session link was detached");
-    if (r->o.session && r->own.has_err) {
-        r->own.state = SBUSI_L_FAILED; /* sessions never re-attach alone */
-    } else {
+    if (r->o.session)
+        session_detached(r, was_attached);
+    else
         sbusi_owner_after_detach(r->conn, &r->own);
-    }
     if (r->own.state == SBUSI_L_FAILED)
         complete_opens(r, &r->own.last_err);
 }
@@ -534,6 +600,8 @@ void sbusi_receiver_on_event(sbus_receiver_t *r, pn_event_t *e)
             break; /* refused: the detach with the error follows */
         r->own.state = SBUSI_L_ATTACHED;
         r->own.attempts = 0;
+        sbusi_conn_progress(r->conn);
+        arm_timeouts(r);
         if (r->o.session)
             read_session(r, l);
         break;
@@ -574,6 +642,10 @@ void sbusi_receiver_tick(sbus_receiver_t *r)
         sbusi_op_t *next = op->qnext;
         if (op->deadline >= 0 && c->now_mono >= op->deadline)
             sbusi_op_done(op, 0, NULL, NULL); /* what it has, maybe none */
+        else if (op->user_deadline && c->now_mono >= op->user_deadline)
+            sbusi_op_done(op, op->nmsgs ? 0 : SBUS_ETIMEOUT, NULL,
+                          "the receive could not run within its operation "
+                          "timeout: the connection or the link was down");
         op = next;
     }
     sbusi_renew_tick(r);
@@ -584,6 +656,9 @@ int64_t sbusi_receiver_deadline(sbus_receiver_t *r)
     int64_t next = sbusi_renew_deadline(r);
     if (r->own.state == SBUSI_L_BACKOFF && (next < 0 || r->own.retry_at < next))
         next = r->own.retry_at;
+    for (sbusi_op_t *op = r->rq_head; op; op = op->qnext)
+        if (op->user_deadline && (next < 0 || op->user_deadline < next))
+            next = op->user_deadline;
     return next;
 }
 
@@ -760,7 +835,10 @@ int sbus_receiver_settle(sbus_receiver_t *r, sbus_message_t *m,
     op->dlv = d;
     op->dlv_gen = r->own.gen;
     op->stage = SBUSI_S_INFLIGHT;
-    sbusi_process(c);
+    /* No sbusi_process() here: the disposition only changed Proton's work
+       list, which the next sbus_conn_write_buffer() turns into frames, and
+       nothing of ours waits on it. Settling 300 messages in a row then
+       costs one pass over the connection instead of 300. */
     return 0;
 }
 
@@ -790,23 +868,8 @@ static uint32_t enc_session_id(sbus_receiver_t *r, sbusi_buf_t *b)
 
 static int submit(sbus_receiver_t *r, sbusi_op_t *op)
 {
-    if (closed(r)) {
-        sbusi_op_discard(op);
-        return SBUS_ESTATE;
-    }
-    if (op->payload.oom) {
-        sbusi_op_discard(op);
-        return SBUS_ENOMEM;
-    }
     op->rcv = r;
-    int rc = sbusi_mgmt_submit(r->conn, r->entity, op);
-    if (rc < 0) {
-        sbusi_op_discard(op);
-        return rc;
-    }
-    sbusi_op_start(r->conn, op);
-    sbusi_process(r->conn);
-    return 0;
+    return sbusi_mgmt_start(r->conn, r->entity, op, closed(r));
 }
 
 static const char *disposition_status(int outcome)

@@ -288,6 +288,7 @@ void sbusi_sender_on_event(sbus_sender_t *s, pn_event_t *e)
             break; /* refused: the detach with the error follows */
         s->own.state = SBUSI_L_ATTACHED;
         s->own.attempts = 0;
+        sbusi_conn_progress(s->conn);
         s->max_size = pn_link_remote_max_message_size(l);
         if (!s->max_size)
             s->max_size = 1024 * 1024;
@@ -429,23 +430,8 @@ static void enc_app_op(sbusi_buf_t *b, const char *op)
 
 static int submit_mgmt(sbus_sender_t *s, sbusi_op_t *op)
 {
-    if (sbusi_conn_closed(s->conn)) {
-        sbusi_op_discard(op);
-        return SBUS_ESTATE;
-    }
-    if (op->payload.oom) {
-        sbusi_op_discard(op);
-        return SBUS_ENOMEM;
-    }
     op->snd = s;
-    int rc = sbusi_mgmt_submit(s->conn, s->entity, op);
-    if (rc < 0) {
-        sbusi_op_discard(op);
-        return rc;
-    }
-    sbusi_op_start(s->conn, op);
-    sbusi_process(s->conn);
-    return 0;
+    return sbusi_mgmt_start(s->conn, s->entity, op, sbusi_conn_closed(s->conn));
 }
 
 /* One entry of a schedule-message request. */

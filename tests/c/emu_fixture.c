@@ -381,3 +381,37 @@ static void stash_forget(sbus_conn_t *c)
             stash[i].token = NULL;
         }
 }
+
+sbus_sender_t *open_sender(client_t *cl, const char *entity)
+{
+    sbus_sender_options_t so;
+    sbus_sender_options_init(&so);
+    so.entity = entity;
+    sbus_sender_t *s = NULL;
+    return sbus_sender_new(cl->c, &so, &s) == 0 ? s : NULL;
+}
+
+sbus_receiver_t *open_receiver(client_t *cl, const char *entity,
+                               sbus_receive_mode_t mode)
+{
+    sbus_receiver_options_t ro;
+    sbus_receiver_options_init(&ro);
+    ro.entity = entity;
+    ro.mode = mode;
+    sbus_receiver_t *r = NULL;
+    return sbus_receiver_new(cl->c, &ro, &r) == 0 ? r : NULL;
+}
+
+int emu_main(emu_t *e, void (*const *tests)(void), size_t n)
+{
+    if (emu_start(e) < 0) {
+        fprintf(stderr, "cannot start the emulator\n");
+        return 1;
+    }
+    for (size_t i = 0; i < n; i++)
+        tests[i]();
+    emu_stop(e);
+    if (failures)
+        fprintf(stderr, "%d failure(s)\n", failures);
+    return failures ? 1 : 0;
+}

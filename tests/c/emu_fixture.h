@@ -82,6 +82,16 @@ void drain_queue(client_t *cl, const char *queue);
 /* 1 if m's first data section equals `want`. */
 int body_is(const sbus_message_t *m, const char *want);
 
+/* A sender / receiver (defaults but the mode) on cl for entity; NULL if
+ * sbus_*_new failed. */
+sbus_sender_t *open_sender(client_t *cl, const char *entity);
+sbus_receiver_t *open_receiver(client_t *cl, const char *entity,
+                               sbus_receive_mode_t mode);
+
+/* The whole main() of an emulator test: starts e, runs the tests in order,
+ * stops it, reports the failure count; returns the exit status. */
+int emu_main(emu_t *e, void (*const *tests)(void), size_t n);
+
 /* Runs the driver until the op with `token` completes or timeout_ms. */
 int wait_done(client_t *cl, void *token, done_t *d, int64_t timeout_ms);
 void done_clear(done_t *d);

@@ -62,6 +62,8 @@ typedef struct pair {
     int ntok;                  /* how many */
     int tok_seen[64];          /* completions seen per token */
     int drop_on_open;          /* drop every connection once it opens */
+    int drop_on_auth;          /* drop every connection once a token was
+                                  accepted on it */
     int ws;                    /* 1: a WebSocket server sits in front */
     sbusi_layer_t *wsl;        /* its layer for the current connection */
     int proxy_status;          /* >0: an HTTP proxy answering CONNECT so */
@@ -194,7 +196,7 @@ static size_t to_server(pair_t *p, const uint8_t *b, size_t n)
         if (!k)
             break;
         memcpy(in.start, q + done, k);
-        pn_connection_driver_read_done(&p->server->driver, k);
+        emu_conn_read_done(p->server, in.start, k);
         done += k;
         p->fed_wire = 1;
     }
@@ -254,6 +256,8 @@ static void pump(pair_t *p)
             (pn_connection_state(p->server->driver.connection) &
              PN_REMOTE_ACTIVE))
             emu_conn_drop(p->server, "amqp:connection:forced", "test drop");
+        if (p->drop_on_auth && !p->server->dead && p->server->authed)
+            emu_conn_drop(p->server, "amqp:connection:forced", "test drop");
         from_server(p);
         if (p->to_engine.len) {
             size_t cap;
@@ -291,7 +295,7 @@ static void advance(pair_t *p, int64_t ms)
     while (ms > 0) {
         int64_t step = ms < 1000 ? ms : 1000;
         p->mono += step;
-        p->b->skew_ms += step;
+        p->b->fake_ms += step;
         ms -= step;
         emu_tick(p->b);
         tick(p);
@@ -328,7 +332,9 @@ static void done_clear(done_t *d)
     d->count = 0;
 }
 
-static void pair_open(pair_t *p, sbus_conn_options_t *o)
+/* The broker with the example configuration, and the fake clock; no
+ * engine yet. */
+static void pair_broker(pair_t *p)
 {
     memset(p, 0, sizeof *p);
     emu_options_t eo = {0};
@@ -340,6 +346,11 @@ static void pair_open(pair_t *p, sbus_conn_options_t *o)
                         err, sizeof err) != 0)
         fprintf(stderr, "config: %s\n", err);
     p->mono = 1000000;
+}
+
+static void pair_open(pair_t *p, sbus_conn_options_t *o)
+{
+    pair_broker(p);
     o->trace = getenv("PERF_NO_TRACE") ? 0 : 1;
     char e[256];
     CHECK(sbus_conn_new(&p->c, o, e, sizeof e) == 0);
@@ -375,11 +386,16 @@ static void default_opts(sbus_conn_options_t *o)
     o->retry_backoff_ms = 100;
 }
 
-static int send_one(pair_t *p, sbus_sender_t *s, const char *body)
+/* Sends one text message (in session sid unless NULL) and waits; returns
+ * the completion's code. */
+static int send_one_sid(pair_t *p, sbus_sender_t *s, const char *body,
+                        const char *sid)
 {
     sbus_message_t *m;
     sbus_message_new(&m);
     sbus_message_set_body(m, body, strlen(body));
+    if (sid)
+        sbus_message_set_prop(m, SBUS_PROP_SESSION_ID, sid, strlen(sid));
     int tok;
     done_t d;
     int rc = sbus_sender_send(s, &m, 1, &tok);
@@ -388,6 +404,11 @@ static int send_one(pair_t *p, sbus_sender_t *s, const char *body)
         return rc;
     take(p, &tok, &d);
     return d.code;
+}
+
+static int send_one(pair_t *p, sbus_sender_t *s, const char *body)
+{
+    return send_one_sid(p, s, body, NULL);
 }
 
 static sbus_sender_t *sender(pair_t *p, const char *q)
@@ -410,5 +431,32 @@ static sbus_receiver_t *receiver(pair_t *p, const char *q)
     return r;
 }
 
+static int settle_one(pair_t *p, sbus_receiver_t *r, sbus_message_t *m)
+{
+    int tok;
+    done_t d;
+    if (sbus_receiver_settle(r, m, SBUS_COMPLETE, NULL, NULL, &tok) != 0)
+        return -1;
+    take(p, &tok, &d);
+    return d.code;
+}
+
+/* pair_open() with default_opts() but this retry policy. */
+static void pair_open_retry(pair_t *p, int total, int64_t backoff_ms)
+{
+    sbus_conn_options_t o;
+    default_opts(&o);
+    o.retry_total = total;
+    o.retry_backoff_ms = backoff_ms;
+    pair_open(p, &o);
+}
+
+/* pair_open() with default_opts(). */
+static void pair_open_default(pair_t *p)
+{
+    sbus_conn_options_t o;
+    default_opts(&o);
+    pair_open(p, &o);
+}
 
 #endif

@@ -52,11 +52,7 @@ static void test_cancel_receive(void)
     CHECK(sbus_conn_open(cl.c, &again) == 0);
     CHECK(wait_done(&cl, &again, &od, 2000) == 0 && od.code == 0);
     drain_queue(&cl, "test-queue");
-    sbus_receiver_options_t ro;
-    sbus_receiver_options_init(&ro);
-    ro.entity = "test-queue";
-    sbus_receiver_t *r;
-    sbus_receiver_new(cl.c, &ro, &r);
+    sbus_receiver_t *r = open_receiver(&cl, "test-queue", SBUS_PEEK_LOCK);
     int tok[1], seen[1] = {0}, codes[1];
     CHECK(sbus_receiver_receive(r, 5, -1, &tok[0]) == 0);
     sbus_io_wait(cl.io, 200); /* let the credit reach the broker */
@@ -65,14 +61,9 @@ static void test_cancel_receive(void)
     collect(&cl, tok, seen, codes, 1, 2000);
     CHECK(seen[0] == 1 && codes[0] == SBUS_ECANCELLED);
     /* a message sent now is not locked for the cancelled call */
-    sbus_sender_options_t so;
-    sbus_sender_options_init(&so);
-    so.entity = "test-queue";
-    sbus_sender_t *s;
-    sbus_sender_new(cl.c, &so, &s);
+    sbus_sender_t *s = open_sender(&cl, "test-queue");
     CHECK(send_text(&cl, s, "after cancel", NULL) == 0);
-    sbus_receiver_t *r2;
-    sbus_receiver_new(cl.c, &ro, &r2);
+    sbus_receiver_t *r2 = open_receiver(&cl, "test-queue", SBUS_PEEK_LOCK);
     done_t d;
     receive_n(&cl, r2, 1, 3000, &d);
     CHECK(d.count == 1);
@@ -120,11 +111,7 @@ static void test_close_sender_with_sends_in_flight(void)
 {
     client_t cl;
     CHECK(client_open(&cl, emu.connstr) == 0);
-    sbus_sender_options_t so;
-    sbus_sender_options_init(&so);
-    so.entity = "test-queue-2";
-    sbus_sender_t *s;
-    sbus_sender_new(cl.c, &so, &s);
+    sbus_sender_t *s = open_sender(&cl, "test-queue-2");
     CHECK(send_text(&cl, s, "attach first", NULL) == 0);
     sbus_message_t *m;
     sbus_message_new(&m);
@@ -148,16 +135,8 @@ static void test_abort_completes_everything(void)
 {
     client_t cl;
     CHECK(client_open(&cl, emu.connstr) == 0);
-    sbus_receiver_options_t ro;
-    sbus_receiver_options_init(&ro);
-    ro.entity = "test-queue-2";
-    sbus_receiver_t *r;
-    sbus_receiver_new(cl.c, &ro, &r);
-    sbus_sender_options_t so;
-    sbus_sender_options_init(&so);
-    so.entity = "test-queue-2";
-    sbus_sender_t *s;
-    sbus_sender_new(cl.c, &so, &s);
+    sbus_receiver_t *r = open_receiver(&cl, "test-queue-2", SBUS_PEEK_LOCK);
+    sbus_sender_t *s = open_sender(&cl, "test-queue-2");
     sbus_message_t *m;
     sbus_message_new(&m);
     int tok[3], seen[3] = {0}, codes[3];
@@ -203,16 +182,11 @@ static void test_abort_completes_everything(void)
 
 int main(void)
 {
-    if (emu_start(&emu) < 0) {
-        fprintf(stderr, "cannot start the emulator\n");
-        return 1;
-    }
-    test_cancel_receive();
-    test_free_and_close_complete_pending();
-    test_close_sender_with_sends_in_flight();
-    test_abort_completes_everything();
-    emu_stop(&emu);
-    if (failures)
-        fprintf(stderr, "%d failure(s)\n", failures);
-    return failures ? 1 : 0;
+    static void (*const tests[])(void) = {
+        test_cancel_receive,
+        test_free_and_close_complete_pending,
+        test_close_sender_with_sends_in_flight,
+        test_abort_completes_everything,
+    };
+    return emu_main(&emu, tests, sizeof tests / sizeof tests[0]);
 }

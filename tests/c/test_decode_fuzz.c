@@ -44,6 +44,39 @@ static void sample_message(sbusi_buf_t *b)
     v.type = SBUS_VAL_UUID;
     memset(v.u.uuid, 7, 16);
     sbus_message_set_property(m, "u", 1, &v);
+    /* one value of every compound kind, and a char and a decimal */
+    sbus_amqp_writer_t *w;
+    sbus_amqp_writer_new(&w);
+    sbus_amqp_begin(w, SBUS_AMQP_MAP);
+    v.type = SBUS_VAL_STRING;
+    sbus_amqp_write_value(w, &v);
+    sbus_amqp_begin(w, SBUS_AMQP_LIST);
+    sbus_value_t c = {.type = SBUS_VAL_UINT, .u.u = 0x20ac};
+    sbus_amqp_write(w, SBUS_AMQP_CHAR, &c);
+    static const uint8_t dec[8] = {0x31, 0xc0, 0, 0, 0, 0, 0, 7};
+    sbus_value_t d = {.type = SBUS_VAL_BINARY};
+    d.u.s.ptr = (const char *)dec;
+    d.u.s.len = 8;
+    sbus_amqp_write(w, SBUS_AMQP_DECIMAL64, &d);
+    sbus_amqp_begin(w, SBUS_AMQP_ARRAY);
+    sbus_amqp_write(w, SBUS_AMQP_SYMBOL, &v);
+    sbus_amqp_write(w, SBUS_AMQP_SYMBOL, &v);
+    sbus_amqp_end(w);
+    sbus_amqp_begin(w, SBUS_AMQP_DESCRIBED);
+    sbus_amqp_write(w, SBUS_AMQP_ULONG, &c);
+    sbus_amqp_write_value(w, &v);
+    sbus_amqp_end(w);
+    sbus_amqp_end(w);
+    sbus_amqp_end(w);
+    const void *wp;
+    size_t wn;
+    if (sbus_amqp_writer_result(w, &wp, &wn) == 0) {
+        sbus_value_t a = {.type = SBUS_VAL_AMQP};
+        a.u.s.ptr = wp;
+        a.u.s.len = wn;
+        sbus_message_set_property(m, "rich", 4, &a);
+    }
+    sbus_amqp_writer_free(w);
     sbusi_message_encode(m, b);
     sbus_message_free(m);
 }
@@ -77,6 +110,21 @@ static void sample_reply(sbusi_buf_t *b, const sbusi_buf_t *msg)
     sbusi_enc_array_long(b, 2);
     sbusi_enc_end(b, arr, 2);
     sbusi_enc_end(b, at, 4);
+}
+
+/* Reads every item of an encoded value as a binding would. */
+static void walk(sbus_amqp_reader_t *r, int depth)
+{
+    sbus_amqp_item_t it;
+    while (sbus_amqp_read(r, &it) == 1) {
+        char txt[48];
+        if (it.type >= SBUS_AMQP_DECIMAL32 && it.type <= SBUS_AMQP_DECIMAL128)
+            sbus_amqp_decimal_format(it.v.u.s.ptr, it.v.u.s.len, txt,
+                                     sizeof txt);
+        sbus_amqp_reader_t in;
+        if (depth < 8 && sbus_amqp_enter(&it, &in) == 0)
+            walk(&in, depth + 1);
+    }
 }
 
 static void mutate(uint8_t *p, size_t n)
@@ -114,8 +162,14 @@ int main(void)
             sbus_value_t v;
             const char *k;
             size_t kn;
-            for (size_t i = 0; i < sbus_message_property_count(m); i++)
+            for (size_t i = 0; i < sbus_message_property_count(m); i++) {
                 sbus_message_property_at(m, i, &k, &kn, &v);
+                if (v.type == SBUS_VAL_AMQP) {
+                    sbus_amqp_reader_t r;
+                    sbus_amqp_reader_init(&r, v.u.s.ptr, v.u.s.len);
+                    walk(&r, 0);
+                }
+            }
             sbus_message_body_value(m, &v);
             sbus_message_free(m);
         }

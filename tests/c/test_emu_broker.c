@@ -21,11 +21,28 @@ static emu_broker_t *broker_with_queue(const char *name, int max_delivery)
   return b;
 }
 
-static void test_cbs_and_refusals(void)
+/* Queue q1 and a client connected to it (with a token for q1 when auth);
+ * h_stop() ends both. */
+static emu_broker_t *h_start(harness_t *h, int auth)
 {
   emu_broker_t *b = broker_with_queue("q1", 10);
+  h_open(h, b);
+  if (auth)
+    CHECK(h_auth(h, "q1") == 202);
+  return b;
+}
+
+static void h_stop(harness_t *h)
+{
+  emu_broker_t *b = h->b;
+  h_close(h);
+  emu_broker_free(b);
+}
+
+static void test_cbs_and_refusals(void)
+{
   harness_t h;
-  h_open(&h, b);
+  h_start(&h, 0);
   pn_link_t *s = h_sender(&h, "early", "q1");
   CHECK(pn_link_state(s) & PN_REMOTE_CLOSED);
   CHECK(!strcmp(pn_condition_get_name(pn_link_remote_condition(s)), "amqp:unauthorized-access"));
@@ -47,16 +64,13 @@ static void test_cbs_and_refusals(void)
   CHECK(!strcmp(pn_condition_get_name(pn_link_remote_condition(nf)), "amqp:not-found"));
   CHECK(strstr(pn_condition_get_description(pn_link_remote_condition(nf)), "The messaging entity 'missing' could not be found") != NULL);
   CHECK(pn_terminus_get_type(pn_link_remote_target(nf)) == PN_UNSPECIFIED);
-  h_close(&h);
-  emu_broker_free(b);
+  h_stop(&h);
 }
 
 static void test_peek_lock_round_trip(void)
 {
-  emu_broker_t *b = broker_with_queue("q1", 10);
   harness_t h;
-  h_open(&h, b);
-  CHECK(h_auth(&h, "q1") == 202);
+  emu_broker_t *b = h_start(&h, 1);
   pn_link_t *s = h_sender(&h, "s", "q1");
   /* a 200 KB body crosses several 64 KB frames both ways */
   char *big = malloc(200001);
@@ -133,16 +147,13 @@ static void test_peek_lock_round_trip(void)
   CHECK(!strcmp(pn_condition_get_name(pn_disposition_condition(pn_delivery_remote(m3->d))), "com.microsoft:message-lock-lost"));
   CHECK(q->counts.total == 1);
   free(big);
-  h_close(&h);
-  emu_broker_free(b);
+  h_stop(&h);
 }
 
 static void test_rad_and_drain(void)
 {
-  emu_broker_t *b = broker_with_queue("q1", 10);
   harness_t h;
-  h_open(&h, b);
-  h_auth(&h, "q1");
+  emu_broker_t *b = h_start(&h, 1);
   pn_link_t *s = h_sender(&h, "s", "q1");
   for (int i = 0; i < 5; i++) h_send_text(&h, s, "m", NULL);
   int before = h.nrx;
@@ -158,16 +169,13 @@ static void test_rad_and_drain(void)
   CHECK(pn_link_credit(r) == 0);
   CHECK(!pn_link_draining(r));
   CHECK(q->counts.total == 0);
-  h_close(&h);
-  emu_broker_free(b);
+  h_stop(&h);
 }
 
 static void test_oversize_and_batch(void)
 {
-  emu_broker_t *b = broker_with_queue("q1", 10);
   harness_t h;
-  h_open(&h, b);
-  h_auth(&h, "q1");
+  emu_broker_t *b = h_start(&h, 1);
   pn_link_t *s = h_sender(&h, "s", "q1");
   char *big = malloc(300001);
   memset(big, 'x', 300000);
@@ -200,8 +208,7 @@ static void test_oversize_and_batch(void)
   /* garbage as a message: rejected with decode-error, link stays usable */
   d = h_send_bytes(&h, s, "\x00\x53\x75\xff", 4);
   CHECK(pn_delivery_remote_state(d) == PN_REJECTED);
-  h_close(&h);
-  emu_broker_free(b);
+  h_stop(&h);
 }
 
 static void test_garbage_closes_only_that_connection(void)
@@ -239,8 +246,7 @@ static void test_cbs_timeout_closes_connection(void)
   h_pump(&h);
   CHECK(pn_connection_state(h.client.connection) & PN_REMOTE_CLOSED);
   CHECK(!strcmp(pn_condition_get_name(pn_connection_remote_condition(h.client.connection)), "amqp:unauthorized-access"));
-  h_close(&h);
-  emu_broker_free(b);
+  h_stop(&h);
 }
 
 static pn_link_t *session_receiver(harness_t *h, const char *name, const char *addr, const char *sid)
@@ -372,18 +378,15 @@ static void test_sessions(void)
   pn_data_next(gp);
   CHECK(pn_data_type(gp) == PN_LONG && pn_data_get_long(gp) > 621355968000000000LL);
   pn_data_exit(gp);
-  h_close(&h);
-  emu_broker_free(b);
+  h_stop(&h);
 }
 
 /* Regression: settling the current incoming delivery advances the link; advancing again
  * skipped every other transfer when several arrived in one read. */
 static void test_many_transfers_in_one_read(void)
 {
-  emu_broker_t *b = broker_with_queue("q1", 10);
   harness_t h;
-  h_open(&h, b);
-  h_auth(&h, "q1");
+  emu_broker_t *b = h_start(&h, 1);
   pn_link_t *s = h_sender(&h, "s", "q1");
   pn_message_t *m = pn_message();
   pn_data_put_binary(pn_message_body(m), pn_bytes(3, "abc"));
@@ -403,16 +406,13 @@ static void test_many_transfers_in_one_read(void)
   CHECK(emu_entity_find(b, "q1")->counts.active == 50);
   free(buf);
   pn_message_free(m);
-  h_close(&h);
-  emu_broker_free(b);
+  h_stop(&h);
 }
 
 static void test_token_expiry_detaches_links(void)
 {
-  emu_broker_t *b = broker_with_queue("q1", 10);
   harness_t h;
-  h_open(&h, b);
-  CHECK(h_auth(&h, "q1") == 202);
+  h_start(&h, 1);
   pn_link_t *s = h_sender(&h, "s", "q1");
   CHECK(!(pn_link_state(s) & PN_REMOTE_CLOSED));
   /* age the claim instead of waiting: expiry follows the real clock */
@@ -423,16 +423,13 @@ static void test_token_expiry_detaches_links(void)
   CHECK(pn_link_state(s) & PN_REMOTE_CLOSED);
   CHECK(!strcmp(pn_condition_get_name(pn_link_remote_condition(s)), "amqp:unauthorized-access"));
   CHECK(h.server->tokens == NULL);
-  h_close(&h);
-  emu_broker_free(b);
+  h_stop(&h);
 }
 
 static void test_settlement_faults(void)
 {
-  emu_broker_t *b = broker_with_queue("q1", 10);
   harness_t h;
-  h_open(&h, b);
-  h_auth(&h, "q1");
+  emu_broker_t *b = h_start(&h, 1);
   pn_link_t *s = h_sender(&h, "s", "q1");
   h_send_text(&h, s, "one", NULL);
   h_send_text(&h, s, "two", NULL);
@@ -465,22 +462,19 @@ static void test_settlement_faults(void)
   emu_tick(b);
   h_pump(&h);
   CHECK(emu_entity_find(b, "q1")->counts.locked == 0);
-  h_close(&h);
-  emu_broker_free(b);
+  h_stop(&h);
 }
 
 static void test_jwt_test_mode(void)
 {
-  emu_broker_t *b = broker_with_queue("q1", 10);
   harness_t h;
-  h_open(&h, b);
+  emu_broker_t *b = h_start(&h, 0);
   CHECK(h_put_token_typed(&h, "sb://localhost/q1", "eyJhbGciOi.x.y", "jwt") == 401);
   b->opt.allow_jwt = true;
   CHECK(h_put_token_typed(&h, "sb://localhost/q1", "eyJhbGciOi.x.y", "jwt") == 202);
   pn_link_t *s = h_sender(&h, "s", "q1");
   CHECK(!(pn_link_state(s) & PN_REMOTE_CLOSED));
-  h_close(&h);
-  emu_broker_free(b);
+  h_stop(&h);
 }
 
 int main(void)

@@ -34,9 +34,7 @@ static void test_token_refresh(void)
 static void test_auto_renew(void)
 {
     pair_t p;
-    sbus_conn_options_t o;
-    default_opts(&o);
-    pair_open(&p, &o);
+    pair_open_default(&p);
     sbus_sender_t *s = sender(&p, "demo"); /* LockDuration 30 s */
     sbus_receiver_t *r = receiver(&p, "demo");
     CHECK(send_one(&p, s, "keep") == 0);
@@ -50,15 +48,8 @@ static void test_auto_renew(void)
         CHECK(sbus_receiver_auto_renew(r, d.msgs[0], 300000) == 0);
         advance(&p, 90000); /* three lock durations */
         CHECK(p.renew_failed == 0);
-        done_t sd;
-        CHECK(sbus_receiver_settle(r, d.msgs[1], SBUS_COMPLETE, NULL, NULL,
-                                   &tok) == 0);
-        take(&p, &tok, &sd);
-        CHECK(sd.code == SBUS_ELOCKLOST);
-        CHECK(sbus_receiver_settle(r, d.msgs[0], SBUS_COMPLETE, NULL, NULL,
-                                   &tok) == 0);
-        take(&p, &tok, &sd);
-        CHECK(sd.code == 0);
+        CHECK(settle_one(&p, r, d.msgs[1]) == SBUS_ELOCKLOST);
+        CHECK(settle_one(&p, r, d.msgs[0]) == 0);
         /* settled: no longer registered */
         CHECK(sbus_receiver_auto_renew_stop(r, d.msgs[0]) == SBUS_ENOENT);
     }
@@ -74,9 +65,7 @@ static void test_auto_renew(void)
 static void test_auto_renew_many(void)
 {
     pair_t p;
-    sbus_conn_options_t o;
-    default_opts(&o);
-    pair_open(&p, &o);
+    pair_open_default(&p);
     sbus_sender_t *s = sender(&p, "demo");
     sbus_receiver_t *r = receiver(&p, "demo");
     for (int i = 0; i < 3; i++)
@@ -102,11 +91,7 @@ static void test_auto_renew_many(void)
         CHECK(p.renew_failed == 1);
         CHECK(p.renew_failed_code == SBUS_ELOCKLOST);
         for (int i = 0; i < 3; i += 2) {
-            done_t sd;
-            CHECK(sbus_receiver_settle(r, d.msgs[i], SBUS_COMPLETE, NULL, NULL,
-                                       &tok) == 0);
-            take(&p, &tok, &sd);
-            CHECK(sd.code == 0);
+            CHECK(settle_one(&p, r, d.msgs[i]) == 0);
         }
     }
     done_clear(&d);
@@ -118,9 +103,7 @@ static void test_auto_renew_many(void)
 static void test_auto_renew_failure_and_free(void)
 {
     pair_t p;
-    sbus_conn_options_t o;
-    default_opts(&o);
-    pair_open(&p, &o);
+    pair_open_default(&p);
     sbus_sender_t *s = sender(&p, "demo");
     sbus_receiver_t *r = receiver(&p, "demo");
     CHECK(send_one(&p, s, "gone") == 0);
@@ -137,7 +120,7 @@ static void test_auto_renew_failure_and_free(void)
         /* freeing a registered message unregisters it */
         sbus_message_free(d.msgs[1]);
         d.msgs[1] = NULL;
-        p.b->skew_ms += 40000;
+        p.b->fake_ms += 40000;
         p.mono += 40000; /* both clocks jump, with no tick in between */
         emu_tick(p.b);
         advance(&p, 1000);
@@ -159,9 +142,7 @@ static void test_auto_renew_failure_and_free(void)
 static void test_auto_renew_session(void)
 {
     pair_t p;
-    sbus_conn_options_t o;
-    default_opts(&o);
-    pair_open(&p, &o);
+    pair_open_default(&p);
     sbus_sender_t *s = sender(&p, "session-queue");
     sbus_message_t *m;
     sbus_message_new(&m);
@@ -192,11 +173,7 @@ static void test_auto_renew_session(void)
     take(&p, &tok, &d);
     CHECK(d.count == 1);
     if (d.count == 1) {
-        done_t sd;
-        CHECK(sbus_receiver_settle(r, d.msgs[0], SBUS_COMPLETE, NULL, NULL,
-                                   &tok) == 0);
-        take(&p, &tok, &sd);
-        CHECK(sd.code == 0);
+        CHECK(settle_one(&p, r, d.msgs[0]) == 0);
     }
     done_clear(&d);
     sbus_receiver_free(r);
@@ -268,11 +245,7 @@ static void test_timeout_and_reconnect(void)
     /* the broker sits on settlements longer than our deadline */
     p.b->faults.delay_disp_ms = 20000;
     if (d.count == 1) {
-        done_t sd;
-        CHECK(sbus_receiver_settle(r, d.msgs[0], SBUS_COMPLETE, NULL, NULL,
-                                   &tok) == 0);
-        take(&p, &tok, &sd);
-        CHECK(sd.code == SBUS_ETIMEOUT);
+        CHECK(settle_one(&p, r, d.msgs[0]) == SBUS_ETIMEOUT);
     }
     done_clear(&d);
     advance(&p, 20000);
@@ -295,11 +268,7 @@ static void test_timeout_and_reconnect(void)
 static void test_no_reconnect_storm(void)
 {
     pair_t p;
-    sbus_conn_options_t o;
-    default_opts(&o);
-    o.retry_total = 3;
-    o.retry_backoff_ms = 1000;
-    pair_open(&p, &o);
+    pair_open_retry(&p, 3, 1000);
     sbus_sender_t *s = sender(&p, "queue.1");
     CHECK(send_one(&p, s, "warm") == 0);
     /* from now on every connection dies as soon as it opens */
@@ -324,10 +293,80 @@ static void test_no_reconnect_storm(void)
     }
     CHECK(found);
     CHECK(d.code == SBUS_ECONNECTION);
-    CHECK(p.connects <= 2 + o.retry_total + 1);
+    CHECK(p.connects <= 2 + 3 + 1);
     fprintf(stderr, "connections while failing: %d\n", p.connects);
     p.drop_on_open = 0;
     sbus_sender_free(s);
+    pair_close(&p);
+}
+
+/* The broker cuts the connection every 700 ms of fake time, many more
+ * times than retry_total + 1, while a receive waits across each cut. Every
+ * connection gets its work done (token, links, messages) before it dies,
+ * so no cut counts as a failed attempt: nothing fails, and the engine
+ * reconnects at once each time (the cuts come further apart than
+ * retry_backoff_ms) (regression: a connection had to live 10 s to count as
+ * healthy, so the fifth cut failed every pending operation with a
+ * connection error). */
+static void test_frequent_cuts(void)
+{
+    pair_t p;
+    pair_open_retry(&p, 3, 500);
+    sbus_sender_t *s = sender(&p, "queue.1");
+    sbus_receiver_t *r = receiver(&p, "queue.1");
+    int cuts = 0, received = 0;
+    for (int round = 0; round < 12; round++) {
+        int rtok;
+        CHECK(sbus_receiver_receive(r, 10, 60000, &rtok) == 0);
+        pump(&p);
+        advance(&p, 300);
+        CHECK(p.server != NULL); /* reconnected at once, no backoff */
+        if (!p.server)
+            break;
+        emu_conn_drop(p.server, "amqp:connection:forced", "cut");
+        cuts++;
+        pump(&p);
+        advance(&p, 200);
+        CHECK(send_one(&p, s, "through the cuts") == 0);
+        done_t d;
+        CHECK(take(&p, &rtok, &d) == 0);
+        CHECK(d.code == 0);
+        CHECK(d.count == 1);
+        received += (int)d.count;
+        for (size_t i = 0; i < d.count; i++)
+            CHECK(settle_one(&p, r, d.msgs[i]) == 0);
+        done_clear(&d);
+        advance(&p, 200);
+    }
+    CHECK(cuts == 12 && received == 12);
+    CHECK(p.connects == 1 + cuts);
+    fprintf(stderr, "frequent cuts: %d cuts, %d received, %d connections\n",
+            cuts, received, p.connects);
+    sbus_receiver_free(r);
+    sbus_sender_free(s);
+    pair_close(&p);
+}
+
+/* A service that kills every connection right after accepting its token
+ * (work done, so no failed attempt is counted) still gets at most one
+ * connection per retry_backoff_ms, not a reconnect storm. */
+static void test_no_storm_after_progress(void)
+{
+    pair_t p;
+    pair_open_retry(&p, 3, 500);
+    sbus_receiver_t *r = receiver(&p, "queue.1");
+    p.drop_on_auth = 1;
+    int tok;
+    CHECK(sbus_receiver_receive(r, 1, 10000, &tok) == 0);
+    int before = p.connects;
+    done_t d;
+    CHECK(take(&p, &tok, &d) == 0);
+    CHECK(d.code == 0 && d.count == 0); /* max_wait, as if nothing came */
+    int n = p.connects - before;
+    fprintf(stderr, "connections in 10 s of kills after the token: %d\n", n);
+    CHECK(n >= 5 && n <= 10000 / 500 + 2);
+    p.drop_on_auth = 0;
+    sbus_receiver_free(r);
     pair_close(&p);
 }
 
@@ -368,19 +407,324 @@ static void test_per_op_timeout(void)
     pair_close(&p);
 }
 
+/* An operation timeout on a receive: max_wait still decides when a
+ * receive on a working link returns; the timeout bounds how long the
+ * receive waits for a link it cannot have (connection down, reconnecting),
+ * counted from the loss. */
+static void test_receive_op_timeout(void)
+{
+    pair_t p;
+    pair_open_retry(&p, 10, 1000);
+    sbus_receiver_t *r = receiver(&p, "queue.1");
+    int tok;
+    done_t d;
+    /* a working link: an empty return after max_wait, not a timeout */
+    CHECK(sbus_receiver_receive(r, 1, 5000, &tok) == 0);
+    CHECK(sbus_conn_set_op_timeout(p.c, &tok, 1000) == 0);
+    int64_t t0 = p.mono;
+    CHECK(take(&p, &tok, &d) == 0);
+    CHECK(d.code == 0 && d.count == 0);
+    CHECK(p.mono - t0 >= 5000);
+    /* the link works for 3 s, then every connection dies as it opens: the
+       receive ends about 2 s after the loss, long before max_wait */
+    CHECK(sbus_receiver_receive(r, 1, 60000, &tok) == 0);
+    CHECK(sbus_conn_set_op_timeout(p.c, &tok, 2000) == 0);
+    advance(&p, 3000);
+    CHECK(p.ndone == 0);
+    p.drop_on_open = 1;
+    emu_conn_drop(p.server, "amqp:connection:forced", "cut");
+    pump(&p);
+    t0 = p.mono;
+    CHECK(take(&p, &tok, &d) == 0);
+    CHECK(d.code == SBUS_ETIMEOUT);
+    CHECK(p.mono - t0 >= 2000 && p.mono - t0 <= 2200);
+    /* a receive started while the connection is down */
+    CHECK(sbus_receiver_receive(r, 1, -1, &tok) == 0);
+    CHECK(sbus_conn_set_op_timeout(p.c, &tok, 1500) == 0);
+    t0 = p.mono;
+    CHECK(take(&p, &tok, &d) == 0);
+    CHECK(d.code == SBUS_ETIMEOUT);
+    CHECK(p.mono - t0 >= 1500 && p.mono - t0 <= 1700);
+    /* the broker lets us in again: receives work */
+    p.drop_on_open = 0;
+    sbus_sender_t *s = sender(&p, "queue.1");
+    CHECK(send_one(&p, s, "back") == 0);
+    CHECK(sbus_receiver_receive(r, 1, 5000, &tok) == 0);
+    CHECK(sbus_conn_set_op_timeout(p.c, &tok, 1000) == 0);
+    CHECK(take(&p, &tok, &d) == 0);
+    CHECK(d.code == 0 && d.count == 1);
+    done_clear(&d);
+    sbus_sender_free(s);
+    sbus_receiver_free(r);
+    pair_close(&p);
+}
+
+static sbus_receiver_t *session_receiver(pair_t *p, const char *sid)
+{
+    sbus_receiver_options_t ro;
+    sbus_receiver_options_init(&ro);
+    ro.entity = "session-queue";
+    ro.session = 1;
+    ro.session_id = sid;
+    ro.session_wait_ms = 1000;
+    sbus_receiver_t *r = NULL;
+    sbus_receiver_new(p->c, &ro, &r);
+    return r;
+}
+
+/* Receives one message on r; returns its completion code, *m the message
+ * (NULL if none). */
+static int receive_one(pair_t *p, sbus_receiver_t *r, sbus_message_t **m)
+{
+    int tok;
+    done_t d;
+    *m = NULL;
+    if (sbus_receiver_receive(r, 1, 3000, &tok) != 0)
+        return -1;
+    take(p, &tok, &d);
+    if (d.count)
+        *m = d.msgs[0];
+    for (size_t i = 1; i < d.count; i++)
+        sbus_message_free(d.msgs[i]);
+    return d.code;
+}
+
+static int msg_session_is(const sbus_message_t *m, const char *sid)
+{
+    const char *v;
+    size_t n;
+    return m && sbus_message_get_prop(m, SBUS_PROP_SESSION_ID, &v, &n) == 0 &&
+           n == strlen(sid) && memcmp(v, sid, n) == 0;
+}
+
+/* A session receiver whose link is force-detached or lost with the
+ * connection re-attaches to the same session on next use; messages from
+ * the old link cannot be settled (their locks went with it); when the
+ * session was taken by someone else meanwhile, or its lock expired, the
+ * next operation fails with session-lock-lost, and so do later ones. */
+static void test_session_reattach(void)
+{
+    pair_t p;
+    pair_open_default(&p);
+    sbus_sender_t *s = sender(&p, "session-queue");
+    for (int i = 0; i < 4; i++)
+        CHECK(send_one_sid(&p, s, "for ra", "ra") == 0);
+    CHECK(send_one_sid(&p, s, "for rb", "rb") == 0);
+    CHECK(send_one_sid(&p, s, "for rb", "rb") == 0);
+    /* next available: learns its session from the attach */
+    sbus_receiver_t *r = session_receiver(&p, NULL);
+    int tok;
+    done_t d;
+    CHECK(sbus_receiver_open(r, &tok) == 0);
+    take(&p, &tok, &d);
+    CHECK(d.code == 0);
+    char sid[16] = "";
+    if (sbus_receiver_session_id(r))
+        snprintf(sid, sizeof sid, "%s", sbus_receiver_session_id(r));
+    CHECK(strcmp(sid, "ra") == 0 || strcmp(sid, "rb") == 0);
+    sbus_message_t *m1, *m2;
+    CHECK(receive_one(&p, r, &m1) == 0 && msg_session_is(m1, sid));
+    /* the service force-detaches the link (e.g. idle) */
+    emu_detach_entity(p.b, "session-queue", "amqp:link:detach-forced");
+    pump(&p);
+    CHECK(settle_one(&p, r, m1) == SBUS_ELOCKLOST);
+    sbus_message_free(m1);
+    CHECK(receive_one(&p, r, &m2) == 0 && msg_session_is(m2, sid));
+    CHECK(strcmp(sbus_receiver_session_id(r), sid) == 0);
+    CHECK(settle_one(&p, r, m2) == 0);
+    sbus_message_free(m2);
+    /* the connection is lost: the same again */
+    CHECK(receive_one(&p, r, &m1) == 0 && msg_session_is(m1, sid));
+    emu_conn_drop(p.server, "amqp:connection:forced", "cut");
+    pump(&p);
+    CHECK(settle_one(&p, r, m1) == SBUS_ELOCKLOST);
+    sbus_message_free(m1);
+    CHECK(p.connects == 2);
+    if (strcmp(sid, "ra") == 0) {
+        CHECK(receive_one(&p, r, &m2) == 0 && msg_session_is(m2, sid));
+        CHECK(settle_one(&p, r, m2) == 0);
+        sbus_message_free(m2);
+    }
+    CHECK(p.connects == 2);
+    /* detached again, and someone else takes the session meanwhile */
+    emu_detach_entity(p.b, "session-queue", "amqp:link:detach-forced");
+    pump(&p);
+    sbus_receiver_t *other = session_receiver(&p, sid);
+    CHECK(sbus_receiver_open(other, &tok) == 0);
+    take(&p, &tok, &d);
+    CHECK(d.code == 0);
+    CHECK(receive_one(&p, r, &m1) == SBUS_ESESSIONLOCKLOST && !m1);
+    CHECK(receive_one(&p, r, &m1) == SBUS_ESESSIONLOCKLOST && !m1);
+    sbus_receiver_free(r);
+    /* a lock that expires: the service detaches with session-lock-lost */
+    advance(&p, 31000);
+    CHECK(receive_one(&p, other, &m1) == SBUS_ESESSIONLOCKLOST && !m1);
+    sbus_receiver_free(other);
+    sbus_sender_free(s);
+    pair_close(&p);
+}
+
+/* Frees w and returns its value's length; *out a malloc'd copy. */
+static size_t writer_take(sbus_amqp_writer_t *w, uint8_t **out)
+{
+    const void *p;
+    size_t len = 0;
+    CHECK(sbus_amqp_writer_result(w, &p, &len) == 0);
+    *out = malloc(len ? len : 1);
+    memcpy(*out, p, len);
+    sbus_amqp_writer_free(w);
+    return len;
+}
+
+/* Encodes one value with the public writer; *out malloc'd. */
+static size_t encode_list_of(sbus_amqp_type_t t, const sbus_value_t *items,
+                             size_t n, uint8_t **out)
+{
+    sbus_amqp_writer_t *w;
+    sbus_amqp_writer_new(&w);
+    CHECK(sbus_amqp_begin(w, SBUS_AMQP_LIST) == 0);
+    for (size_t i = 0; i < n; i++)
+        CHECK(sbus_amqp_write(w, t, &items[i]) == 0);
+    CHECK(sbus_amqp_end(w) == 0);
+    return writer_take(w, out);
+}
+
+static size_t encode_one(sbus_amqp_type_t t, const sbus_value_t *v,
+                         uint8_t **out)
+{
+    sbus_amqp_writer_t *w;
+    sbus_amqp_writer_new(&w);
+    if (t == SBUS_AMQP_MAP) { /* {"k": v as a symbol, "n": null} */
+        sbus_amqp_begin(w, SBUS_AMQP_MAP);
+        sbus_value_t k = {.type = SBUS_VAL_STRING};
+        k.u.s.ptr = "k";
+        k.u.s.len = 1;
+        sbus_amqp_write_value(w, &k);
+        CHECK(sbus_amqp_write(w, SBUS_AMQP_SYMBOL, v) == 0);
+        k.u.s.ptr = "n";
+        sbus_amqp_write_value(w, &k);
+        sbus_amqp_write(w, SBUS_AMQP_NULL, NULL);
+        sbus_amqp_end(w);
+    } else {
+        CHECK(sbus_amqp_write(w, t, v) == 0);
+    }
+    return writer_take(w, out);
+}
+
+static int aprop_bytes_are(const sbus_message_t *m, const char *key,
+                           const uint8_t *p, size_t n)
+{
+    for (size_t i = 0; i < sbus_message_property_count(m); i++) {
+        const char *k;
+        size_t kl;
+        sbus_value_t v;
+        sbus_message_property_at(m, i, &k, &kl, &v);
+        if (kl == strlen(key) && memcmp(k, key, kl) == 0)
+            return v.type == SBUS_VAL_AMQP && v.u.s.len == n &&
+                   memcmp(v.u.s.ptr, p, n) == 0;
+    }
+    return 0;
+}
+
+/* Application properties of any AMQP type (list, map, char, decimal)
+ * and amqp-sequence / amqp-value bodies of any type go through the
+ * emulator and come back byte for byte (regression: such properties were
+ * dropped on receive, and a sequence body could not be set). */
+static void test_amqp_types_roundtrip(void)
+{
+    pair_t p;
+    pair_open_default(&p);
+    sbus_value_t strs[3] = {{.type = SBUS_VAL_STRING},
+                            {.type = SBUS_VAL_STRING},
+                            {.type = SBUS_VAL_STRING}};
+    const char *words[3] = {"alpha", "", "gamma"};
+    for (int i = 0; i < 3; i++) {
+        strs[i].u.s.ptr = words[i];
+        strs[i].u.s.len = strlen(words[i]);
+    }
+    uint8_t *list, *map, *chr, *dec, *seq2;
+    size_t nlist = encode_list_of(SBUS_AMQP_STRING, strs, 3, &list);
+    size_t nseq2 = encode_list_of(SBUS_AMQP_SYMBOL, strs, 2, &seq2);
+    size_t nmap = encode_one(SBUS_AMQP_MAP, &strs[2], &map);
+    sbus_value_t c = {.type = SBUS_VAL_UINT};
+    c.u.u = 0x20AC; /* the euro sign */
+    size_t nchr = encode_one(SBUS_AMQP_CHAR, &c, &chr);
+    static const uint8_t d128[16] = {0x30, 0x40, 0, 0, 0, 0, 0, 0,
+                                     0, 0, 0, 0, 0, 0, 0x30, 0x39};
+    sbus_value_t d = {.type = SBUS_VAL_BINARY};
+    d.u.s.ptr = (const char *)d128;
+    d.u.s.len = 16;
+    size_t ndec = encode_one(SBUS_AMQP_DECIMAL128, &d, &dec);
+
+    sbus_message_t *m[2];
+    sbus_message_new(&m[0]);
+    sbus_message_new(&m[1]);
+    sbus_value_t v = {.type = SBUS_VAL_AMQP};
+    struct { const char *key; uint8_t *p; size_t n; } props[] = {
+        {"list", list, nlist}, {"map", map, nmap}, {"char", chr, nchr},
+        {"decimal", dec, ndec}};
+    for (size_t i = 0; i < 4; i++) {
+        v.u.s.ptr = (const char *)props[i].p;
+        v.u.s.len = props[i].n;
+        CHECK(sbus_message_set_property(m[0], props[i].key,
+                                        strlen(props[i].key), &v) == 0);
+    }
+    CHECK(sbus_message_set_property(m[0], "plain", 5, &strs[0]) == 0);
+    CHECK(sbus_message_set_body_sequence(m[0], list, nlist) == 0);
+    CHECK(sbus_message_add_body_sequence(m[0], seq2, nseq2) == 0);
+    v.u.s.ptr = (const char *)map;
+    v.u.s.len = nmap;
+    CHECK(sbus_message_set_body_value(m[1], &v) == 0);
+    sbus_sender_t *s = sender(&p, "test-queue-2");
+    int tok;
+    done_t dn;
+    CHECK(sbus_sender_send(s, m, 2, &tok) == 0); /* as one batch */
+    take(&p, &tok, &dn);
+    CHECK(dn.code == 0);
+    sbus_message_free(m[0]);
+    sbus_message_free(m[1]);
+    sbus_receiver_t *r = receiver(&p, "test-queue-2");
+    CHECK(sbus_receiver_receive(r, 2, 5000, &tok) == 0);
+    take(&p, &tok, &dn);
+    CHECK(dn.code == 0 && dn.count == 2);
+    if (dn.count == 2) {
+        const sbus_message_t *a = dn.msgs[0], *b = dn.msgs[1];
+        for (size_t i = 0; i < 4; i++)
+            CHECK(aprop_bytes_are(a, props[i].key, props[i].p, props[i].n));
+        CHECK(sbus_message_property_count(a) == 5);
+        CHECK(sbus_message_body_kind(a) == SBUS_BODY_SEQUENCE);
+        CHECK(sbus_message_body_sequence_count(a) == 2);
+        const void *q;
+        size_t qn;
+        CHECK(sbus_message_body_sequence_at(a, 0, &q, &qn) == 0 &&
+              qn == nlist && memcmp(q, list, nlist) == 0);
+        CHECK(sbus_message_body_sequence_at(a, 1, &q, &qn) == 0 &&
+              qn == nseq2 && memcmp(q, seq2, nseq2) == 0);
+        sbus_value_t got;
+        CHECK(sbus_message_body_kind(b) == SBUS_BODY_VALUE);
+        CHECK(sbus_message_body_value(b, &got) == 0 &&
+              got.type == SBUS_VAL_AMQP && got.u.s.len == nmap &&
+              memcmp(got.u.s.ptr, map, nmap) == 0);
+        for (int i = 0; i < 2; i++) {
+            CHECK(settle_one(&p, r, dn.msgs[i]) == 0);
+        }
+    }
+    done_clear(&dn);
+    free(list);
+    free(seq2);
+    free(map);
+    free(chr);
+    free(dec);
+    sbus_receiver_free(r);
+    sbus_sender_free(s);
+    pair_close(&p);
+}
+
 /* AMQP over WebSockets (AMQPWSB10), through an HTTP CONNECT proxy, and a
  * proxy that refuses (SBUS_EPROXY, not retried). */
 static void pair_open_transport(pair_t *p, int ws, int proxy_status)
 {
-    memset(p, 0, sizeof *p);
-    emu_options_t eo = {0};
-    eo.max_message_size = 262144;
-    eo.idle_timeout_ms = 120000;
-    p->b = emu_broker_new(&eo);
-    char err[512];
-    emu_config_load(p->b, SBUS_SOURCE_ROOT "/examples/emulator-config.json", err,
-                    sizeof err);
-    p->mono = 1000000;
+    pair_broker(p);
     p->ws = ws;
     p->proxy_status = proxy_status;
     sbus_conn_options_t o;
@@ -394,6 +738,7 @@ static void pair_open_transport(pair_t *p, int ws, int proxy_status)
         o.proxy_password = "p";
     }
     o.trace = 1;
+    char err[256];
     CHECK(sbus_conn_new(&p->c, &o, err, sizeof err) == 0);
     tick(p);
 }
@@ -445,9 +790,7 @@ static void test_websocket_and_proxy(void)
 static void test_token_retry(void)
 {
     pair_t p;
-    sbus_conn_options_t o;
-    default_opts(&o);
-    pair_open(&p, &o);
+    pair_open_default(&p);
     p.b->faults.fail_next = 1;
     snprintf(p.b->faults.fail_op, sizeof p.b->faults.fail_op, "cbs");
     snprintf(p.b->faults.fail_cond, sizeof p.b->faults.fail_cond,
@@ -465,9 +808,7 @@ static void test_token_retry(void)
 static void test_link_churn(void)
 {
     pair_t p;
-    sbus_conn_options_t o;
-    default_opts(&o);
-    pair_open(&p, &o);
+    pair_open_default(&p);
     for (int i = 0; i < 200; i++) {
         sbus_sender_t *s = sender(&p, "queue.1");
         CHECK(send_one(&p, s, "churn") == 0);
@@ -480,11 +821,7 @@ static void test_link_churn(void)
         CHECK(sbus_receiver_receive(r, 1, 1000, &tok) == 0);
         take(&p, &tok, &d);
         for (size_t k = 0; k < d.count; k++) {
-            done_t sd;
-            CHECK(sbus_receiver_settle(r, d.msgs[k], SBUS_COMPLETE, NULL, NULL,
-                                       &tok) == 0);
-            take(&p, &tok, &sd);
-            CHECK(sd.code == 0);
+            CHECK(settle_one(&p, r, d.msgs[k]) == 0);
         }
         done_clear(&d);
         sbus_receiver_free(r); /* freed without a close: detach only */
@@ -503,9 +840,7 @@ static void test_link_churn(void)
 static void test_idle_keepalive(void)
 {
     pair_t p;
-    sbus_conn_options_t o;
-    default_opts(&o);
-    pair_open(&p, &o);
+    pair_open_default(&p);
     /* the broker advertises 120 s; ten minutes of silence must not close
        the connection because Proton sends empty frames when ticked */
     advance(&p, 600000);
@@ -529,6 +864,11 @@ int main(void)
     test_link_churn();
     test_websocket_and_proxy();
     test_no_reconnect_storm();
+    test_frequent_cuts();
+    test_no_storm_after_progress();
+    test_receive_op_timeout();
+    test_session_reattach();
+    test_amqp_types_roundtrip();
     if (failures)
         fprintf(stderr, "%d failure(s)\n", failures);
     return failures ? 1 : 0;

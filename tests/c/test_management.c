@@ -23,11 +23,7 @@ static void test_schedule_and_cancel(void)
     client_t cl;
     CHECK(client_open(&cl, emu.connstr) == 0);
     drain_queue(&cl, "test-queue");
-    sbus_sender_options_t so;
-    sbus_sender_options_init(&so);
-    so.entity = "test-queue";
-    sbus_sender_t *s;
-    sbus_sender_new(cl.c, &so, &s);
+    sbus_sender_t *s = open_sender(&cl, "test-queue");
     sbus_message_t *ms[2] = {text("later-1"), text("later-2")};
     int64_t when = sbus_io_unix_ms() + 60000;
     int tok;
@@ -42,11 +38,7 @@ static void test_schedule_and_cancel(void)
     sbus_message_free(ms[0]);
     sbus_message_free(ms[1]);
 
-    sbus_receiver_options_t ro;
-    sbus_receiver_options_init(&ro);
-    ro.entity = "test-queue";
-    sbus_receiver_t *r;
-    sbus_receiver_new(cl.c, &ro, &r);
+    sbus_receiver_t *r = open_receiver(&cl, "test-queue", SBUS_PEEK_LOCK);
     /* scheduled: visible to peek with state 2, not to receive */
     CHECK(sbus_receiver_peek(r, 10, seqs[0], &tok) == 0);
     CHECK(wait_done(&cl, &tok, &d, 10000) == 0);
@@ -100,11 +92,7 @@ static void test_topic_subscription(void)
         if (!n)
             break;
     } while (1);
-    sbus_sender_options_t so;
-    sbus_sender_options_init(&so);
-    so.entity = "topic.1";
-    sbus_sender_t *s;
-    sbus_sender_new(cl.c, &so, &s);
+    sbus_sender_t *s = open_sender(&cl, "topic.1");
     CHECK(send_text(&cl, s, "to all", NULL) == 0);
     receive_n(&cl, r, 5, 3000, &d);
     CHECK(d.code == 0 && d.count == 1);
@@ -120,11 +108,7 @@ static void test_not_found(void)
 {
     client_t cl;
     CHECK(client_open(&cl, emu.connstr) == 0);
-    sbus_sender_options_t so;
-    sbus_sender_options_init(&so);
-    so.entity = "no-such-queue";
-    sbus_sender_t *s;
-    sbus_sender_new(cl.c, &so, &s);
+    sbus_sender_t *s = open_sender(&cl, "no-such-queue");
     int rc = send_text(&cl, s, "x", NULL);
     CHECK(rc == SBUS_ENOTFOUND);
     sbus_sender_free(s);
@@ -133,15 +117,10 @@ static void test_not_found(void)
 
 int main(void)
 {
-    if (emu_start(&emu) < 0) {
-        fprintf(stderr, "cannot start the emulator\n");
-        return 1;
-    }
-    test_schedule_and_cancel();
-    test_topic_subscription();
-    test_not_found();
-    emu_stop(&emu);
-    if (failures)
-        fprintf(stderr, "%d failure(s)\n", failures);
-    return failures ? 1 : 0;
+    static void (*const tests[])(void) = {
+        test_schedule_and_cancel,
+        test_topic_subscription,
+        test_not_found,
+    };
+    return emu_main(&emu, tests, sizeof tests / sizeof tests[0]);
 }

@@ -9,6 +9,7 @@
 #include "internal.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static int failures;
@@ -231,6 +232,345 @@ static void test_mixed_body_sections_refused(void)
     sbus_message_free(m);
 }
 
+/* A writer holding a map with one of every kind sbus_value_t has no
+ * member for (char, decimals, lists, arrays, described values, maps),
+ * plus exact integer types and a symbol. */
+static const uint8_t DEC32[4] = {0x22, 0x50, 0x00, 0x07};
+static const uint8_t DEC64[8] = {0x22, 0x38, 0, 0, 0, 0, 0, 0x2a};
+static const uint8_t DEC128[16] = {0x22, 0x08, 0, 0, 0, 0, 0, 0,
+                                   0, 0, 0, 0, 0, 0, 0x01, 0x00};
+
+static sbus_value_t sv(const char *s)
+{
+    sbus_value_t v = {.type = SBUS_VAL_STRING};
+    v.u.s.ptr = s;
+    v.u.s.len = strlen(s);
+    return v;
+}
+
+static sbus_value_t bv(const void *p, size_t n)
+{
+    sbus_value_t v = {.type = SBUS_VAL_BINARY};
+    v.u.s.ptr = p;
+    v.u.s.len = n;
+    return v;
+}
+
+static sbus_value_t iv(int64_t i)
+{
+    sbus_value_t v = {.type = SBUS_VAL_INT};
+    v.u.i = i;
+    return v;
+}
+
+static sbus_value_t uv(uint64_t u)
+{
+    sbus_value_t v = {.type = SBUS_VAL_UINT};
+    v.u.u = u;
+    return v;
+}
+
+static void build_rich(sbus_amqp_writer_t *w)
+{
+    sbus_value_t k, v;
+    CHECK(sbus_amqp_begin(w, SBUS_AMQP_MAP) == 0);
+    k = sv("char");
+    CHECK(sbus_amqp_write_value(w, &k) == 0);
+    v = uv(0x1F600);
+    CHECK(sbus_amqp_write(w, SBUS_AMQP_CHAR, &v) == 0);
+    k = sv("dec32");
+    sbus_amqp_write_value(w, &k);
+    v = bv(DEC32, 4);
+    CHECK(sbus_amqp_write(w, SBUS_AMQP_DECIMAL32, &v) == 0);
+    k = sv("dec64");
+    sbus_amqp_write_value(w, &k);
+    v = bv(DEC64, 8);
+    CHECK(sbus_amqp_write(w, SBUS_AMQP_DECIMAL64, &v) == 0);
+    k = sv("dec128");
+    sbus_amqp_write_value(w, &k);
+    v = bv(DEC128, 16);
+    CHECK(sbus_amqp_write(w, SBUS_AMQP_DECIMAL128, &v) == 0);
+    k = sv("list");
+    sbus_amqp_write_value(w, &k);
+    CHECK(sbus_amqp_begin(w, SBUS_AMQP_LIST) == 0);
+    v = uv(7);
+    CHECK(sbus_amqp_write(w, SBUS_AMQP_UBYTE, &v) == 0);
+    v = iv(-3);
+    CHECK(sbus_amqp_write(w, SBUS_AMQP_SHORT, &v) == 0);
+    v = sv("sym");
+    CHECK(sbus_amqp_write(w, SBUS_AMQP_SYMBOL, &v) == 0);
+    CHECK(sbus_amqp_write(w, SBUS_AMQP_NULL, NULL) == 0);
+    v.type = SBUS_VAL_DOUBLE;
+    v.u.d = 1.5;
+    CHECK(sbus_amqp_write(w, SBUS_AMQP_FLOAT, &v) == 0);
+    CHECK(sbus_amqp_begin(w, SBUS_AMQP_LIST) == 0); /* empty */
+    CHECK(sbus_amqp_end(w) == 0);
+    CHECK(sbus_amqp_end(w) == 0);
+    k = sv("array");
+    sbus_amqp_write_value(w, &k);
+    CHECK(sbus_amqp_begin(w, SBUS_AMQP_ARRAY) == 0);
+    for (int i = 1; i <= 3; i++) {
+        v = iv(i * 1000);
+        CHECK(sbus_amqp_write(w, SBUS_AMQP_INT, &v) == 0);
+    }
+    v = iv(4); /* one type per array */
+    CHECK(sbus_amqp_write(w, SBUS_AMQP_LONG, &v) == SBUS_EINVAL);
+    CHECK(sbus_amqp_begin(w, SBUS_AMQP_LIST) == SBUS_ENOTSUP);
+    CHECK(sbus_amqp_end(w) == 0);
+    k = sv("described");
+    sbus_amqp_write_value(w, &k);
+    CHECK(sbus_amqp_begin(w, SBUS_AMQP_DESCRIBED) == 0);
+    v = uv(0x1234);
+    CHECK(sbus_amqp_write(w, SBUS_AMQP_ULONG, &v) == 0);
+    CHECK(sbus_amqp_end(w) == SBUS_EINVAL); /* needs its value too */
+    v = sv("x");
+    CHECK(sbus_amqp_write(w, SBUS_AMQP_STRING, &v) == 0);
+    CHECK(sbus_amqp_write(w, SBUS_AMQP_STRING, &v) == SBUS_EINVAL);
+    CHECK(sbus_amqp_end(w) == 0);
+    k = sv("map");
+    sbus_amqp_write_value(w, &k);
+    CHECK(sbus_amqp_begin(w, SBUS_AMQP_MAP) == 0);
+    k = sv("odd");
+    sbus_amqp_write_value(w, &k);
+    CHECK(sbus_amqp_end(w) == SBUS_EINVAL); /* a key without value */
+    v = iv(INT64_MIN);
+    CHECK(sbus_amqp_write_value(w, &v) == 0);
+    CHECK(sbus_amqp_end(w) == 0);
+    CHECK(sbus_amqp_end(w) == 0);
+}
+
+/* Reads back what build_rich wrote, checking every exact type. */
+static void check_rich(const void *p, size_t n)
+{
+    sbus_amqp_reader_t r, in, in2;
+    sbus_amqp_item_t it, k, x;
+    CHECK(sbusi_amqp_check(p, n) == 0);
+    sbus_amqp_reader_init(&r, p, n);
+    CHECK(sbus_amqp_read(&r, &it) == 1);
+    CHECK(it.type == SBUS_AMQP_MAP && it.count == 16);
+    CHECK(it.v.type == SBUS_VAL_AMQP && it.encoded_len == n);
+    CHECK(sbus_amqp_read(&r, &x) == 0);
+    CHECK(sbus_amqp_enter(&it, &in) == 0);
+    int seen = 0;
+    while (sbus_amqp_read(&in, &k) == 1) {
+        CHECK(k.type == SBUS_AMQP_STRING);
+        CHECK(sbus_amqp_read(&in, &it) == 1);
+        const char *key = k.v.u.s.ptr;
+        size_t kl = k.v.u.s.len;
+#define KEY(s) (kl == strlen(s) && memcmp(key, s, kl) == 0)
+        if (KEY("char")) {
+            CHECK(it.type == SBUS_AMQP_CHAR && it.v.type == SBUS_VAL_UINT &&
+                  it.v.u.u == 0x1F600);
+        } else if (KEY("dec32")) {
+            CHECK(it.type == SBUS_AMQP_DECIMAL32 && it.v.u.s.len == 4 &&
+                  memcmp(it.v.u.s.ptr, DEC32, 4) == 0);
+        } else if (KEY("dec64")) {
+            CHECK(it.type == SBUS_AMQP_DECIMAL64 && it.v.u.s.len == 8 &&
+                  memcmp(it.v.u.s.ptr, DEC64, 8) == 0);
+        } else if (KEY("dec128")) {
+            CHECK(it.type == SBUS_AMQP_DECIMAL128 && it.v.u.s.len == 16 &&
+                  memcmp(it.v.u.s.ptr, DEC128, 16) == 0);
+        } else if (KEY("list")) {
+            CHECK(it.type == SBUS_AMQP_LIST && it.count == 6);
+            CHECK(sbus_amqp_enter(&it, &in2) == 0);
+            sbus_amqp_item_t e[6];
+            for (int i = 0; i < 6; i++)
+                CHECK(sbus_amqp_read(&in2, &e[i]) == 1);
+            CHECK(sbus_amqp_read(&in2, &x) == 0);
+            CHECK(e[0].type == SBUS_AMQP_UBYTE && e[0].v.u.u == 7);
+            CHECK(e[1].type == SBUS_AMQP_SHORT && e[1].v.u.i == -3);
+            CHECK(e[2].type == SBUS_AMQP_SYMBOL && e[2].v.u.s.len == 3);
+            CHECK(e[3].type == SBUS_AMQP_NULL);
+            CHECK(e[4].type == SBUS_AMQP_FLOAT && e[4].v.u.d == 1.5);
+            CHECK(e[5].type == SBUS_AMQP_LIST && e[5].count == 0);
+        } else if (KEY("array")) {
+            CHECK(it.type == SBUS_AMQP_ARRAY && it.count == 3);
+            CHECK(sbus_amqp_enter(&it, &in2) == 0);
+            for (int i = 1; i <= 3; i++)
+                CHECK(sbus_amqp_read(&in2, &x) == 1 &&
+                      x.type == SBUS_AMQP_INT && x.v.u.i == i * 1000);
+            CHECK(sbus_amqp_read(&in2, &x) == 0);
+        } else if (KEY("described")) {
+            CHECK(it.type == SBUS_AMQP_DESCRIBED && it.count == 2);
+            CHECK(sbus_amqp_enter(&it, &in2) == 0);
+            CHECK(sbus_amqp_read(&in2, &x) == 1 &&
+                  x.type == SBUS_AMQP_ULONG && x.v.u.u == 0x1234);
+            CHECK(sbus_amqp_read(&in2, &x) == 1 &&
+                  x.type == SBUS_AMQP_STRING && x.v.u.s.len == 1);
+            CHECK(sbus_amqp_read(&in2, &x) == 0);
+        } else if (KEY("map")) {
+            CHECK(it.type == SBUS_AMQP_MAP && it.count == 2);
+            CHECK(sbus_amqp_enter(&it, &in2) == 0);
+            CHECK(sbus_amqp_read(&in2, &x) == 1 && x.type == SBUS_AMQP_STRING);
+            CHECK(sbus_amqp_read(&in2, &x) == 1 &&
+                  x.type == SBUS_AMQP_LONG && x.v.u.i == INT64_MIN);
+        } else {
+            CHECK(!"unexpected key");
+        }
+#undef KEY
+        seen++;
+    }
+    CHECK(seen == 8);
+}
+
+static void test_amqp_values(void)
+{
+    sbus_amqp_writer_t *w;
+    CHECK(sbus_amqp_writer_new(&w) == 0);
+    const void *wp;
+    size_t n = 0;
+    CHECK(sbus_amqp_writer_result(w, &wp, &n) == SBUS_ESTATE); /* empty */
+    build_rich(w);
+    CHECK(sbus_amqp_writer_result(w, &wp, &n) == 0);
+    uint8_t *p = malloc(n); /* the writer's bytes change with it */
+    memcpy(p, wp, n);
+    sbus_value_t one = iv(1);
+    CHECK(sbus_amqp_write_value(w, &one) == SBUS_ESTATE); /* one value */
+    check_rich(p, n);
+    /* truncated or trailing bytes are not one value */
+    CHECK(sbusi_amqp_check(p, n - 1) == SBUS_EINVAL);
+    uint8_t *two = malloc(n + 1);
+    memcpy(two, p, n);
+    two[n] = 0x40;
+    CHECK(sbusi_amqp_check(two, n + 1) == SBUS_EINVAL);
+    free(two);
+    /* compact encodings another client may send: map8 with a char and
+       list0, array8 of smallint */
+    static const uint8_t compact[] = {0xc1, 0x0d, 0x04, 0xa1, 0x01, 'a',
+                                      0x73, 0x00, 0x00, 0x00, 0x41, 0xa1,
+                                      0x01, 'b',  0x45};
+    static const uint8_t arr8[] = {0xe0, 0x05, 0x03, 0x54, 0x01, 0x02, 0xfe};
+    sbus_amqp_reader_t r, in;
+    sbus_amqp_item_t it, x;
+    CHECK(sbusi_amqp_check(compact, sizeof compact) == 0);
+    sbus_amqp_reader_init(&r, compact, sizeof compact);
+    CHECK(sbus_amqp_read(&r, &it) == 1 && it.type == SBUS_AMQP_MAP);
+    CHECK(sbus_amqp_enter(&it, &in) == 0);
+    CHECK(sbus_amqp_read(&in, &x) == 1 && x.type == SBUS_AMQP_STRING);
+    CHECK(sbus_amqp_read(&in, &x) == 1 && x.type == SBUS_AMQP_CHAR &&
+          x.v.u.u == 'A');
+    CHECK(sbus_amqp_read(&in, &x) == 1 && x.type == SBUS_AMQP_STRING);
+    CHECK(sbus_amqp_read(&in, &x) == 1 && x.type == SBUS_AMQP_LIST &&
+          x.count == 0);
+    CHECK(sbusi_amqp_check(arr8, sizeof arr8) == 0);
+    sbus_amqp_reader_init(&r, arr8, sizeof arr8);
+    CHECK(sbus_amqp_read(&r, &it) == 1 && it.type == SBUS_AMQP_ARRAY);
+    CHECK(sbus_amqp_enter(&it, &in) == 0);
+    int64_t sum = 0;
+    while (sbus_amqp_read(&in, &x) == 1)
+        sum += x.v.u.i;
+    CHECK(sum == 1 + 2 - 2);
+    static const uint8_t bad_map[] = {0xc1, 0x03, 0x01, 0xa1, 0x00};
+    CHECK(sbusi_amqp_check(bad_map, sizeof bad_map) == SBUS_EINVAL);
+
+    /* in a message: an application property and an amqp-value body of any
+       type, and an amqp-sequence body, survive encode and decode byte for
+       byte */
+    sbus_message_t *m;
+    sbus_message_new(&m);
+    sbus_value_t v = {.type = SBUS_VAL_AMQP};
+    v.u.s.ptr = (const char *)p;
+    v.u.s.len = n;
+    CHECK(sbus_message_set_property(m, "rich", 4, &v) == 0);
+    v.u.s.len = n - 1;
+    CHECK(sbus_message_set_property(m, "broken", 6, &v) == SBUS_EINVAL);
+    v.u.s.len = n;
+    CHECK(sbus_message_set_body_sequence(m, p, n) == SBUS_EINVAL); /* map */
+    sbus_amqp_writer_reset(w);
+    CHECK(sbus_amqp_begin(w, SBUS_AMQP_LIST) == 0);
+    sbus_value_t s1 = sv("first");
+    CHECK(sbus_amqp_write_value(w, &s1) == 0);
+    CHECK(sbus_amqp_write_value(w, &v) == 0); /* the map, inside */
+    CHECK(sbus_amqp_end(w) == 0);
+    const void *lp;
+    size_t ln;
+    CHECK(sbus_amqp_writer_result(w, &lp, &ln) == 0);
+    CHECK(sbus_message_add_body_sequence(m, lp, ln) == SBUS_ESTATE);
+    CHECK(sbus_message_set_body_sequence(m, lp, ln) == 0);
+    CHECK(sbus_message_add_body_sequence(m, lp, ln) == 0);
+    CHECK(sbus_message_body_kind(m) == SBUS_BODY_SEQUENCE);
+    CHECK(sbus_message_body_count(m) == 0); /* data sections only */
+    sbus_message_t *rt = roundtrip(m);
+    CHECK(rt && sbus_message_body_kind(rt) == SBUS_BODY_SEQUENCE);
+    CHECK(rt && sbus_message_body_sequence_count(rt) == 2);
+    for (size_t i = 0; rt && i < 2; i++) {
+        const void *q;
+        size_t qn;
+        CHECK(sbus_message_body_sequence_at(rt, i, &q, &qn) == 0 &&
+              qn == ln && memcmp(q, lp, ln) == 0);
+    }
+    const void *q;
+    size_t qn;
+    CHECK(rt && sbus_message_body_sequence_at(rt, 2, &q, &qn) == SBUS_ENOENT);
+    const char *key;
+    size_t kl;
+    sbus_value_t got;
+    CHECK(rt && sbus_message_property_count(rt) == 1);
+    CHECK(rt && sbus_message_property_at(rt, 0, &key, &kl, &got) == 0 &&
+          got.type == SBUS_VAL_AMQP && got.u.s.len == n &&
+          memcmp(got.u.s.ptr, p, n) == 0);
+    if (rt)
+        check_rich(got.u.s.ptr, got.u.s.len);
+    sbus_message_free(rt);
+    CHECK(sbus_message_set_body_value(m, &v) == 0);
+    rt = roundtrip(m);
+    CHECK(rt && sbus_message_body_kind(rt) == SBUS_BODY_VALUE);
+    CHECK(rt && sbus_message_body_value(rt, &got) == 0 &&
+          got.type == SBUS_VAL_AMQP && got.u.s.len == n &&
+          memcmp(got.u.s.ptr, p, n) == 0);
+    sbus_message_t *cp = NULL;
+    CHECK(rt && sbus_message_copy(rt, &cp) == 0);
+    CHECK(cp && sbus_message_property_at(cp, 0, &key, &kl, &got) == 0 &&
+          got.type == SBUS_VAL_AMQP && got.u.s.len == n);
+    sbus_message_free(cp);
+    sbus_message_free(rt);
+    sbus_message_free(m);
+    sbus_amqp_writer_free(w);
+    free(p);
+}
+
+static void test_decimal_format(void)
+{
+    static const struct {
+        uint8_t b[16];
+        size_t n;
+        const char *want;
+    } cases[] = {
+        {{0x32, 0x80, 0x00, 0x07}, 4, "7E0"},
+        {{0x6c, 0xb8, 0x96, 0x7f}, 4, "9999999E0"},  /* implicit 100 */
+        {{0xb2, 0x80, 0x00, 0x07}, 4, "-7E0"},
+        {{0x78, 0, 0, 0}, 4, "Infinity"},
+        {{0xf8, 0, 0, 0}, 4, "-Infinity"},
+        {{0x7c, 0, 0, 0}, 4, "NaN"},
+        {{0x7e, 0, 0, 0}, 4, "sNaN"},
+        {{0x31, 0xc0, 0, 0, 0, 0, 0, 0x01}, 8, "1E0"},
+        {{0x31, 0xa0, 0, 0, 0, 0, 0x30, 0x39}, 8, "12345E-1"},
+        {{0x30, 0x40, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x30, 0x39}, 16,
+         "12345E0"},
+        {{0x30, 0x3c, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x64}, 16,
+         "100E-2"},
+        /* 10^34 - 1, the largest coefficient */
+        {{0x30, 0x41, 0xed, 0x09, 0xbe, 0xad, 0x87, 0xc0, 0x37, 0x8d, 0x8e,
+          0x63, 0xff, 0xff, 0xff, 0xff}, 16,
+         "9999999999999999999999999999999999E0"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char out[48];
+        int n = sbus_amqp_decimal_format(cases[i].b, cases[i].n, out,
+                                         sizeof out);
+        if (n < 0 || strcmp(out, cases[i].want) != 0)
+            fprintf(stderr, "decimal case %zu: got %s\n", i,
+                    n < 0 ? "(error)" : out);
+        CHECK(n == (int)strlen(cases[i].want) &&
+              strcmp(out, cases[i].want) == 0);
+    }
+    char small[3];
+    CHECK(sbus_amqp_decimal_format(cases[0].b, 4, small, sizeof small) ==
+          SBUS_ETOOBIG);
+    CHECK(sbus_amqp_decimal_format(cases[0].b, 5, small, sizeof small) ==
+          SBUS_EINVAL);
+}
+
 int main(void)
 {
     test_properties();
@@ -239,6 +579,8 @@ int main(void)
     test_batch_limit();
     test_lock_token_and_uuid();
     test_mixed_body_sections_refused();
+    test_amqp_values();
+    test_decimal_format();
     if (failures)
         fprintf(stderr, "%d failure(s)\n", failures);
     return failures ? 1 : 0;

@@ -25,11 +25,7 @@ static void test_prefetch_buffers(void)
     client_t cl;
     CHECK(client_open(&cl, emu.connstr) == 0);
     drain_queue(&cl, "test-queue");
-    sbus_sender_options_t so;
-    sbus_sender_options_init(&so);
-    so.entity = "test-queue";
-    sbus_sender_t *s;
-    sbus_sender_new(cl.c, &so, &s);
+    sbus_sender_t *s = open_sender(&cl, "test-queue");
     for (int i = 0; i < 3; i++)
         CHECK(send_text(&cl, s, "pf", NULL) == 0);
     sbus_receiver_t *r = receiver(&cl, "test-queue", 5);
@@ -55,11 +51,7 @@ static void test_no_prefetch_takes_only_what_it_asks(void)
     client_t cl;
     CHECK(client_open(&cl, emu.connstr) == 0);
     drain_queue(&cl, "test-queue");
-    sbus_sender_options_t so;
-    sbus_sender_options_init(&so);
-    so.entity = "test-queue";
-    sbus_sender_t *s;
-    sbus_sender_new(cl.c, &so, &s);
+    sbus_sender_t *s = open_sender(&cl, "test-queue");
     for (int i = 0; i < 3; i++)
         CHECK(send_text(&cl, s, "np", NULL) == 0);
     sbus_receiver_t *r1 = receiver(&cl, "test-queue", 0);
@@ -89,14 +81,9 @@ static void test_no_prefetch_takes_only_what_it_asks(void)
 
 int main(void)
 {
-    if (emu_start(&emu) < 0) {
-        fprintf(stderr, "cannot start the emulator\n");
-        return 1;
-    }
-    test_prefetch_buffers();
-    test_no_prefetch_takes_only_what_it_asks();
-    emu_stop(&emu);
-    if (failures)
-        fprintf(stderr, "%d failure(s)\n", failures);
-    return failures ? 1 : 0;
+    static void (*const tests[])(void) = {
+        test_prefetch_buffers,
+        test_no_prefetch_takes_only_what_it_asks,
+    };
+    return emu_main(&emu, tests, sizeof tests / sizeof tests[0]);
 }

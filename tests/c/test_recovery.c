@@ -28,17 +28,9 @@ static void test_drop_and_resume(void)
     client_t cl;
     open_fast_retry(&cl);
     drain_queue(&cl, "test-queue");
-    sbus_sender_options_t so;
-    sbus_sender_options_init(&so);
-    so.entity = "test-queue";
-    sbus_sender_t *s;
-    sbus_sender_new(cl.c, &so, &s);
+    sbus_sender_t *s = open_sender(&cl, "test-queue");
     CHECK(send_text(&cl, s, "before drop", NULL) == 0);
-    sbus_receiver_options_t ro;
-    sbus_receiver_options_init(&ro);
-    ro.entity = "test-queue";
-    sbus_receiver_t *r;
-    sbus_receiver_new(cl.c, &ro, &r);
+    sbus_receiver_t *r = open_receiver(&cl, "test-queue", SBUS_PEEK_LOCK);
     done_t d;
     receive_n(&cl, r, 1, 3000, &d);
     CHECK(d.count == 1);
@@ -76,11 +68,7 @@ static void test_detach_reattach(void)
 {
     client_t cl;
     open_fast_retry(&cl);
-    sbus_sender_options_t so;
-    sbus_sender_options_init(&so);
-    so.entity = "test-queue-2";
-    sbus_sender_t *s;
-    sbus_sender_new(cl.c, &so, &s);
+    sbus_sender_t *s = open_sender(&cl, "test-queue-2");
     CHECK(send_text(&cl, s, "one", NULL) == 0);
     CHECK(emu_post(&emu, "/faults", "{\"detach\": \"test-queue-2\"}") == 200);
     sbus_io_wait(cl.io, 200);
@@ -94,11 +82,7 @@ static void test_busy_is_retried(void)
 {
     client_t cl;
     open_fast_retry(&cl);
-    sbus_sender_options_t so;
-    sbus_sender_options_init(&so);
-    so.entity = "test-queue-2";
-    sbus_sender_t *s;
-    sbus_sender_new(cl.c, &so, &s);
+    sbus_sender_t *s = open_sender(&cl, "test-queue-2");
     CHECK(send_text(&cl, s, "warm up", NULL) == 0);
     CHECK(emu_post(&emu, "/faults",
                    "{\"fail_next\": 2, \"op\": \"send\", "
@@ -150,15 +134,10 @@ static void test_refused(void)
 int main(void)
 {
     test_refused();
-    if (emu_start(&emu) < 0) {
-        fprintf(stderr, "cannot start the emulator\n");
-        return 1;
-    }
-    test_drop_and_resume();
-    test_detach_reattach();
-    test_busy_is_retried();
-    emu_stop(&emu);
-    if (failures)
-        fprintf(stderr, "%d failure(s)\n", failures);
-    return failures ? 1 : 0;
+    static void (*const tests[])(void) = {
+        test_drop_and_resume,
+        test_detach_reattach,
+        test_busy_is_retried,
+    };
+    return emu_main(&emu, tests, sizeof tests / sizeof tests[0]);
 }

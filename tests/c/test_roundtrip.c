@@ -24,11 +24,8 @@ static void test_send_receive_complete(void)
     client_t cl;
     CHECK(client_open(&cl, emu.connstr) == 0);
     drain_queue(&cl, "queue.1");
-    sbus_sender_options_t so;
-    sbus_sender_options_init(&so);
-    so.entity = "queue.1";
-    sbus_sender_t *s;
-    CHECK(sbus_sender_new(cl.c, &so, &s) == 0);
+    sbus_sender_t *s = open_sender(&cl, "queue.1");
+    CHECK(s != NULL);
     sbus_message_t *m = text_message("hello", "id-1");
     sbus_value_t v = {.type = SBUS_VAL_INT, .u.i = 42};
     sbus_message_set_property(m, "answer", 6, &v);
@@ -42,11 +39,8 @@ static void test_send_receive_complete(void)
         fprintf(stderr, "send: %s %s\n", d.condition, d.description);
     CHECK(sbus_sender_max_message_size(s) > 0);
 
-    sbus_receiver_options_t ro;
-    sbus_receiver_options_init(&ro);
-    ro.entity = "queue.1";
-    sbus_receiver_t *r;
-    CHECK(sbus_receiver_new(cl.c, &ro, &r) == 0);
+    sbus_receiver_t *r = open_receiver(&cl, "queue.1", SBUS_PEEK_LOCK);
+    CHECK(r != NULL);
     CHECK(sbus_receiver_receive(r, 10, 5000, &tok) == 0);
     CHECK(wait_done(&cl, &tok, &d, 10000) == 0);
     CHECK(d.code == 0);
@@ -91,11 +85,7 @@ static void test_batch_and_rad(void)
     client_t cl;
     CHECK(client_open(&cl, emu.connstr) == 0);
     drain_queue(&cl, "demo");
-    sbus_sender_options_t so;
-    sbus_sender_options_init(&so);
-    so.entity = "demo";
-    sbus_sender_t *s;
-    sbus_sender_new(cl.c, &so, &s);
+    sbus_sender_t *s = open_sender(&cl, "demo");
     sbus_message_t *ms[3] = {text_message("a", NULL), text_message("b", NULL),
                              text_message("c", NULL)};
     int tok;
@@ -115,12 +105,7 @@ static void test_batch_and_rad(void)
     for (int i = 0; i < 3; i++)
         sbus_message_free(ms[i]);
 
-    sbus_receiver_options_t ro;
-    sbus_receiver_options_init(&ro);
-    ro.entity = "demo";
-    ro.mode = SBUS_RECEIVE_AND_DELETE;
-    sbus_receiver_t *r;
-    sbus_receiver_new(cl.c, &ro, &r);
+    sbus_receiver_t *r = open_receiver(&cl, "demo", SBUS_RECEIVE_AND_DELETE);
     size_t total = 0;
     const char *want[5] = {"a", "b", "c", "a", "b"};
     for (int round = 0; round < 10 && total < 5; round++) {
@@ -149,11 +134,7 @@ static void test_big_batch(void)
     client_t cl;
     CHECK(client_open(&cl, emu.connstr) == 0);
     drain_queue(&cl, "test-queue-2");
-    sbus_sender_options_t so;
-    sbus_sender_options_init(&so);
-    so.entity = "test-queue-2";
-    sbus_sender_t *s;
-    sbus_sender_new(cl.c, &so, &s);
+    sbus_sender_t *s = open_sender(&cl, "test-queue-2");
     sbus_message_t *ms[100];
     char body[1024];
     memset(body, 'b', sizeof body);
@@ -170,12 +151,7 @@ static void test_big_batch(void)
         fprintf(stderr, "big batch: %s %s\n", d.condition, d.description);
     for (int i = 0; i < 100; i++)
         sbus_message_free(ms[i]);
-    sbus_receiver_options_t ro;
-    sbus_receiver_options_init(&ro);
-    ro.entity = "test-queue-2";
-    ro.mode = SBUS_RECEIVE_AND_DELETE;
-    sbus_receiver_t *r;
-    sbus_receiver_new(cl.c, &ro, &r);
+    sbus_receiver_t *r = open_receiver(&cl, "test-queue-2", SBUS_RECEIVE_AND_DELETE);
     size_t total = 0;
     for (int round = 0; round < 20 && total < 100; round++) {
         receive_n(&cl, r, 100, 1000, &d);
@@ -212,11 +188,7 @@ static void test_empty_queue(void)
     CHECK(fd >= 0);
     sbus_io_set_close_hook(cl.io, on_close, NULL);
     drain_queue(&cl, "test-queue");
-    sbus_receiver_options_t ro;
-    sbus_receiver_options_init(&ro);
-    ro.entity = "test-queue";
-    sbus_receiver_t *r;
-    sbus_receiver_new(cl.c, &ro, &r);
+    sbus_receiver_t *r = open_receiver(&cl, "test-queue", SBUS_PEEK_LOCK);
     int tok;
     done_t d;
     int64_t t0 = sbus_io_mono_ms();
@@ -241,11 +213,7 @@ static void test_wrong_key(void)
              emu.port);
     client_t cl;
     CHECK(client_open(&cl, cs) == 0); /* the connection itself opens */
-    sbus_sender_options_t so;
-    sbus_sender_options_init(&so);
-    so.entity = "queue.1";
-    sbus_sender_t *s;
-    sbus_sender_new(cl.c, &so, &s);
+    sbus_sender_t *s = open_sender(&cl, "queue.1");
     sbus_message_t *m = text_message("x", NULL);
     int tok;
     done_t d;
@@ -262,17 +230,12 @@ static void test_wrong_key(void)
 
 int main(void)
 {
-    if (emu_start(&emu) < 0) {
-        fprintf(stderr, "cannot start the emulator\n");
-        return 1;
-    }
-    test_send_receive_complete();
-    test_batch_and_rad();
-    test_big_batch();
-    test_empty_queue();
-    test_wrong_key();
-    emu_stop(&emu);
-    if (failures)
-        fprintf(stderr, "%d failure(s)\n", failures);
-    return failures ? 1 : 0;
+    static void (*const tests[])(void) = {
+        test_send_receive_complete,
+        test_batch_and_rad,
+        test_big_batch,
+        test_empty_queue,
+        test_wrong_key,
+    };
+    return emu_main(&emu, tests, sizeof tests / sizeof tests[0]);
 }

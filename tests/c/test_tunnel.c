@@ -3,7 +3,8 @@
  * connects to Debian's tinyproxy (basic auth), which tunnels to the
  * emulator's TLS listener; the engine speaks CONNECT, then TLS verified
  * against the emulator's CA, then AMQP. A wrong proxy password ends with
- * SBUS_EPROXY. Skipped (exit 77) when tinyproxy is not installed.
+ * SBUS_EPROXY and a text quoting the proxy's status line (tinyproxy: 401).
+ * Skipped (exit 77) when tinyproxy is not installed.
  */
 #define _POSIX_C_SOURCE 200809L
 #include "emu_fixture.h"
@@ -137,6 +138,14 @@ int main(void)
 
     CHECK(open_via_proxy(&cl, port, "wrong", &d) == 0);
     CHECK(d.code == SBUS_EPROXY);
+    /* the text quotes the proxy's status line: tinyproxy answers a wrong
+       password with 401, a proxy that follows RFC 9110 with 407; either
+       gets the credentials hint (docs/transports.md) */
+    CHECK(strstr(d.description, "proxy refused CONNECT: HTTP/1.") != NULL);
+    CHECK(strstr(d.description, " 401 Unauthorized ") != NULL ||
+          strstr(d.description, " 407 Proxy Authentication Required ") != NULL);
+    CHECK(strstr(d.description, "(check the proxy user name and password)") != NULL);
+    CHECK(strstr(d.description, "wrong") == NULL); /* never the password */
     fprintf(stderr, "wrong proxy password -> %s: %s\n", sbus_errname(d.code),
             d.description);
     client_close(&cl);

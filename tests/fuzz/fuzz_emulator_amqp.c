@@ -57,7 +57,7 @@ static void record_prelude(void)
       pn_rwbytes_t in = pn_connection_driver_read_buffer(&srv->driver);
       size_t k = out.size < in.size ? out.size : in.size;
       memcpy(in.start, out.start, k);
-      pn_connection_driver_read_done(&srv->driver, k);
+      emu_conn_read_done(srv, in.start, k);
       pn_connection_driver_write_done(&c, out.size);
     }
     emu_conn_process(srv);
@@ -97,7 +97,7 @@ static void feed(emu_conn_t *c, const uint8_t *p, size_t n)
     if (!rb.size) return;
     size_t k = n < rb.size ? n : rb.size;
     memcpy(rb.start, p, k);
-    pn_connection_driver_read_done(&c->driver, k);
+    emu_conn_read_done(c, rb.start, k);
     p += k;
     n -= k;
     emu_conn_process(c);

@@ -63,10 +63,32 @@ describe("errors", function()
     assert.has_error(function() sender:send(42) end)
     assert.has_error(function() sender:send({ body = "x", no_such_field = 1 }) end)
     assert.has_error(function() sender:send({ body = "x", message_id = 7 }) end)
-    assert.has_error(function() sender:send({ body = "x", properties = { t = {} } }) end)
+    assert.has_error(function() sender:send({ body = "x", properties = { t = print } }) end)
     assert.has_error(function() client:receiver("queue.1", { mode = "sometimes" }) end)
     assert.has_error(function() sb.from_connection_string(nil) end)
     sender:close()
+    client:close()
+  end)
+
+  it("options of the wrong type raise, naming the option and the type", function()
+    local cs = emu.connection_string
+    local cases = {
+      { { port = "5672" }, "option 'port' must be an integer" },
+      { { port = 1.5 }, "option 'port' must be an integer" },
+      { { retry_backoff = "1" }, "option 'retry_backoff' must be a number" },
+      { { logging = 1 }, "option 'logging' must be a boolean" },
+      { { user_agent = 5 }, "option 'user_agent' must be a string" },
+    }
+    for _, c in ipairs(cases) do
+      local o = { connection_string = cs }
+      for k, v in pairs(c[1]) do o[k] = v end
+      local ok, err = pcall(sb.new, o)
+      assert.is_false(ok)
+      assert.truthy(tostring(err):find(c[2], 1, true), tostring(err))
+    end
+    local client = helper.client(emu)
+    assert.has_error(function() client:receiver("queue.1", { prefetch = "10" }) end,
+                     "servicebus: option 'prefetch' must be an integer")
     client:close()
   end)
 

@@ -126,6 +126,23 @@ function M.client(emu, opts)
   return client
 end
 
+-- Inside a describe block: starts an emulator and a connected client before
+-- its tests and stops both after them. Returns a table whose emu and client
+-- fields are set once the tests run. busted's setup and teardown are passed
+-- in: they live in the spec's environment, not in this module's.
+function M.emulator_and_client(setup, teardown, opts)
+  local ctx = {}
+  setup(function()
+    ctx.emu = M.start_emulator()
+    ctx.client = M.client(ctx.emu, opts)
+  end)
+  teardown(function()
+    if ctx.client then ctx.client:close() end
+    if ctx.emu then ctx.emu:stop() end
+  end)
+  return ctx
+end
+
 local counter = 0
 function M.unique(prefix)
   counter = counter + 1

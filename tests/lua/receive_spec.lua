@@ -26,6 +26,20 @@ describe("receive", function()
     rx:close()
   end)
 
+  it("counts max_wait from the call, however long the program was away", function()
+    helper.drain(client, "test-queue-2")
+    local rx = assert(client:receiver("test-queue-2"))
+    -- busy outside the client for 0.4 s: the engine's clock is not moved
+    local t = sb.monotonic()
+    while sb.monotonic() - t < 0.4 do end
+    local t0 = sb.monotonic()
+    local msgs = assert(rx:receive(1, 0.3))
+    local dt = sb.monotonic() - t0
+    assert.are.same({}, msgs)
+    assert.is_true(dt >= 0.25, "returned after " .. dt .. " s")
+    rx:close()
+  end)
+
   it("returns at most max_count messages", function()
     helper.drain(client, "test-queue-2")
     local sender = assert(client:sender("test-queue-2"))

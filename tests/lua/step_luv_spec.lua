@@ -26,6 +26,30 @@ describe("step API with luv", function()
     c:close()
   end)
 
+  it("starting operations writes nothing until step(); events() asks for w meanwhile", function()
+    local c = assert(sb.from_connection_string(emu.connection_string))
+    local tx = assert(c:sender("queue.1"))
+    local function settle() -- step until the engine has nothing to write
+      for _ = 1, 100 do
+        if c:events() == "r" then return end
+        c:step()
+      end
+    end
+    settle()
+    assert.equal("r", c:events())
+    local ops = {}
+    for i = 1, 3 do ops[i] = assert(tx:start_send({ body = "step-" .. i })) end
+    assert.equal("rw", c:events())     -- the three transfers wait in the engine
+    local deadline = sb.monotonic() + 10
+    while not (ops[1].done and ops[2].done and ops[3].done) and sb.monotonic() < deadline do
+      c:step()
+    end
+    for i = 1, 3 do assert.is_true(ops[i]:result()) end
+    settle()
+    assert.equal("r", c:events())
+    c:close()
+  end)
+
   it("runs two clients concurrently in one luv loop", function()
     assert(has_luv, "lua-luv is not installed (apt-get install lua-luv)")
     local sbl = require "servicebus.luv"

@@ -29,7 +29,7 @@ function M.init_worker()
   })
   assert(consumer:start())
   -- a slow handler on a queue with a 2 s lock: the pump thread must keep
-  -- the lock renewed while the handler sleeps 5 s
+  -- the lock renewed while the handler sleeps 3.5 s (two renewals needed)
   assert(rsb.consumer({
     connection_string = conn_str,
     queue = "ngx-short-lock",
@@ -37,7 +37,7 @@ function M.init_worker()
     auto_renew = 60,
     handler = function(msg)
       local calls = ngx.shared.consumed:incr("slow_calls", 1, 0)
-      ngx.sleep(5)
+      ngx.sleep(3.5)
       ngx.shared.consumed:set("slow", msg.body .. ":" .. calls)
       return true
     end,

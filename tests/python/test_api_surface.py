@@ -6,11 +6,14 @@ import pytest
 
 import servicebus
 import servicebus.aio
+import servicebus.amqp
 from servicebus import ServiceBusSharedKeyCredential
 from servicebus.aio import ServiceBusClient
 
 PUBLIC = [getattr(servicebus, n) for n in servicebus.__all__ if n != "exceptions"] + [
     getattr(servicebus.aio, n) for n in servicebus.aio.__all__
+] + [
+    getattr(servicebus.amqp, n) for n in servicebus.amqp.__all__
 ]
 
 

@@ -135,3 +135,65 @@ async def test_batches_cross_both_ways(tls_emulator) -> None:  # type: ignore[no
                 got.append(str(m))
                 await m.complete()
     assert got == ["ours-0", "ours-1", "ours-2", "ms-0", "ms-1", "ms-2"]
+
+
+def _unbytes(v: Any) -> Any:
+    """uamqp returns the strings inside lists and maps as bytes."""
+    if isinstance(v, bytes):
+        return v.decode()
+    if isinstance(v, list):
+        return [_unbytes(x) for x in v]
+    if isinstance(v, dict):
+        return {_unbytes(k): _unbytes(x) for k, x in v.items()}
+    return v
+
+
+async def test_amqp_bodies_and_compound_values_cross_both_ways(tls_emulator) -> None:  # type: ignore[no-untyped-def]
+    from azure.servicebus.amqp import AmqpAnnotatedMessage as MsAnnotated
+    from uamqp.types import AMQPDescribed, AMQPSymbol
+
+    from servicebus.amqp import AmqpAnnotatedMessage, AmqpMessageBodyType
+
+    ms_cs, our_cs, ca = tls_emulator
+    props = {"list": [1, "a", None], "dict": {"k": 1, "n": [2]}}
+    async with azure_sb.ServiceBusClient.from_connection_string(ms_cs, connection_verify=ca) as ms:
+        async with ms.get_queue_sender(QUEUE) as s:
+            await s.send_messages(MsAnnotated(sequence_body=[[1, "two"], [4.5]], application_properties=props))
+            await s.send_messages(MsAnnotated(value_body={"a": [1, 2]}))
+            await s.send_messages(
+                ServiceBusMessage(
+                    b"typed",
+                    application_properties={
+                        "sym": AMQPSymbol("s"),
+                        "described": AMQPDescribed(AMQPSymbol("d"), "v"),
+                    },
+                )
+            )
+    async with ServiceBusClient.from_connection_string(our_cs) as client:
+        async with client.get_queue_receiver(QUEUE) as r:
+            got: list = []
+            while len(got) < 3:
+                got += await r.receive_messages(max_message_count=3, max_wait_time=5)
+            for m in got:
+                await m.complete()
+            async with client.get_queue_sender(QUEUE) as s:
+                await s.send_messages(
+                    [
+                        AmqpAnnotatedMessage(sequence_body=[[1, "two"], [4.5]], application_properties=props),
+                        AmqpAnnotatedMessage(value_body={"a": [1, 2]}),
+                    ]
+                )
+    assert got[0].body_type is AmqpMessageBodyType.SEQUENCE and got[0].body == [[1, "two"], [4.5]]
+    assert got[0].application_properties == props
+    assert got[1].body_type is AmqpMessageBodyType.VALUE and got[1].body == {"a": [1, 2]}
+    assert got[2].application_properties == {"sym": "s", "described": ("d", "v")}  # uamqp cannot send a char
+    async with azure_sb.ServiceBusClient.from_connection_string(ms_cs, connection_verify=ca) as ms:
+        async with ms.get_queue_receiver(QUEUE) as r:
+            back: list = []
+            while len(back) < 2:
+                back += await r.receive_messages(max_message_count=2, max_wait_time=5)
+            for m in back:
+                await r.complete_message(m)
+            assert back[0].body_type.value == "sequence" and _unbytes(list(back[0].body)) == [[1, "two"], [4.5]]
+            assert _unbytes(back[0].application_properties) == props
+            assert back[1].body_type.value == "value" and _unbytes(back[1].body) == {"a": [1, 2]}

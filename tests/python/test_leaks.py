@@ -40,7 +40,11 @@ async def test_total_refcount_is_stable_on_debug_builds(connection_string: str, 
 
     if not hasattr(sys, "gettotalrefcount"):
         pytest.skip("needs a debug interpreter (python3.11-dbg)")
+    from decimal import Decimal
+
     from servicebus import ReceiveMode
+    from servicebus._sbus import _decode_amqp
+    from servicebus.amqp import AmqpAnnotatedMessage
     from servicebus.exceptions import MessageAlreadySettled
 
     async with ServiceBusClient.from_connection_string(connection_string) as client:
@@ -65,6 +69,24 @@ async def test_total_refcount_is_stable_on_debug_builds(connection_string: str, 
                         pass
                     await receiver.peek_messages(5)
                     assert await rad.receive_messages(max_wait_time=0.01) == []
+                    # compound values and sequence / value bodies, both ways
+                    compound = {"l": [1, "a", None, {"k": (2, b"b")}], "d": Decimal("1.5")}
+                    await sender.send_messages(
+                        [
+                            AmqpAnnotatedMessage(sequence_body=[[1, "x"], [2.5]], application_properties=compound),
+                            AmqpAnnotatedMessage(value_body={"v": [1, 2]}),
+                        ]
+                    )
+                    extra: list = []
+                    while len(extra) < 2:
+                        extra += await rad.receive_messages(max_message_count=2, max_wait_time=5)
+                    for m in extra:
+                        _ = (m.body, m.body_type, m.application_properties)
+                    _ = _decode_amqp(b"\x00\xa3\x01d\xc1\x05\x02\xc0\x01\x00\x40")
+                    try:
+                        Message(b"x", application_properties={"o": [object()]})._encoded_size()
+                    except TypeError:
+                        pass
 
                 for _ in range(10):
                     await cycle()

@@ -1,5 +1,7 @@
 """Settlement: complete, abandon, defer, dead-letter, and their documented errors."""
 
+import asyncio
+
 import pytest
 
 from servicebus import Message, ReceiveMode, SubQueue
@@ -104,3 +106,67 @@ async def test_receive_and_delete_messages_cannot_be_settled(connection_string: 
                 await msg.complete()
         async with client.get_queue_receiver(queue) as receiver:
             assert await receiver.receive_messages(max_wait_time=0.3) == []
+
+
+async def test_gathered_settlements_errors_surface_on_await(connection_string: str, queue: str) -> None:
+    """The settlement methods start the operation when called and return an
+    awaitable; as with coroutines, their errors surface when awaited, so
+    gather(return_exceptions=True) collects them."""
+    async with ServiceBusClient.from_connection_string(connection_string) as client:
+        await _send(client, queue, *[b"g%d" % i for i in range(20)])
+        async with client.get_queue_receiver(queue, prefetch_count=20) as receiver:
+            got: list = []
+            while len(got) < 20:
+                got += await receiver.receive_messages(max_message_count=20, max_wait_time=5)
+            done = got[0]
+            await receiver.complete_message(done)
+            pending = [receiver.complete_message(done), receiver.complete_message("not a message")]  # no raise yet
+            results = await asyncio.gather(
+                *pending,
+                *(receiver.complete_message(m) for m in got[1:10]),
+                *(m.complete() for m in got[10:]),
+                return_exceptions=True,
+            )
+            assert isinstance(results[0], MessageAlreadySettled)
+            assert isinstance(results[1], TypeError)
+            assert results[2:] == [None] * 19
+            assert receiver._handle.connection.pending_count == 0
+        async with client.get_queue_receiver(queue) as receiver:
+            assert await receiver.receive_messages(max_wait_time=0.3) == []
+
+
+async def test_cancelled_settlement_leaves_no_pending_operation(connection_string: str, queue: str) -> None:
+    async with ServiceBusClient.from_connection_string(connection_string) as client:
+        await _send(client, queue, b"c1", b"c2")
+        async with client.get_queue_receiver(queue, prefetch_count=2) as receiver:
+            got: list = []
+            while len(got) < 2:
+                got += await receiver.receive_messages(max_message_count=2, max_wait_time=5)
+            settling = asyncio.gather(receiver.complete_message(got[0]), got[1].abandon())
+            settling.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await settling
+            await asyncio.sleep(0.05)
+            assert receiver._handle.connection.pending_count == 0
+            # the settlements started when called, so they took effect: the
+            # completed message is gone, the abandoned one comes back
+            again = await _receive_one(receiver)
+            assert again.body == got[1].body
+            assert again.delivery_count == got[1].delivery_count + 1
+            await receiver.complete_message(again)
+            assert await receiver.receive_messages(max_wait_time=0.2) == []
+
+
+async def test_peeked_messages_cannot_be_settled(connection_string: str, queue: str) -> None:
+    async with ServiceBusClient.from_connection_string(connection_string) as client:
+        await _send(client, queue, b"look")
+        async with client.get_queue_receiver(queue) as receiver:
+            peeked = await receiver.peek_messages(1)
+            assert [m.body for m in peeked] == [b"look"]
+            for settle in (receiver.complete_message, receiver.abandon_message, receiver.defer_message,
+                           receiver.dead_letter_message):
+                with pytest.raises(TypeError):
+                    await settle(peeked[0])
+            assert receiver._handle.connection.pending_count == 0
+            msg = await _receive_one(receiver)  # still there, unlocked
+            await msg.complete()

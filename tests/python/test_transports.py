@@ -143,5 +143,11 @@ async def test_a_wrong_proxy_password_is_a_clear_connection_error(emu, proxy):
                     "username": "pyuser", "password": "wrong"})
     with pytest.raises(ServiceBusConnectionError) as info:
         await asyncio.wait_for(_round_trip(client, b"never"), 30)
-    assert "proxy" in str(info.value).lower()
-    assert "wrong" not in str(info.value)
+    # The error names the proxy's status line. tinyproxy (1.11) answers a wrong password with
+    # "401 Unauthorized", not the standard "407 Proxy Authentication Required": either way the
+    # text carries the status and the credentials hint (docs/transports.md).
+    text = str(info.value)
+    assert re.search(r"proxy refused CONNECT: HTTP/1\.[01] (401 Unauthorized|407 Proxy "
+                     r"Authentication Required) \(check the proxy user name and password\)",
+                     text), text
+    assert "wrong" not in text

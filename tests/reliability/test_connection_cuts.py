@@ -190,12 +190,6 @@ def test_every_duplicate_is_explained_by_a_cut(run) -> None:  # type: ignore[no-
     )
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="engine: a connection must live STABLE_MS (10 s) to count as healthy (core/src/conn.c:854); cut every "
-    "2 s, each loss counts as a failed attempt and after retry_total + 1 of them every pending operation fails "
-    "with ServiceBusConnectionError (docs/reliability.md, bugs)",
-)
 def test_no_error_reaches_the_user(run) -> None:  # type: ignore[no-untyped-def]
     assert not run["send_errors"], "a send raised (the engine should have recovered): %r" % run["send_errors"][:3]
     assert not run["receive_errors"], "a receive raised (the engine should have recovered): %r" % run["receive_errors"][:3]

@@ -205,7 +205,9 @@ async def test_auto_lock_renew_holds_the_lock_while_user_code_is_slow(fresh_emu)
             m = await _receive_one(receiver)
             async with AutoLockRenew() as renewer:
                 renewer.register(m, timeout=30)
-                await asyncio.sleep(5)  # the user's slow work: 2.5 lock durations
+                # the user's slow work: 1.75 lock durations, so that the lock
+                # survives only if it is renewed at least twice (~1 s, ~2 s)
+                await asyncio.sleep(3.5)
                 await m.complete()  # still ours
                 assert m.auto_renew_error is None
             counts = await emu.aio.counts(queue)
@@ -218,7 +220,9 @@ async def test_without_auto_lock_renew_slow_user_code_loses_the_lock(emu, make_q
         async with client.get_queue_sender(queue) as sender, client.get_queue_receiver(queue) as receiver:
             await sender.send_messages(Message(b"slow"))
             m = await _receive_one(receiver)
-            await asyncio.sleep(3)
+            # the user's slow work, as the broker sees it: 3 s pass on its
+            # clock (POST /clock) and nobody renews
+            await emu.aio.advance(3)
             with pytest.raises(MessageLockExpired):
                 await m.complete()
 

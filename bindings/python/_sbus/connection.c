@@ -32,6 +32,19 @@ enum { TS_NONE = 0, TS_CONNECTING = 1, TS_UP = 2 };
 
 static void flush_output(ConnObject *self);
 
+/* Method names called once per operation, interned once (conn_new). */
+static PyObject *str_cancelled, *str_set_result, *str_set_exception;
+
+static int intern_names(void)
+{
+    if (str_cancelled)
+        return 0;
+    str_cancelled = PyUnicode_InternFromString("cancelled");
+    str_set_result = PyUnicode_InternFromString("set_result");
+    str_set_exception = PyUnicode_InternFromString("set_exception");
+    return str_cancelled && str_set_result && str_set_exception ? 0 : -1;
+}
+
 /* Reports an exception we cannot raise (we are inside a loop callback). */
 static void unraisable(ConnObject *self)
 {
@@ -231,7 +244,7 @@ static void free_event_messages(const sbus_event_t *ev)
 
 static int future_cancelled(PyObject *fut)
 {
-    PyObject *r = PyObject_CallMethod(fut, "cancelled", NULL);
+    PyObject *r = PyObject_CallMethodNoArgs(fut, str_cancelled);
     if (!r)
         return -1;
     int c = PyObject_IsTrue(r);
@@ -262,7 +275,8 @@ static void on_done(ConnObject *self, const sbus_event_t *ev)
         unraisable(self);
 
     /* A settled message is no longer renewed by the engine. */
-    if (!is_error && ev->op == SBUS_OP_SETTLE && ctx != Py_None)
+    if (!is_error && ev->op == SBUS_OP_SETTLE && ctx != Py_None &&
+        PyDict_GET_SIZE(self->renewals) > 0)
         sbpy_conn_del_renewal(self, ((MessageObject *)ctx)->msg);
 
     if (is_error) {
@@ -285,17 +299,23 @@ static void on_done(ConnObject *self, const sbus_event_t *ev)
         if (!value)
             goto out;
     }
-    int cancelled = future_cancelled(fut);
-    if (cancelled < 0) {
+    /* Completing a cancelled Future fails (InvalidStateError): that is the
+     * rare case, so it is checked only then, not before every completion. */
+    r = PyObject_CallMethodOneArg(
+        fut, is_error ? str_set_exception : str_set_result, value);
+    if (r) {
+        Py_DECREF(r);
+    } else {
+        PyObject *et, *ev_, *tb;
+        PyErr_Fetch(&et, &ev_, &tb);
+        if (future_cancelled(fut) == 1) {
+            Py_XDECREF(et);
+            Py_XDECREF(ev_);
+            Py_XDECREF(tb);
+        } else {
+            PyErr_Restore(et, ev_, tb);
+        }
         unraisable(self);
-    } else if (!cancelled) {
-        PyObject *name = PyUnicode_FromString(is_error ? "set_exception"
-                                                       : "set_result");
-        r = name ? PyObject_CallMethodOneArg(fut, name, value) : NULL;
-        Py_XDECREF(name);
-        if (!r)
-            unraisable(self);
-        Py_XDECREF(r);
     }
 out:
     Py_XDECREF(value);
@@ -500,13 +520,21 @@ void sbpy_conn_pump(ConnObject *self)
     pump(self, 1);
 }
 
-/* After an operation call: drain now, but write once per loop iteration, so
- * that operations started together (gather, a loop of sends) share one
- * transport.write. Falls back to writing now if nothing can be scheduled. */
+/* After an operation call: one pump per loop iteration. The first
+ * operation of an iteration is pumped and written at once (a receive served
+ * from prefetched messages completes without a loop turn, and the credit it
+ * frees reaches the service before the caller settles what it got; a lone
+ * send goes out without waiting a turn) and schedules `_flush`; those
+ * started after it in the same iteration (a gather, a loop of sends) leave
+ * everything to that one `_flush`: one tick, one drain and one
+ * transport.write for all of them. Falls back to writing now if nothing can
+ * be scheduled. */
 static void pump_after_op(ConnObject *self)
 {
-    if (self->flush_soon || self->transport_state != TS_UP) {
-        pump(self, self->transport_state != TS_UP);
+    if (self->flush_soon)
+        return;
+    if (self->transport_state != TS_UP) {
+        pump(self, 1);
         return;
     }
     PyObject *cb = bound(self, "_flush");
@@ -519,7 +547,7 @@ static void pump_after_op(ConnObject *self)
     }
     Py_DECREF(h);
     self->flush_soon = 1;
-    pump(self, 0);
+    pump(self, 1);
 }
 
 /* ---------------------------------------------------------------- */
@@ -540,10 +568,8 @@ PyObject *sbpy_op_begin(ConnObject *c, PyObject *ctx)
     static PyObject *attr_name; /* interned "_sbus_conn" */
     if (!attr_name && !(attr_name = PyUnicode_InternFromString("_sbus_conn")))
         return NULL;
-    PyObject *empty = PyTuple_New(0); /* the shared empty tuple: no allocation */
-    PyObject *fut = empty ? PyObject_Call(c->future_type, empty, c->future_kwargs)
-                          : NULL;
-    Py_XDECREF(empty);
+    PyObject *fut = PyObject_VectorcallDict(c->future_type, NULL, 0,
+                                            c->future_kwargs);
     if (!fut)
         return NULL;
     if (PyObject_SetAttr(fut, attr_name, (PyObject *)c) < 0 ||
@@ -575,6 +601,23 @@ PyObject *sbpy_op_end(ConnObject *c, PyObject *fut, int op, int rc)
     }
     pump_after_op(c);
     return fut;
+}
+
+PyObject *sbpy_op_seqs(ConnObject *c, PyObject *ctx, int op, PyObject *seqs,
+                       sbpy_seqs_start_fn start, void *obj)
+{
+    int64_t *arr;
+    size_t n;
+    if (sbpy_int64_array(seqs, &arr, &n) < 0)
+        return NULL;
+    PyObject *fut = sbpy_op_begin(c, ctx);
+    if (!fut) {
+        PyMem_Free(arr);
+        return NULL;
+    }
+    int rc = start(obj, arr, n, fut);
+    PyMem_Free(arr);
+    return sbpy_op_end(c, fut, op, rc);
 }
 
 int sbpy_conn_add_renewal(ConnObject *c, void *key, PyObject *receiver,
@@ -1068,6 +1111,8 @@ static PyObject *conn_new(PyTypeObject *type, PyObject *args, PyObject *kw)
     if (fill_options(opts, &o) < 0)
         return NULL;
 
+    if (intern_names() < 0)
+        return NULL;
     ConnObject *self = (ConnObject *)type->tp_alloc(type, 0);
     if (!self)
         return NULL;

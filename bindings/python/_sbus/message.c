@@ -73,9 +73,11 @@ int sbpy_message_sync(MessageObject *self)
                          "not %.100s", Py_TYPE(key)->tp_name);
             return -1;
         }
-        if (!k || sbpy_to_value(val, &v) < 0)
+        sbus_amqp_writer_t *w;
+        if (!k || sbpy_to_value(val, &v, &w) < 0)
             return -1;
         int rc = sbus_message_set_property(self->msg, k, (size_t)kl, &v);
+        sbus_amqp_writer_free(w);
         if (rc < 0) {
             PyErr_Format(PyExc_ValueError,
                          "application property %R: %s", key,
@@ -178,6 +180,25 @@ static PyObject *msg_get_body(MessageObject *self, void *c)
             return NULL;
         }
         return sbpy_from_value(&v);
+    }
+    if (kind == SBUS_BODY_SEQUENCE) {
+        /* one list per amqp-sequence section (uamqp's get_data() shape) */
+        size_t n = sbus_message_body_sequence_count(self->msg);
+        PyObject *l = PyList_New((Py_ssize_t)n);
+        for (size_t i = 0; l && i < n; i++) {
+            const void *p;
+            size_t len;
+            PyObject *sec = NULL;
+            if (sbus_message_body_sequence_at(self->msg, i, &p, &len) == 0)
+                sec = sbpy_from_encoded(p, len);
+            else
+                PyErr_SetString(PyExc_ValueError, "cannot read the body");
+            if (!sec)
+                Py_CLEAR(l);
+            else
+                PyList_SET_ITEM(l, (Py_ssize_t)i, sec);
+        }
+        return l;
     }
     size_t n = sbus_message_body_count(self->msg);
     if (n == 1) {
@@ -346,6 +367,94 @@ static PyObject *msg_encoded_size(MessageObject *self, PyObject *unused)
     return PyLong_FromSize_t(sbus_message_encoded_size(self->msg));
 }
 
+/* _set_body_value(value): the body becomes one amqp-value section holding
+ * value (a list or dict as an AMQP list / map). */
+static PyObject *msg_set_body_value(MessageObject *self, PyObject *o)
+{
+    sbus_value_t v;
+    sbus_amqp_writer_t *w;
+    if (sbpy_to_value(o, &v, &w) < 0)
+        return NULL;
+    int rc = sbus_message_set_body_value(self->msg, &v);
+    sbus_amqp_writer_free(w);
+    if (rc < 0)
+        return sbpy_raise(SBUS_OP_NONE, rc);
+    Py_RETURN_NONE;
+}
+
+/* _set_body_sequence(sections): the body becomes one amqp-sequence section
+ * per list in `sections` (a non-empty list of lists). */
+static PyObject *msg_set_body_sequence(MessageObject *self, PyObject *o)
+{
+    PyObject *seq = PySequence_Fast(o, "sequence sections must be a list");
+    if (!seq)
+        return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    if (n == 0) {
+        Py_DECREF(seq);
+        PyErr_SetString(PyExc_ValueError, "a sequence body needs a section");
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *sec = PySequence_Fast_GET_ITEM(seq, i);
+        sbus_amqp_writer_t *w;
+        const void *p;
+        size_t len;
+        if (!PyList_Check(sec) && !PyTuple_Check(sec)) {
+            PyErr_Format(PyExc_TypeError,
+                         "a sequence section must be a list, not %.100s",
+                         Py_TYPE(sec)->tp_name);
+            Py_DECREF(seq);
+            return NULL;
+        }
+        if (sbpy_encode_value(sec, &w, &p, &len) < 0) {
+            Py_DECREF(seq);
+            return NULL;
+        }
+        int rc = i == 0 ? sbus_message_set_body_sequence(self->msg, p, len)
+                        : sbus_message_add_body_sequence(self->msg, p, len);
+        sbus_amqp_writer_free(w);
+        if (rc < 0) {
+            Py_DECREF(seq);
+            return sbpy_raise(SBUS_OP_NONE, rc);
+        }
+    }
+    Py_DECREF(seq);
+    Py_RETURN_NONE;
+}
+
+/* _start_settle(outcome[, reason, description]): starts settling this
+ * message on the receiver it came from and returns the operation's Future;
+ * None when it came from no receiver. TypeError unless it is an instance of
+ * that receiver's message class (a peeked message cannot be settled).
+ * METH_FASTCALL: this runs once per received message. */
+static PyObject *msg_start_settle(MessageObject *self, PyObject *const *args,
+                                  Py_ssize_t nargs)
+{
+    const char *reason = NULL, *desc = NULL;
+    if (nargs < 1 || nargs > 3) {
+        PyErr_SetString(PyExc_TypeError,
+                        "_start_settle(outcome[, reason, description])");
+        return NULL;
+    }
+    long outcome = PyLong_AsLong(args[0]);
+    if (outcome == -1 && PyErr_Occurred())
+        return NULL;
+    if ((nargs > 1 && sbpy_opt_utf8(args[1], &reason) < 0) ||
+        (nargs > 2 && sbpy_opt_utf8(args[2], &desc) < 0))
+        return NULL;
+    if (!self->receiver)
+        Py_RETURN_NONE;
+    ReceiverObject *r = (ReceiverObject *)self->receiver;
+    if (PyType_Check(r->msg_type) &&
+        !PyObject_TypeCheck((PyObject *)self, (PyTypeObject *)r->msg_type)) {
+        PyErr_SetString(PyExc_TypeError,
+                        "expected a ServiceBusReceivedMessage");
+        return NULL;
+    }
+    return sbpy_receiver_settle(r, self, outcome, reason, desc);
+}
+
 /* A fresh outgoing copy (no receiver identity), of `type` or Message. */
 static PyObject *msg_copy(MessageObject *self, PyObject *args)
 {
@@ -462,8 +571,9 @@ static PyGetSetDef msg_getset[] = {
     FIELD_RO("_state", SBUS_FIELD_STATE,
              "0 active, 1 deferred, 2 scheduled"),
     {"body", (getter)msg_get_body, (setter)msg_set_body,
-     "The body: bytes (one data section), a list of bytes (several), or a "
-     "value (amqp-value body).",
+     "The body: bytes (one data section), a list of bytes (several), a "
+     "list with one list per amqp-sequence section, or the value of an "
+     "amqp-value body.",
      NULL},
     {"application_properties", (getter)msg_get_props, (setter)msg_set_props,
      "The user defined properties on the message (a dict).", NULL},
@@ -479,6 +589,15 @@ static PyGetSetDef msg_getset[] = {
 static PyMethodDef msg_methods[] = {
     {"_encoded_size", (PyCFunction)msg_encoded_size, METH_NOARGS,
      "size in bytes once encoded as an AMQP message"},
+    {"_set_body_value", (PyCFunction)msg_set_body_value, METH_O,
+     "_set_body_value(value): one amqp-value section (list/dict as AMQP "
+     "list/map)"},
+    {"_set_body_sequence", (PyCFunction)msg_set_body_sequence, METH_O,
+     "_set_body_sequence([list, ...]): one amqp-sequence section per list"},
+    {"_start_settle", (PyCFunction)(void (*)(void))msg_start_settle,
+     METH_FASTCALL,
+     "_start_settle(outcome[, reason, description]) -> Future, or None when "
+     "the message came from no receiver"},
     {"_copy", (PyCFunction)msg_copy, METH_VARARGS,
      "_copy([type]) -> a new outgoing message with the same content"},
     {NULL, NULL, 0, NULL}};

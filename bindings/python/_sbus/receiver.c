@@ -67,21 +67,45 @@ static PyObject *receiver_receive(ReceiverObject *self, PyObject *args)
                                              (int64_t)max_wait_ms, fut));
 }
 
-static PyObject *receiver_settle(ReceiverObject *self, PyObject *args)
+int sbpy_opt_utf8(PyObject *o, const char **out)
 {
-    PyObject *mo;
-    int outcome;
-    const char *reason = NULL, *desc = NULL;
-    if (!PyArg_ParseTuple(args, "Oi|zz", &mo, &outcome, &reason, &desc))
-        return NULL;
-    MessageObject *m = as_message(mo);
-    if (!m || !receiver_alive(self))
+    *out = NULL;
+    if (o == Py_None)
+        return 0;
+    if (!PyUnicode_Check(o)) {
+        PyErr_Format(PyExc_TypeError, "expected str or None, got %.100s",
+                     Py_TYPE(o)->tp_name);
+        return -1;
+    }
+    *out = PyUnicode_AsUTF8(o);
+    return *out ? 0 : -1;
+}
+
+PyObject *sbpy_receiver_settle(ReceiverObject *self, MessageObject *m,
+                               long outcome, const char *reason,
+                               const char *desc)
+{
+    if (!receiver_alive(self))
         return NULL;
     BEGIN(m);
     return sbpy_op_end(self->conn, fut, SBUS_OP_SETTLE,
                        sbus_receiver_settle(self->r, m->msg,
                                             (sbus_outcome_t)outcome, reason,
                                             desc, fut));
+}
+
+/* settle(message, outcome[, reason, description]) */
+static PyObject *receiver_settle(ReceiverObject *self, PyObject *args)
+{
+    PyObject *mo;
+    long outcome;
+    const char *reason = NULL, *desc = NULL;
+    if (!PyArg_ParseTuple(args, "Ol|zz", &mo, &outcome, &reason, &desc))
+        return NULL;
+    MessageObject *m = as_message(mo);
+    if (!m)
+        return NULL;
+    return sbpy_receiver_settle(self, m, outcome, reason, desc);
 }
 
 static PyObject *receiver_renew_lock(ReceiverObject *self, PyObject *mo)
@@ -108,23 +132,19 @@ static PyObject *receiver_peek(ReceiverObject *self, PyObject *args)
                                           (int64_t)from_seq, fut));
 }
 
+static int start_receive_deferred(void *r, const int64_t *seqs, size_t n,
+                                  void *token)
+{
+    return sbus_receiver_receive_deferred(r, seqs, n, token);
+}
+
 static PyObject *receiver_receive_deferred(ReceiverObject *self,
                                            PyObject *seqs)
 {
-    int64_t *arr;
-    size_t n;
     if (!receiver_alive(self))
         return NULL;
-    if (sbpy_int64_array(seqs, &arr, &n) < 0)
-        return NULL;
-    PyObject *fut = sbpy_op_begin(self->conn, (PyObject *)self);
-    if (!fut) {
-        PyMem_Free(arr);
-        return NULL;
-    }
-    int rc = sbus_receiver_receive_deferred(self->r, arr, n, fut);
-    PyMem_Free(arr);
-    return sbpy_op_end(self->conn, fut, SBUS_OP_RECEIVE_DEFERRED, rc);
+    return sbpy_op_seqs(self->conn, (PyObject *)self, SBUS_OP_RECEIVE_DEFERRED,
+                        seqs, start_receive_deferred, self->r);
 }
 
 static PyObject *receiver_get_state(ReceiverObject *self, PyObject *unused)

@@ -99,10 +99,21 @@ PyObject *sbpy_make_error(int op, int code, const char *condition,
                           const char *description, int retriable, int fatal);
 /* Raises the exception for a synchronous engine failure; returns NULL. */
 PyObject *sbpy_raise(int op, int code);
-/* Python value -> sbus value. Pointers inside borrow from `o`. 0 / -1. */
-int sbpy_to_value(PyObject *o, sbus_value_t *v);
-/* sbus value -> new Python object. */
+/* Python value -> sbus value. Pointers inside borrow from `o`, or for a
+ * list, tuple or dict (sent as an AMQP list / map, SBUS_VAL_AMQP) from
+ * *w, which the caller frees with sbus_amqp_writer_free after use (NULL
+ * otherwise). 0 / -1. */
+int sbpy_to_value(PyObject *o, sbus_value_t *v, sbus_amqp_writer_t **w);
+/* Encodes any supported Python value (lists and dicts included) as one
+ * AMQP value: *p[*n] borrowed from *w (caller frees *w). 0 / -1. */
+int sbpy_encode_value(PyObject *o, sbus_amqp_writer_t **w, const void **p,
+                      size_t *n);
+/* sbus value -> new Python object. SBUS_VAL_AMQP: lists and arrays become
+ * list, maps dict (list / dict keys tuple / frozenset), char a str,
+ * decimals decimal.Decimal, described values (descriptor, value). */
 PyObject *sbpy_from_value(const sbus_value_t *v);
+/* One AMQP-encoded value p[n] -> new Python object, as above. */
+PyObject *sbpy_from_encoded(const void *p, size_t n);
 /* Monotonic and wall clocks in ms. */
 int64_t sbpy_mono_ms(void);
 int64_t sbpy_unix_ms(void);
@@ -115,6 +126,13 @@ PyObject *sbpy_op_begin(ConnObject *c, PyObject *ctx);
 /* Finishes starting it: rc < 0 forgets the Future and raises; otherwise
  * pumps the connection. Returns the Future (stolen) or NULL. */
 PyObject *sbpy_op_end(ConnObject *c, PyObject *fut, int op, int rc);
+/* Starts an engine operation on `obj` that takes sequence numbers: reads
+ * `seqs` (an int or a sequence of ints), then start(obj, seqs, n, token)
+ * between sbpy_op_begin and sbpy_op_end. Returns the Future or NULL. */
+typedef int (*sbpy_seqs_start_fn)(void *obj, const int64_t *seqs, size_t n,
+                                  void *token);
+PyObject *sbpy_op_seqs(ConnObject *c, PyObject *ctx, int op, PyObject *seqs,
+                       sbpy_seqs_start_fn start, void *obj);
 /* Runs the engine: tick, drain events, flush output, arm the timer. */
 void sbpy_conn_pump(ConnObject *c);
 /* Forgets the automatic renewals registered for receiver r. */
@@ -123,6 +141,14 @@ void sbpy_conn_forget_renewals(ConnObject *c, PyObject *receiver);
 int sbpy_conn_add_renewal(ConnObject *c, void *key, PyObject *receiver,
                           PyObject *msg, PyObject *cb);
 void sbpy_conn_del_renewal(ConnObject *c, void *key);
+
+/* receiver.c */
+/* Starts settling m on receiver r (the message's own). Future or NULL. */
+PyObject *sbpy_receiver_settle(ReceiverObject *r, MessageObject *m,
+                               long outcome, const char *reason,
+                               const char *desc);
+/* An optional str argument: None gives NULL. 0, or -1 with TypeError. */
+int sbpy_opt_utf8(PyObject *o, const char **out);
 
 /* message.c */
 /* Wraps an engine message (transfers) in an instance of `type`. */

@@ -60,29 +60,33 @@ fail:
     return -1;
 }
 
-static PyObject *sender_open(SenderObject *self, PyObject *unused)
+/* Attaches (SBUS_OP_SENDER_OPEN) or detaches (SBUS_OP_SENDER_CLOSE). */
+static PyObject *open_or_close(SenderObject *self, int op)
 {
     if (!sender_alive(self))
         return NULL;
     PyObject *fut = sbpy_op_begin(self->conn, (PyObject *)self);
     if (!fut)
         return NULL;
-    return sbpy_op_end(self->conn, fut, SBUS_OP_SENDER_OPEN,
-                       sbus_sender_open(self->s, fut));
+    return sbpy_op_end(self->conn, fut, op,
+                       op == SBUS_OP_SENDER_OPEN ? sbus_sender_open(self->s, fut)
+                                                 : sbus_sender_close(self->s, fut));
+}
+
+static PyObject *sender_open(SenderObject *self, PyObject *unused)
+{
+    return open_or_close(self, SBUS_OP_SENDER_OPEN);
 }
 
 static PyObject *sender_close(SenderObject *self, PyObject *unused)
 {
-    if (!sender_alive(self))
-        return NULL;
-    PyObject *fut = sbpy_op_begin(self->conn, (PyObject *)self);
-    if (!fut)
-        return NULL;
-    return sbpy_op_end(self->conn, fut, SBUS_OP_SENDER_CLOSE,
-                       sbus_sender_close(self->s, fut));
+    return open_or_close(self, SBUS_OP_SENDER_CLOSE);
 }
 
-static PyObject *sender_send(SenderObject *self, PyObject *msgs)
+/* Sends (SBUS_OP_SEND) or schedules for `when` (SBUS_OP_SCHEDULE) a Message
+ * or a sequence of them, in one engine call. */
+static PyObject *send_or_schedule(SenderObject *self, PyObject *msgs, int op,
+                                  int64_t when)
 {
     sbus_message_t **arr;
     size_t n;
@@ -97,10 +101,17 @@ static PyObject *sender_send(SenderObject *self, PyObject *msgs)
         Py_DECREF(keep);
         return NULL;
     }
-    int rc = sbus_sender_send(self->s, arr, n, fut);
+    int rc = op == SBUS_OP_SCHEDULE
+                 ? sbus_sender_schedule(self->s, arr, n, when, fut)
+                 : sbus_sender_send(self->s, arr, n, fut);
     PyMem_Free(arr);
     Py_DECREF(keep);
-    return sbpy_op_end(self->conn, fut, SBUS_OP_SEND, rc);
+    return sbpy_op_end(self->conn, fut, op, rc);
+}
+
+static PyObject *sender_send(SenderObject *self, PyObject *msgs)
+{
+    return send_or_schedule(self, msgs, SBUS_OP_SEND, 0);
 }
 
 static PyObject *sender_send_batch(SenderObject *self, PyObject *batch)
@@ -121,44 +132,25 @@ static PyObject *sender_send_batch(SenderObject *self, PyObject *batch)
 
 static PyObject *sender_schedule(SenderObject *self, PyObject *args)
 {
-    PyObject *msgs, *keep;
+    PyObject *msgs;
     long long when;
-    sbus_message_t **arr;
-    size_t n;
     if (!PyArg_ParseTuple(args, "OL", &msgs, &when))
         return NULL;
-    if (!sender_alive(self))
-        return NULL;
-    if (collect_messages(msgs, &arr, &n, &keep) < 0)
-        return NULL;
-    PyObject *fut = sbpy_op_begin(self->conn, (PyObject *)self);
-    if (!fut) {
-        PyMem_Free(arr);
-        Py_DECREF(keep);
-        return NULL;
-    }
-    int rc = sbus_sender_schedule(self->s, arr, n, (int64_t)when, fut);
-    PyMem_Free(arr);
-    Py_DECREF(keep);
-    return sbpy_op_end(self->conn, fut, SBUS_OP_SCHEDULE, rc);
+    return send_or_schedule(self, msgs, SBUS_OP_SCHEDULE, (int64_t)when);
+}
+
+static int start_cancel_scheduled(void *s, const int64_t *seqs, size_t n,
+                                  void *token)
+{
+    return sbus_sender_cancel_scheduled(s, seqs, n, token);
 }
 
 static PyObject *sender_cancel_scheduled(SenderObject *self, PyObject *seqs)
 {
-    int64_t *arr;
-    size_t n;
     if (!sender_alive(self))
         return NULL;
-    if (sbpy_int64_array(seqs, &arr, &n) < 0)
-        return NULL;
-    PyObject *fut = sbpy_op_begin(self->conn, (PyObject *)self);
-    if (!fut) {
-        PyMem_Free(arr);
-        return NULL;
-    }
-    int rc = sbus_sender_cancel_scheduled(self->s, arr, n, fut);
-    PyMem_Free(arr);
-    return sbpy_op_end(self->conn, fut, SBUS_OP_CANCEL_SCHEDULED, rc);
+    return sbpy_op_seqs(self->conn, (PyObject *)self, SBUS_OP_CANCEL_SCHEDULED,
+                        seqs, start_cancel_scheduled, self->s);
 }
 
 static PyObject *sender_free(SenderObject *self, PyObject *unused)

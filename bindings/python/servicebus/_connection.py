@@ -12,7 +12,7 @@ import inspect
 import logging
 import time
 import warnings
-from typing import Callable, Any, Dict, Optional
+from typing import Any, Awaitable, Callable, Dict, Optional
 
 from . import _sbus
 from ._common import TransportType
@@ -74,6 +74,17 @@ def with_timeout(start: Callable[[], "asyncio.Future[Any]"], kwargs: Dict[str, A
         if conn is not None and not fut.done():
             conn._set_op_timeout(fut, float(timeout))
     return fut
+
+
+async def _raise(exc: BaseException) -> Any:
+    raise exc
+
+
+def raise_later(exc: BaseException) -> "Awaitable[Any]":
+    """An awaitable that raises ``exc`` when awaited: methods that return an
+    operation's Future instead of being coroutines report their errors the
+    way a coroutine would, on ``await`` (and a never-awaited one warns)."""
+    return _raise(exc)
 
 
 def _retrieve(fut: "asyncio.Future[Any]") -> None:

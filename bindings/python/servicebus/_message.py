@@ -8,10 +8,12 @@ the methods here only pass the call on.
 
 import datetime
 import uuid
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Awaitable, Dict, List, Optional, Tuple, Union
 
 from . import _sbus
 from ._common import ServiceBusMessageState, datetime_to_ms, ms_to_datetime
+from ._connection import raise_later
+from .amqp import BODY_TYPES, AmqpMessageBodyType
 from .exceptions import MessageSettleFailed
 
 __all__ = [
@@ -72,28 +74,38 @@ class Message(_sbus.Message):
         reply_to_session_id: Optional[str] = None,
         **kwargs: Any
     ) -> None:
+        # One test per argument, no tuples built: this runs once per message sent.
         if kwargs:
             raise TypeError("unexpected keyword argument(s): %s" % ", ".join(sorted(kwargs)))
-        if isinstance(body, str) and encoding.upper().replace("-", "") != "UTF8":
+        if encoding != "UTF-8" and isinstance(body, str) and encoding.upper().replace("-", "") != "UTF8":
             body = body.encode(encoding)
         self.body = body
-        props = application_properties if application_properties is not None else properties
-        if props is not None:
-            self.application_properties = props
-        for name, value in (
-            ("session_id", session_id),
-            ("message_id", message_id),
-            ("content_type", content_type),
-            ("correlation_id", correlation_id),
-            ("subject", subject if subject is not None else label),
-            ("partition_key", partition_key),
-            ("via_partition_key", via_partition_key),
-            ("to", to),
-            ("reply_to", reply_to),
-            ("reply_to_session_id", reply_to_session_id),
-        ):
-            if value is not None:
-                setattr(self, name, value)
+        if application_properties is not None:
+            self.application_properties = application_properties
+        elif properties is not None:
+            self.application_properties = properties
+        if session_id is not None:
+            self.session_id = session_id
+        if message_id is not None:
+            self.message_id = message_id
+        if content_type is not None:
+            self.content_type = content_type
+        if correlation_id is not None:
+            self.correlation_id = correlation_id
+        if subject is not None:
+            self.subject = subject
+        elif label is not None:
+            self.subject = label
+        if partition_key is not None:
+            self.partition_key = partition_key
+        if via_partition_key is not None:
+            self.via_partition_key = via_partition_key
+        if to is not None:
+            self.to = to
+        if reply_to is not None:
+            self.reply_to = reply_to
+        if reply_to_session_id is not None:
+            self.reply_to_session_id = reply_to_session_id
         if scheduled_enqueue_time_utc is not None:
             self.scheduled_enqueue_time_utc = scheduled_enqueue_time_utc
         if time_to_live is not None:
@@ -146,6 +158,13 @@ class Message(_sbus.Message):
     def schedule(self, schedule_time_utc: datetime.datetime) -> None:
         """Set the scheduled enqueue time (azure-servicebus 7.0 helper)."""
         self.scheduled_enqueue_time_utc = schedule_time_utc
+
+    @property
+    def body_type(self) -> AmqpMessageBodyType:
+        """The body type (7.x): DATA (bytes, or a list of bytes for several
+        sections), SEQUENCE (a list with one list per amqp-sequence section)
+        or VALUE (the amqp-value itself)."""
+        return BODY_TYPES[self._body_kind]
 
     @property
     def size_in_bytes(self) -> int:
@@ -239,39 +258,53 @@ class ReceivedMessage(PeekedMessage):
     def _handle(self) -> Any:
         handle = self._receiver_handle
         if handle is None:
-            raise MessageSettleFailed("This message was not received from a receiver: it cannot be settled.")
+            raise _not_received()
         return handle
 
-    async def complete(self) -> None:
+    # The settlement methods start the engine operation (``_start_settle``,
+    # in C) and return its Future: no coroutine or Task per message when
+    # many are gathered. Errors are raised on await, as from a coroutine.
+
+    def complete(self) -> "Awaitable[None]":
         """Complete the message: this removes the message from the queue.
+
+        Returns an awaitable: ``await message.complete()``.
 
         :raises MessageAlreadySettled: if the message has been settled.
         :raises MessageLockExpired: if the message lock has already expired.
         :raises SessionLockExpired: if the session lock has already expired.
         :raises MessageSettleFailed: if the settle operation fails.
         """
-        await self._handle().settle(self, _sbus.COMPLETE)
+        return settle_message(self, _sbus.COMPLETE)
 
-    async def abandon(self) -> None:
+    def abandon(self) -> "Awaitable[None]":
         """Abandon the message: it returns to the queue, available again.
 
+        Returns an awaitable: ``await message.abandon()``.
+
         :raises MessageAlreadySettled: if the message has been settled.
         :raises MessageLockExpired: if the message lock has already expired.
         :raises MessageSettleFailed: if the settle operation fails.
         """
-        await self._handle().settle(self, _sbus.ABANDON)
+        return settle_message(self, _sbus.ABANDON)
 
-    async def defer(self) -> None:
+    def defer(self) -> "Awaitable[None]":
         """Defer the message: it stays in the queue, received only by sequence number.
 
+        Returns an awaitable: ``await message.defer()``.
+
         :raises MessageAlreadySettled: if the message has been settled.
         :raises MessageLockExpired: if the message lock has already expired.
         :raises MessageSettleFailed: if the settle operation fails.
         """
-        await self._handle().settle(self, _sbus.DEFER)
+        return settle_message(self, _sbus.DEFER)
 
-    async def dead_letter(self, reason: Optional[str] = None, error_description: Optional[str] = None) -> None:
+    def dead_letter(
+        self, reason: Optional[str] = None, error_description: Optional[str] = None
+    ) -> "Awaitable[None]":
         """Move the message to the dead-letter sub-queue.
+
+        Returns an awaitable: ``await message.dead_letter(reason, error_description)``.
 
         :param str reason: The reason for dead-lettering the message.
         :param str error_description: The detailed error description.
@@ -279,7 +312,7 @@ class ReceivedMessage(PeekedMessage):
         :raises MessageLockExpired: if the message lock has already expired.
         :raises MessageSettleFailed: if the settle operation fails.
         """
-        await self._handle().settle(self, _sbus.DEAD_LETTER, reason, error_description)
+        return settle_message(self, _sbus.DEAD_LETTER, (reason, error_description))
 
     async def renew_lock(self) -> datetime.datetime:
         """Renew the message lock; returns the UTC time it now expires at.
@@ -301,6 +334,31 @@ class ReceivedMessage(PeekedMessage):
 
 
 ServiceBusReceivedMessage = ReceivedMessage
+
+
+def _not_received() -> MessageSettleFailed:
+    return MessageSettleFailed("This message was not received from a receiver: it cannot be settled.")
+
+
+def settle_message(
+    message: Any, outcome: int, args: Tuple[Optional[str], ...] = (), receiver: Any = None
+) -> "Awaitable[None]":
+    """Starts settling ``message`` on the receiver it came from and returns
+    the operation's Future; what goes wrong is raised when the result is
+    awaited, as from a coroutine. A message that came from no receiver is
+    settled through ``receiver`` (a ServiceBusReceiver) when given."""
+    try:
+        fut: "Optional[Awaitable[None]]" = message._start_settle(outcome, *args)
+    except Exception as exc:
+        if not isinstance(message, ReceivedMessage):
+            exc = TypeError("expected a ServiceBusReceivedMessage")
+        return raise_later(exc)
+    if fut is not None:
+        return fut
+    if receiver is not None:
+        opening: "Awaitable[None]" = receiver._settle_opening(message, outcome, *args)
+        return opening
+    return raise_later(_not_received())
 
 
 class BatchMessage(_sbus.Batch):

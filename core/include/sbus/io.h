@@ -12,7 +12,10 @@
  *     one event is ready for the caller or the timeout passes;
  *   - step: an external loop (luv, cqueues) watches sbus_io_fd() for
  *     sbus_io_events(), wakes up no later than sbus_io_timeout(), and calls
- *     sbus_io_step(io) on every wake-up.
+ *     sbus_io_step(io) on every wake-up. Operations may be started at any
+ *     time: they only queue bytes in the engine (no I/O per operation);
+ *     re-read fd, events and timeout after starting some, and the driver
+ *     asks for POLLOUT to put them on the wire at the next step.
  * In both cases, then pull events with sbus_io_next_event().
  *
  * Lifecycle: sbus_io_new(conn) ... sbus_io_free(io) (closes the socket;
@@ -47,13 +50,27 @@ SBUS_API int sbus_io_next_event(sbus_io_t *io, sbus_event_t *ev);
 
 /* Step API. The socket to watch, or -1 when there is none right now. */
 SBUS_API int sbus_io_fd(const sbus_io_t *io);
-/* Poll events wanted on that fd: POLLIN and/or POLLOUT. */
+/* Poll events wanted on that fd: POLLIN and/or POLLOUT. POLLOUT while
+ * connecting, while the socket refuses bytes, and while the engine has
+ * bytes to write (e.g. of operations started since the last step); asking
+ * pulls those bytes out of the engine, nothing is written. */
 SBUS_API int sbus_io_events(const sbus_io_t *io);
-/* Milliseconds until the next deadline (-1: none). */
+/* Milliseconds until the next deadline (-1: none); 0 while events are
+ * queued in the connection. Moves the engine's clock on first, so that
+ * deadlines of operations started since the last step count. */
 SBUS_API int64_t sbus_io_timeout(const sbus_io_t *io);
 /* Does all non-blocking work now (read, write, connect progress, timers).
  * Returns 1 if caller events are ready, else 0. */
 SBUS_API int sbus_io_step(sbus_io_t *io);
+
+/* Writes what the engine has to the socket now, without blocking, reading
+ * or running timers (nothing is written while connecting or while the
+ * socket refuses bytes: step() and wait() do it then). For hosts that
+ * start many operations between two waits and want the first ones on the
+ * wire early, so that the peer works while they start the rest. 0, or
+ * negative on misuse; a socket error is reported to the engine (events
+ * follow at the next step or wait). */
+SBUS_API int sbus_io_flush(sbus_io_t *io);
 
 /* Calls fn(ud, fd) just before the driver closes its socket (on
  * SBUS_EV_DISCONNECT, a socket error, a failed connect attempt, or

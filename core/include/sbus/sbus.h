@@ -182,9 +182,17 @@ typedef enum sbus_vtype {
     SBUS_VAL_BINARY,    /* u.s: bytes */
     SBUS_VAL_TIMESTAMP, /* u.i: milliseconds since the Unix epoch */
     SBUS_VAL_UUID,      /* u.uuid: 16 bytes, RFC 4122 order */
+    SBUS_VAL_AMQP,      /* u.s: one complete AMQP-encoded value
+                           (constructor included) of a type the members
+                           above cannot hold: list, map, array, described
+                           value, char, decimal32/64/128. Read it with
+                           sbus_amqp_reader_t, build it with
+                           sbus_amqp_writer_t (both below). Received
+                           values keep their bytes exactly as the service
+                           sent them; sent ones go out verbatim. */
 } sbus_vtype_t;
 
-/* A simple AMQP value. Pointers inside are borrowed (see each call). */
+/* An AMQP value. Pointers inside are borrowed (see each call). */
 typedef struct sbus_value {
     sbus_vtype_t type;
     union {
@@ -199,6 +207,155 @@ typedef struct sbus_value {
         uint8_t uuid[16];
     } u;
 } sbus_value_t;
+
+/* ------------------------------------------------------------------ */
+/* Encoded AMQP values: reader and writer                              */
+/* ------------------------------------------------------------------ */
+
+/*
+ * Values that sbus_value_t cannot hold as a member (lists, maps, arrays,
+ * described values, char, decimals) travel as their AMQP encoding
+ * (SBUS_VAL_AMQP), and so do amqp-sequence bodies. The reader walks such
+ * bytes one item at a time, the writer builds them. Both are plain C with
+ * no allocation in the reader; nothing in them refers to a connection.
+ *
+ * Reading (e.g. to build a Python list or a Lua table):
+ *
+ *   sbus_amqp_reader_t rd;
+ *   sbus_amqp_item_t it;
+ *   sbus_amqp_reader_init(&rd, v.u.s.ptr, v.u.s.len);
+ *   while (sbus_amqp_read(&rd, &it) == 1) {
+ *       if (it.v.type == SBUS_VAL_AMQP) {      compound: LIST, MAP, ARRAY
+ *           sbus_amqp_reader_t in;             or DESCRIBED
+ *           sbus_amqp_enter(&it, &in);         then read its it.count
+ *           ...                                children from `in`
+ *       } else { use it.v (and it.type for the exact AMQP type) }
+ *   }
+ */
+
+/* The exact AMQP type of an item. */
+typedef enum sbus_amqp_type {
+    SBUS_AMQP_NULL = 0,
+    SBUS_AMQP_BOOL,
+    SBUS_AMQP_UBYTE,
+    SBUS_AMQP_USHORT,
+    SBUS_AMQP_UINT,
+    SBUS_AMQP_ULONG,
+    SBUS_AMQP_BYTE,
+    SBUS_AMQP_SHORT,
+    SBUS_AMQP_INT,
+    SBUS_AMQP_LONG,
+    SBUS_AMQP_FLOAT,
+    SBUS_AMQP_DOUBLE,
+    SBUS_AMQP_DECIMAL32,
+    SBUS_AMQP_DECIMAL64,
+    SBUS_AMQP_DECIMAL128,
+    SBUS_AMQP_CHAR,
+    SBUS_AMQP_TIMESTAMP,
+    SBUS_AMQP_UUID,
+    SBUS_AMQP_BINARY,
+    SBUS_AMQP_STRING,
+    SBUS_AMQP_SYMBOL,
+    SBUS_AMQP_LIST,
+    SBUS_AMQP_MAP,
+    SBUS_AMQP_ARRAY,
+    SBUS_AMQP_DESCRIBED,
+} sbus_amqp_type_t;
+
+/*
+ * One item read. `v` holds its value as sbus_value_t:
+ *   NULL, BOOL, TIMESTAMP, UUID, BINARY, STRING as their SBUS_VAL_ type;
+ *   (U)BYTE, (U)SHORT, (U)INT, (U)LONG as SBUS_VAL_INT / SBUS_VAL_UINT;
+ *   FLOAT, DOUBLE as SBUS_VAL_DOUBLE; SYMBOL as SBUS_VAL_STRING;
+ *   CHAR as SBUS_VAL_UINT holding the Unicode code point;
+ *   DECIMAL32/64/128 as SBUS_VAL_BINARY holding its 4/8/16 bytes as on
+ *   the wire (IEEE 754-2008 decimal, big-endian);
+ *   LIST, MAP, ARRAY, DESCRIBED as SBUS_VAL_AMQP holding `encoded`; read
+ *   the children with sbus_amqp_enter().
+ * Pointers are borrowed from the bytes the reader was given.
+ */
+typedef struct sbus_amqp_item {
+    sbus_amqp_type_t type;  /* exact AMQP type */
+    sbus_value_t v;         /* its value (see above) */
+    size_t count;           /* LIST, ARRAY: elements; MAP: keys and values
+                               (2 per entry, key first); DESCRIBED: 2
+                               (the descriptor, then the value) */
+    const void *encoded;    /* the item's complete encoding (for an
+                               element of an ARRAY: without the
+                               constructor the elements share) */
+    size_t encoded_len;     /* its length */
+    /* private: what sbus_amqp_enter() needs */
+    const uint8_t *priv_body;
+    size_t priv_size;
+    uint8_t priv_elem;
+} sbus_amqp_item_t;
+
+/* A cursor over encoded values. Fields are private. */
+typedef struct sbus_amqp_reader {
+    const uint8_t *p;    /* next byte */
+    const uint8_t *end;  /* one past the last */
+    int array;           /* 1: reading the elements of an array */
+    uint8_t elem;        /* then: their shared constructor */
+    uint32_t left;       /* then: elements left */
+    int bad;             /* malformed input seen */
+} sbus_amqp_reader_t;
+
+/* Starts reading the values encoded in p[n] (borrowed while reading). */
+SBUS_API void sbus_amqp_reader_init(sbus_amqp_reader_t *r, const void *p,
+                                    size_t n);
+/* Reads the next value into *it: 1, or 0 at the end, or SBUS_EINVAL for
+ * malformed bytes (then every later call too), SBUS_ENOTSUP for an array
+ * of described values. */
+SBUS_API int sbus_amqp_read(sbus_amqp_reader_t *r, sbus_amqp_item_t *it);
+/* A reader over the children of compound item `it` (LIST, MAP, ARRAY,
+ * DESCRIBED; see count). SBUS_EINVAL for any other item. */
+SBUS_API int sbus_amqp_enter(const sbus_amqp_item_t *it,
+                             sbus_amqp_reader_t *inner);
+/* Formats the 4, 8 or 16 bytes of a DECIMAL32/64/128 item (it.v.u.s) as
+ * text that Python's decimal.Decimal() and most decimal parsers accept:
+ * [-]<coefficient>E<exponent> (e.g. "12345E-2" for 123.45), "Infinity",
+ * "-Infinity", "NaN" or "sNaN". Writes it NUL-terminated into out[cap];
+ * returns its length, SBUS_EINVAL for another length, SBUS_ETOOBIG if cap
+ * is short (48 always suffices). */
+SBUS_API int sbus_amqp_decimal_format(const void *p, size_t n, char *out,
+                                      size_t cap);
+
+/* Builds one encoded AMQP value. */
+typedef struct sbus_amqp_writer sbus_amqp_writer_t;
+
+/* A new empty writer. *out transfers (sbus_amqp_writer_free). */
+SBUS_API int sbus_amqp_writer_new(sbus_amqp_writer_t **out);
+/* Frees w. NULL is a no-op. */
+SBUS_API void sbus_amqp_writer_free(sbus_amqp_writer_t *w);
+/* Writes a scalar of exact type t (NULL .. SYMBOL) from v, given as the
+ * reader fills it (CHAR: the code point in u.u; DECIMALnn: 4/8/16 bytes in
+ * u.s; integers from SBUS_VAL_INT or SBUS_VAL_UINT within t's range;
+ * SYMBOL/STRING/BINARY from u.s). v borrowed. SBUS_EINVAL when v does not
+ * fit t; SBUS_ESTATE when w holds a complete value already. */
+SBUS_API int sbus_amqp_write(sbus_amqp_writer_t *w, sbus_amqp_type_t t,
+                             const sbus_value_t *v);
+/* Writes v the way sbus_message_set_property() sends it (SBUS_VAL_INT as
+ * int or long, SBUS_VAL_STRING as string, SBUS_VAL_AMQP verbatim...). */
+SBUS_API int sbus_amqp_write_value(sbus_amqp_writer_t *w,
+                                   const sbus_value_t *v);
+/* Opens a compound t (LIST, MAP, ARRAY, DESCRIBED); what is written until
+ * the matching sbus_amqp_end() goes inside it. MAP: key, value, key,
+ * value...; DESCRIBED: exactly the descriptor, then the value; ARRAY:
+ * elements of one scalar type, written with sbus_amqp_write (no
+ * compounds: SBUS_ENOTSUP). At most 32 levels. */
+SBUS_API int sbus_amqp_begin(sbus_amqp_writer_t *w, sbus_amqp_type_t t);
+/* Closes the innermost open compound. SBUS_EINVAL when a MAP holds an odd
+ * number of items or a DESCRIBED not exactly two; SBUS_ESTATE when none
+ * is open. */
+SBUS_API int sbus_amqp_end(sbus_amqp_writer_t *w);
+/* The value built: *p borrowed until the next call on w. SBUS_ESTATE
+ * while a compound is open or no value was written; SBUS_ENOMEM if an
+ * allocation failed on the way. */
+SBUS_API int sbus_amqp_writer_result(const sbus_amqp_writer_t *w,
+                                     const void **p, size_t *n);
+/* Empties w for the next value, keeping its memory (a binding that builds
+ * many values can keep one writer). */
+SBUS_API void sbus_amqp_writer_reset(sbus_amqp_writer_t *w);
 
 /* ------------------------------------------------------------------ */
 /* Messages                                                            */
@@ -277,9 +434,27 @@ SBUS_API int sbus_message_set_body(sbus_message_t *m, const void *p,
 /* Appends one more data section. Bytes copied. */
 SBUS_API int sbus_message_add_body_section(sbus_message_t *m, const void *p,
                                            size_t n);
-/* Sets the body to one amqp-value holding v. v copied. */
+/* Sets the body to one amqp-value holding v. v copied. An SBUS_VAL_AMQP
+ * value (any AMQP type: a list, a map...) goes out verbatim; SBUS_EINVAL
+ * unless its bytes are exactly one well-formed value. */
 SBUS_API int sbus_message_set_body_value(sbus_message_t *m,
                                          const sbus_value_t *v);
+/* Sets the body to one amqp-sequence section: p[n] is the AMQP encoding of
+ * a list (e.g. built with sbus_amqp_writer_t; copied). SBUS_EINVAL unless
+ * it is exactly one well-formed list. */
+SBUS_API int sbus_message_set_body_sequence(sbus_message_t *m, const void *p,
+                                            size_t n);
+/* Appends one more amqp-sequence section (p[n] as above). SBUS_ESTATE
+ * unless the body is a sequence body already. */
+SBUS_API int sbus_message_add_body_sequence(sbus_message_t *m, const void *p,
+                                            size_t n);
+/* Number of amqp-sequence sections (0 unless SBUS_BODY_SEQUENCE). */
+SBUS_API size_t sbus_message_body_sequence_count(const sbus_message_t *m);
+/* amqp-sequence section i as the AMQP encoding of its list (read it with
+ * sbus_amqp_reader_t: one LIST item). *p borrowed until m is changed or
+ * freed. SBUS_ESTATE for another body kind, SBUS_ENOENT past the end. */
+SBUS_API int sbus_message_body_sequence_at(const sbus_message_t *m, size_t i,
+                                           const void **p, size_t *n);
 /* The body kind. */
 SBUS_API sbus_body_kind_t sbus_message_body_kind(const sbus_message_t *m);
 /* Number of data sections (0 for a value body). */
@@ -287,8 +462,10 @@ SBUS_API size_t sbus_message_body_count(const sbus_message_t *m);
 /* Data section i. *p borrowed until m is changed or freed. */
 SBUS_API int sbus_message_body_at(const sbus_message_t *m, size_t i,
                                   const void **p, size_t *n);
-/* The amqp-value body as a simple value (SBUS_ENOTSUP for lists/maps,
- * SBUS_ESTATE for a data body). Strings inside borrowed until m changes. */
+/* The amqp-value body as a value: a simple one as its SBUS_VAL_ type,
+ * anything else (list, map, array, described, char, decimal) as
+ * SBUS_VAL_AMQP with its encoding. SBUS_ESTATE for a data or sequence
+ * body. Pointers inside borrowed until m changes. */
 SBUS_API int sbus_message_body_value(const sbus_message_t *m,
                                      sbus_value_t *out);
 
@@ -310,7 +487,10 @@ SBUS_API int sbus_message_get_field(const sbus_message_t *m,
                                     sbus_field_t which, int64_t *v);
 
 /* Sets application property `key` (replacing one of the same name). Key
- * and value copied. */
+ * and value copied. SBUS_VAL_AMQP values (lists, maps, char, decimal...)
+ * go out verbatim; SBUS_EINVAL unless their bytes are exactly one
+ * well-formed AMQP value. (The service and its SDKs document only simple
+ * types here; other clients may send any.) */
 SBUS_API int sbus_message_set_property(sbus_message_t *m, const char *key,
                                        size_t klen, const sbus_value_t *v);
 /* Removes application property `key` (SBUS_ENOENT if absent). */
@@ -319,7 +499,10 @@ SBUS_API int sbus_message_del_property(sbus_message_t *m, const char *key,
 /* Number of application properties. */
 SBUS_API size_t sbus_message_property_count(const sbus_message_t *m);
 /* Application property i, in insertion/wire order. Borrowed until m
- * changes. */
+ * changes. Received values of a type sbus_value_t has no member for come
+ * as SBUS_VAL_AMQP (their bytes as sent); symbols as SBUS_VAL_STRING,
+ * every integer type as SBUS_VAL_INT or SBUS_VAL_UINT, float as
+ * SBUS_VAL_DOUBLE. */
 SBUS_API int sbus_message_property_at(const sbus_message_t *m, size_t i,
                                       const char **key, size_t *klen,
                                       sbus_value_t *v);
@@ -475,10 +658,20 @@ SBUS_API int sbus_conn_cancel(sbus_conn_t *c, void *token);
 
 /* Gives the pending operation with this token its own deadline: it
  * completes with SBUS_ETIMEOUT if not done within timeout_ms from now
- * (instead of opts.operation_timeout_ms per attempt). For the per-call
- * `timeout=` of the SDKs; call it right after starting the operation. Not
- * for receives (their max_wait_ms is the deadline). SBUS_ENOENT if no such
- * operation is pending, SBUS_EINVAL for a receive or timeout_ms <= 0. */
+ * (instead of opts.operation_timeout_ms per attempt), retries and backoffs
+ * included. For the per-call `timeout=` of the SDKs; call it right after
+ * starting the operation.
+ * Receives (sbus_receiver_receive) are different, because waiting is their
+ * job: their max_wait_ms still decides when a receive whose link works
+ * returns (empty or not). timeout_ms bounds only the time a receive spends
+ * unable to run: while its link is not attached (connection down or
+ * reconnecting, the attach refused or backing off), at most timeout_ms in
+ * a row; the clock starts now if the link is not attached, stops when it
+ * attaches, and starts again from zero each time it is lost while the
+ * receive waits. Past it the receive completes with SBUS_ETIMEOUT (or with
+ * the messages it already holds, if any).
+ * SBUS_ENOENT if no such operation is pending, SBUS_EINVAL for
+ * timeout_ms <= 0. */
 SBUS_API int sbus_conn_set_op_timeout(sbus_conn_t *c, void *token,
                                       int64_t timeout_ms);
 
@@ -674,7 +867,14 @@ SBUS_API int sbus_receiver_new(sbus_conn_t *c,
                                const sbus_receiver_options_t *o,
                                sbus_receiver_t **out);
 /* Attaches the link (for sessions: locks a session; the event carries the
- * session id in data/len and locked-until in time_ms). */
+ * session id in data/len and locked-until in time_ms). A link the service
+ * detaches with a retriable condition (e.g. amqp:link:detach-forced for an
+ * idle link) or lost with the connection is attached again on next use;
+ * a session receiver then asks for the same session id (the one it got,
+ * for next-available), and if the service refuses (the session is locked
+ * by someone else now, or its lock expired) the pending or next operation
+ * completes with SBUS_ESESSIONLOCKLOST, as every later one does. Messages
+ * received on a lost link settle with SBUS_ELOCKLOST. */
 SBUS_API int sbus_receiver_open(sbus_receiver_t *r, void *token);
 /* Detaches; unsettled prefetched messages are released. */
 SBUS_API int sbus_receiver_close(sbus_receiver_t *r, void *token);
@@ -688,7 +888,9 @@ SBUS_API void sbus_receiver_free(sbus_receiver_t *r);
  * on completion so that no message is locked for nobody (unless prefetch
  * keeps them); peek-lock messages that still arrive for nobody are
  * released (no delivery-count increment), receive-and-delete ones are kept
- * for the next call. The messages in the event transfer to the caller. */
+ * for the next call. The messages in the event transfer to the caller.
+ * While the connection is down the receive waits for it (max_wait_ms
+ * still runs); sbus_conn_set_op_timeout() bounds that wait. */
 SBUS_API int sbus_receiver_receive(sbus_receiver_t *r, uint32_t max_count,
                                    int64_t max_wait_ms, void *token);
 

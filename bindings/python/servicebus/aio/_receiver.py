@@ -1,11 +1,11 @@
 """ServiceBusReceiver and ServiceBusSessionReceiver."""
 
 import datetime
-from typing import Any, AsyncIterator, List, Optional, Union
+from typing import Any, AsyncIterator, Awaitable, List, Optional, Union
 
 from .. import _sbus
 from .._common import ReceiveMode, ServiceBusSessionFilter, SubQueue, ms_to_datetime, seconds_to_ms
-from .._message import PeekedMessage, ReceivedMessage
+from .._message import PeekedMessage, ReceivedMessage, settle_message
 from ..exceptions import NoActiveSession, OperationTimeoutError
 from ._autolock import AutoLockRenewer
 from ._base import BaseHandler
@@ -232,35 +232,56 @@ class ServiceBusReceiver(BaseHandler):
 
     # -- azure-servicebus 7.x settlement on the receiver ------------------
 
-    async def complete_message(self, message: ReceivedMessage) -> None:
-        """Complete ``message`` (7.x spelling of ``message.complete()``)."""
-        await self._settle(message, _sbus.COMPLETE)
+    # Settlement methods are plain methods that start the engine operation
+    # (settle_message: ``ReceivedMessage._start_settle``, in C) and return its Future:
+    # ``await receiver.complete_message(m)`` is unchanged, and
+    # ``asyncio.gather`` of many of them wraps nothing in a Task (a Task per
+    # call cost three loop callbacks per message). Errors are still raised
+    # when the result is awaited, as from a coroutine.
 
-    async def abandon_message(self, message: ReceivedMessage) -> None:
-        """Abandon ``message`` (7.x spelling of ``message.abandon()``)."""
-        await self._settle(message, _sbus.ABANDON)
+    def complete_message(self, message: ReceivedMessage) -> "Awaitable[None]":
+        """Complete ``message`` (7.x spelling of ``message.complete()``).
 
-    async def defer_message(self, message: ReceivedMessage) -> None:
-        """Defer ``message`` (7.x spelling of ``message.defer()``)."""
-        await self._settle(message, _sbus.DEFER)
+        Returns an awaitable: ``await receiver.complete_message(message)``.
+        """
+        return settle_message(message, _COMPLETE, (), self)
 
-    async def dead_letter_message(
+    def abandon_message(self, message: ReceivedMessage) -> "Awaitable[None]":
+        """Abandon ``message`` (7.x spelling of ``message.abandon()``).
+
+        Returns an awaitable: ``await receiver.abandon_message(message)``.
+        """
+        return settle_message(message, _ABANDON, (), self)
+
+    def defer_message(self, message: ReceivedMessage) -> "Awaitable[None]":
+        """Defer ``message`` (7.x spelling of ``message.defer()``).
+
+        Returns an awaitable: ``await receiver.defer_message(message)``.
+        """
+        return settle_message(message, _DEFER, (), self)
+
+    def dead_letter_message(
         self, message: ReceivedMessage, reason: Optional[str] = None, error_description: Optional[str] = None
-    ) -> None:
-        """Dead-letter ``message`` (7.x spelling of ``message.dead_letter()``)."""
-        await self._settle(message, _sbus.DEAD_LETTER, reason, error_description)
+    ) -> "Awaitable[None]":
+        """Dead-letter ``message`` (7.x spelling of ``message.dead_letter()``).
+
+        Returns an awaitable: ``await receiver.dead_letter_message(message, reason)``.
+        """
+        return settle_message(message, _DEAD_LETTER, (reason, error_description), self)
 
     async def renew_message_lock(self, message: ReceivedMessage) -> datetime.datetime:
         """Renew the lock of ``message`` (7.x spelling of ``message.renew_lock()``)."""
         return await message.renew_lock()
 
-    async def _settle(self, message: ReceivedMessage, outcome: int, *args: Optional[str]) -> None:
+    async def _settle_opening(self, message: ReceivedMessage, outcome: int, *args: Optional[str]) -> None:
+        """Settles a message that came from no receiver through this one."""
         if not isinstance(message, ReceivedMessage):
             raise TypeError("expected a ServiceBusReceivedMessage")
-        handle = message._receiver_handle
-        if handle is None:
-            handle = self._handle if self._running else await self._open()
+        handle = self._handle if self._running else await self._open()
         await handle.settle(message, outcome, *args)
+
+
+_COMPLETE, _ABANDON, _DEFER, _DEAD_LETTER = _sbus.COMPLETE, _sbus.ABANDON, _sbus.DEFER, _sbus.DEAD_LETTER
 
 
 class ServiceBusSessionReceiver(ServiceBusReceiver):

@@ -81,6 +81,12 @@ class ServiceBusSender(BaseHandler):
         :raises ServiceBusError: on other errors (connection, authentication, ...).
         """
         handle = self._handle if self._running else await self._open()
+        if isinstance(message, _sbus.Message):
+            if not kwargs:  # the common case, without a closure
+                await handle.send(message)
+            else:
+                await with_timeout(lambda: handle.send(message), kwargs)
+            return
         if isinstance(message, BatchMessage):
             if len(message) == 0:
                 return
@@ -91,9 +97,7 @@ class ServiceBusSender(BaseHandler):
                 return
             await with_timeout(lambda: handle.send(list(message)), kwargs)
             return
-        if not isinstance(message, _sbus.Message):
-            raise TypeError("send_messages expects a Message, a list of Messages or a BatchMessage")
-        await with_timeout(lambda: handle.send(message), kwargs)
+        raise TypeError("send_messages expects a Message, a list of Messages or a BatchMessage")
 
     async def create_batch(self, max_size_in_bytes: Optional[int] = None) -> BatchMessage:
         """Create a BatchMessage holding at most ``max_size_in_bytes``.
