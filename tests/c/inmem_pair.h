@@ -208,20 +208,20 @@ static size_t to_server(pair_t *p, const uint8_t *b, size_t n)
 /* Broker output for the engine: through the WebSocket server. */
 static void from_server(pair_t *p)
 {
-    pn_bytes_t sout = pn_connection_driver_write_buffer(&p->server->driver);
+    pn_bytes_t sout = emu_conn_output(p->server);
     if (!sout.size || (p->proxy_status && !p->proxy_done))
         return;
     if (p->wsl) {
         size_t u = 0;
         sbusi_layer_output(p->wsl, (const uint8_t *)sout.start, sout.size, &u);
-        pn_connection_driver_write_done(&p->server->driver, u);
+        emu_conn_output_done(p->server, u);
         buf_put(&p->to_engine, sbusi_fifo_data(&p->wsl->down),
                 sbusi_fifo_len(&p->wsl->down));
         sbusi_fifo_consume(&p->wsl->down, sbusi_fifo_len(&p->wsl->down));
         return;
     }
     buf_put(&p->to_engine, sout.start, sout.size);
-    pn_connection_driver_write_done(&p->server->driver, sout.size);
+    emu_conn_output_done(p->server, sout.size);
 }
 
 /* Moves bytes both ways and handles events until nothing moves. */

@@ -61,13 +61,13 @@ static void record_prelude(void)
       pn_connection_driver_write_done(&c, out.size);
     }
     emu_conn_process(srv);
-    pn_bytes_t back = pn_connection_driver_write_buffer(&srv->driver);
+    pn_bytes_t back = emu_conn_output(srv);
     if (back.size) {
       pn_rwbytes_t in = pn_connection_driver_read_buffer(&c);
       size_t k = back.size < in.size ? back.size : in.size;
       memcpy(in.start, back.start, k);
       pn_connection_driver_read_done(&c, k);
-      pn_connection_driver_write_done(&srv->driver, k);
+      emu_conn_output_done(srv, k);
     }
     if (!out.size && !back.size) break;
   }
@@ -103,8 +103,8 @@ static void feed(emu_conn_t *c, const uint8_t *p, size_t n)
     emu_conn_process(c);
     emu_dispatch_all(g_broker);
     pn_bytes_t out;
-    while ((out = pn_connection_driver_write_buffer(&c->driver)).size)
-      pn_connection_driver_write_done(&c->driver, out.size);
+    while ((out = emu_conn_output(c)).size)
+      emu_conn_output_done(c, out.size);
   }
 }
 
