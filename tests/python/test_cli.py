@@ -225,7 +225,9 @@ def test_peek_lock_abandon_then_complete(conn, servicebus_emulator, servicebus_q
 
 
 def test_a_closed_pipe_stops_quietly_and_peek_lock_loses_nothing(conn, servicebus_emulator, servicebus_queue):
-    ok(sb("send", servicebus_queue, "--body", "x", "--count", "50", conn=conn))
+    # 50 x 4 KiB of output is more than a pipe holds (64 KiB), so the CLI
+    # cannot have written everything before the reader goes away
+    ok(sb("send", servicebus_queue, "--body", "x" * 4096, "--count", "50", conn=conn))
     env = dict(os.environ, **{ENV: conn})
     proc = subprocess.Popen([sys.executable, "-m", "servicebus", "receive", servicebus_queue, "--count", "50",
                              "--peek-lock", "--complete"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
