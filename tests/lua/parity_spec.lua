@@ -14,15 +14,7 @@ local NOT_IN_LUA = {
 }
 -- Bound in Lua, not yet in Python: reported as pending, not as failures,
 -- until bindings/python handles them (core/CHANGES-FOR-BINDINGS.md).
-local PENDING_IN_PYTHON = {
-  sbus_amqp_begin = true, sbus_amqp_check = true, sbus_amqp_decimal_format = true,
-  sbus_amqp_end = true, sbus_amqp_enter = true, sbus_amqp_read = true,
-  sbus_amqp_reader_init = true, sbus_amqp_write = true, sbus_amqp_write_value = true,
-  sbus_amqp_writer_free = true, sbus_amqp_writer_new = true, sbus_amqp_writer_reset = true,
-  sbus_amqp_writer_result = true, sbus_message_add_body_sequence = true,
-  sbus_message_body_sequence_at = true, sbus_message_body_sequence_count = true,
-  sbus_message_set_body_sequence = true,
-}
+local PENDING_IN_PYTHON = {}
 local NOT_IN_PYTHON = {
   sbus_uuid_format = "Python formats lock tokens with uuid.UUID(bytes=...)",
   -- the POSIX driver exists for hosts without a loop; Python has asyncio
@@ -32,6 +24,7 @@ local NOT_IN_PYTHON = {
   sbus_io_timeout = "asyncio owns the socket", sbus_io_step = "asyncio owns the socket",
   sbus_io_mono_ms = "asyncio has loop.time()", sbus_io_unix_ms = "Python has time.time()",
   sbus_io_set_close_hook = "asyncio owns the socket", sbus_io_flush = "asyncio owns the socket",
+  sbus_amqp_writer_reset = "Python builds each value with a writer of its own (sbpy_encode_value)",
 }
 
 local function read(path)
