@@ -76,9 +76,11 @@ step_asan() {
 }
 
 # The C unit tests that need no socket and no emulator process.
+# (test_inmem, test_alloc_failure and test_message run under valgrind in
+# ctest already: tests/c/CMakeLists.txt)
 VALGRIND_TESTS="tests/c/test_connstr tests/c/test_sas tests/c/test_ws tests/c/test_proxy
-tests/c/test_inmem tests/c/test_alloc_failure emulator/test_emu_config emulator/test_emu_sql
-emulator/test_emu_mgmt emulator/test_emu_broker emulator/test_emu_tls"
+emulator/test_emu_config emulator/test_emu_sql emulator/test_emu_mgmt emulator/test_emu_broker
+emulator/test_emu_tls emulator/test_emu_wire emulator/test_emu_clock emulator/test_emu_idle"
 
 step_valgrind() {
     local build=${1:-build} p=0 f=0 t log
