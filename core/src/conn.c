@@ -338,8 +338,18 @@ void sbusi_opq_remove(sbusi_op_t **head, sbusi_op_t **tail, sbusi_op_t *op)
 }
 
 /* Finished ops kept per connection for reuse; enough for the settles of
- * a prefetch-sized batch in flight. */
+ * a prefetch-sized batch in flight. None under AddressSanitizer, so that
+ * a use of a finished op still shows as a use after free. */
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define SBUSI_ASAN 1
+#endif
+#endif
+#if defined(__SANITIZE_ADDRESS__) || defined(SBUSI_ASAN)
+#define SPARE_OPS_MAX 0
+#else
 #define SPARE_OPS_MAX 512
+#endif
 
 static void op_free(sbusi_op_t *op)
 {
@@ -348,7 +358,8 @@ static void op_free(sbusi_op_t *op)
     sbusi_free(op->msgs);
     sbusi_free(op->seqs);
     sbus_conn_t *c = op->conn;
-    if (c && c->nspare_ops < SPARE_OPS_MAX) {
+    static const size_t spare_max = SPARE_OPS_MAX;
+    if (c && c->nspare_ops < spare_max) {
         op->next = c->spare_ops;
         c->spare_ops = op;
         c->nspare_ops++;

@@ -161,28 +161,38 @@ typedef struct sbusi_section {
 struct sbusi_op;
 
 struct sbus_message {
-    sbusi_str_t props[SBUS_PROP__COUNT]; /* string properties */
-    int64_t fields[SBUS_FIELD__COUNT];   /* integer fields */
-    uint32_t fields_set;                 /* bit i: fields[i] is set */
-    sbus_body_kind_t body_kind;          /* how the body is carried */
+    /* What sbus_message_free() reads comes first, in one cache line: a
+     * received message is usually freed long after it was decoded, when
+     * it has left the cache, and every further line it touches costs a
+     * miss. */
+    struct sbusi_renew *renew;           /* auto-renew registration */
+    struct sbusi_op *ops;                /* ops that refer to this message
+                                            (chain via op->msg_next) */
     sbusi_section_t *sections;           /* data sections, or for VALUE
                                             and SEQUENCE one raw encoded
                                             section body each (owned;
                                             &section0 while there is at
                                             most one) */
-    sbusi_section_t section0;            /* storage of the first section */
     size_t nsections;                    /* used entries of sections */
-    size_t capsections;                  /* allocated entries */
-    void *blk;                           /* received: the message's own
-                                            allocation, holding this struct,
-                                            the payload (sections point into
-                                            it) and decoded strings; NULL
-                                            for messages built by the host */
-    size_t blk_cap;                      /* bytes of blk */
-    size_t blk_used;                     /* bytes of blk taken */
     sbusi_prop_t *aprops;                /* application properties */
     size_t naprops;                      /* used entries */
+    void *blk;                           /* received: the payload and
+                                            decoded strings, in the
+                                            message's own allocation
+                                            (sections and props point into
+                                            it); NULL for messages built by
+                                            the host */
+    uint32_t props_heap;                 /* bit i: props[i].p has an
+                                            allocation of its own */
+    sbus_body_kind_t body_kind;          /* how the body is carried */
+    sbusi_section_t section0;            /* storage of the first section */
+    size_t capsections;                  /* allocated entries */
+    size_t blk_cap;                      /* bytes of blk */
+    size_t blk_used;                     /* bytes of blk taken */
     size_t capaprops;                    /* allocated entries */
+    sbusi_str_t props[SBUS_PROP__COUNT]; /* string properties */
+    int64_t fields[SBUS_FIELD__COUNT];   /* integer fields */
+    uint32_t fields_set;                 /* bit i: fields[i] is set */
     /* received-message identity (weak: ids, never pointers we own) */
     sbus_settle_state_t state;           /* settlement state */
     int has_lock;                        /* lock_token is valid */
@@ -193,9 +203,6 @@ struct sbus_message {
                                             after rcv_uid/link_gen match */
     int via_mgmt;                        /* received by sequence number:
                                             settle over $management */
-    struct sbusi_renew *renew;           /* auto-renew registration */
-    struct sbusi_op *ops;                /* ops that refer to this message
-                                            (chain via op->msg_next) */
     sbus_message_t *qnext;               /* receiver prefetch queue link */
 };
 

@@ -143,8 +143,9 @@ void sbus_message_free(sbus_message_t *m)
         sbusi_renew_unlink(m->renew);
     for (sbusi_op_t *op = m->ops; op; op = op->msg_next)
         op->msg = NULL;
-    for (int i = 0; i < SBUS_PROP__COUNT; i++)
-        own_free(m, m->props[i].p);
+    for (int i = 0; m->props_heap && i < SBUS_PROP__COUNT; i++)
+        if (m->props_heap & 1u << i)
+            sbusi_free(m->props[i].p);
     clear_sections(m);
     if (m->sections != &m->section0)
         sbusi_free(m->sections);
@@ -169,6 +170,8 @@ void sbusi_message_unref_op(sbus_message_t *m, sbusi_op_t *op)
     }
 }
 
+_Static_assert(SBUS_PROP__COUNT <= 32, "props_heap holds one bit per prop");
+
 /* Sets string property slot dst of m to a copy of s[n] (NULL: unset).
  * While m's block has room left (a received message), the copy goes
  * there instead of into an allocation of its own. */
@@ -186,7 +189,13 @@ static int set_str(sbus_message_t *m, sbusi_str_t *dst, const char *s,
         if (!p)
             return SBUS_ENOMEM;
     }
-    own_free(m, dst->p);
+    uint32_t bit = 1u << (dst - m->props);
+    if (m->props_heap & bit)
+        sbusi_free(dst->p);
+    if (p && !in_block(m, p))
+        m->props_heap |= bit;
+    else
+        m->props_heap &= ~bit;
     dst->p = p;
     dst->n = s ? n : 0;
     return 0;
