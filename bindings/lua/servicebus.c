@@ -2832,10 +2832,12 @@ static int message_to_table(lua_State *L)
     return 1;
 }
 
-/* __index: upvalue 1 is the methods table, upvalue 2 maps each field
- * name to its index in FIELDS. A method is returned without looking at
- * the message (the common case, msg:complete()); a field is read from the
- * engine message when asked (nothing is converted at receive time). */
+/* The message __index in C: upvalue 1 is the methods table, upvalue 2
+ * maps each field name to its index in FIELDS. A method is returned
+ * without looking at the message; a field is read from the engine message
+ * when asked (nothing is converted at receive time). The PRELUDE puts a
+ * Lua __index in front that finds methods itself (LuaJIT compiles it) and
+ * calls this one for fields. */
 static int message_index(lua_State *L)
 {
     message_t *mu;
@@ -3071,7 +3073,17 @@ static int l_engine_version(lua_State *L)
 /* ------------------------------------------------------------------ */
 
 static const char PRELUDE[] =
-    "local M, Client, Sender, Receiver, Message, Op = ...\n"
+    "local M, Client, Sender, Receiver, Message, Op, MessageMT = ...\n"
+    /* message methods are found by a Lua __index (LuaJIT compiles it into
+     * the caller's trace; the C one would end the trace); fields by C */
+    "do\n"
+    "  local field = MessageMT.__index\n"
+    "  MessageMT.__index = function(m, k)\n"
+    "    local f = Message[k]\n"
+    "    if f ~= nil then return f end\n"
+    "    return field(m, k)\n"
+    "  end\n"
+    "end\n"
     "local Error = {}\n"
     "Error.__index = Error\n"
     "Error.__tostring = function(e) return 'servicebus: ' .. tostring(e.message) .. ' (' .. tostring(e.code) .. ')' end\n"
@@ -3467,7 +3479,8 @@ SBUS_API int luaopen_servicebus(lua_State *L)
     lua_pushvalue(L, rm);
     lua_pushvalue(L, mm);
     lua_pushvalue(L, om);
-    lua_call(L, 6, 0);
+    lua_pushvalue(L, mm - 1);
+    lua_call(L, 7, 0);
 
     lua_pushvalue(L, mod);
     return 1;
