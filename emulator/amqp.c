@@ -1123,7 +1123,14 @@ bool emu_conn_finished(emu_conn_t *c)
 
 void emu_conn_read_done(emu_conn_t *c, const void *p, size_t n)
 {
+  if (c->wire.violation) return; /* closing: nothing more reaches Proton */
   emu_wire_scan(&c->wire, p, n);
+  if (c->wire.violation) {
+    /* These bytes never reach Proton (the frame would abort the process); the
+       connection closes with the reason, as for any framing error. */
+    pn_connection_driver_errorf(&c->driver, "amqp:invalid-field", "%s", c->wire.violation);
+    return;
+  }
   pn_connection_driver_read_done(&c->driver, n);
 }
 

@@ -230,6 +230,8 @@ typedef struct emu_wire {
   uint32_t size;            /* size of the current frame (0: reading a size or header) */
   uint64_t skip;            /* bytes of the current frame left to skip */
   bool broken;              /* stream not followable; scanning stopped */
+  const char *violation;    /* static text: a frame the connection must be closed for
+                               (it would trip an assertion in Proton); scanning stopped */
   emu_wlink_t *links;       /* links the client sends on */
 } emu_wire_t;
 

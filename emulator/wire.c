@@ -135,13 +135,27 @@ static void on_transfer(emu_wire_t *w, uint16_t ch, amqp_iter_t *it)
   amqp_val_t f[10];
   int n = 0;
   while (n < 10 && amqp_iter_next(it, &f[n])) n++;
-  int64_t h;
-  if (n < 1 || !amqp_get_i64(&f[0], &h) || h < 0 || h > UINT32_MAX) return;
-  emu_wlink_t *x = wl_find(w, ch, (uint32_t)h);
-  if (!x) return;
+  int64_t h = -1;
+  bool h_ok = n >= 1 && amqp_get_i64(&f[0], &h) && h >= 0 && h <= UINT32_MAX;
+  emu_wlink_t *x = h_ok ? wl_find(w, ch, (uint32_t)h) : NULL;
   bool more = false, aborted = false;
   if (n > 5) amqp_get_bool(&f[5], &more);
   if (n > 9) amqp_get_bool(&f[9], &aborted);
+  /* Proton reads delivery-id only as a uint: any other type counts as absent */
+  bool id_present = n >= 2 && !f[1].described &&
+                    (f[1].code == AMQP_UINT || f[1].code == AMQP_SMALLUINT || f[1].code == AMQP_UINT0);
+  if ((!x || !x->mid) && !id_present) {
+    /* The first transfer of a delivery must carry its delivery-id (AMQP 1.0
+       2.7.5; only continuations may leave it out). Proton 0.37 asserts on a
+       multi-transfer delivery that starts without one - on any link, even
+       one on which the client receives, and when its fields do not even
+       decode - which would take the whole emulator down: the connection is
+       closed instead. */
+    w->violation = "the first transfer of a delivery has no delivery-id";
+    w->broken = true;
+    return;
+  }
+  if (!x) return;
   if (!x->mid) {
     const unsigned char *tag = NULL;
     size_t tn = 0;

@@ -288,11 +288,40 @@ static void test_scanner_random(void)
       buf[10] = (unsigned char)(0x12 + (r >> 8) % 6);
       emu_wire_scan(&w, buf, n);
     }
-    CHECK(!w.broken);
+    /* only a transfer the broker must refuse stops it (see the next test) */
+    CHECK(!w.broken || w.violation);
     for (emu_wlink_t *x = w.links; x; x = x->next) emu_wire_format(x, buf, 8);
     emu_wire_gc(&w);
     emu_wire_free(&w);
   }
+}
+
+/* A delivery whose first transfer has no delivery-id (or one that is not a uint, or fields
+ * that do not decode) is a violation: Proton 0.37 would abort the process on it
+ * (tests/fuzz/regressions/emulator_amqp/transfer-without-delivery-id). With an id, no. */
+static void test_transfer_without_delivery_id_is_a_violation(void)
+{
+  /* frame head (size, doff 2, AMQP, channel 0), transfer descriptor, list8 of 6 fields:
+     handle 0, delivery-id, tag "t", format 0, settled false, more true */
+  static const unsigned char with_null[] = {0, 0, 0, 24, 2, 0, 0, 0, 0x00, 0x53, 0x14, 0xc0, 12, 6,
+                                            0x43, 0x40, 0xa0, 1, 't', 0x43, 0x42, 0x41, 0, 0, 0, 0};
+  static const unsigned char with_id[] = {0, 0, 0, 25, 2, 0, 0, 0, 0x00, 0x53, 0x14, 0xc0, 13, 6,
+                                          0x43, 0x52, 7, 0xa0, 1, 't', 0x43, 0x42, 0x41, 0, 0, 0, 0};
+  static const unsigned char with_ulong_id[] = {0, 0, 0, 25, 2, 0, 0, 0, 0x00, 0x53, 0x14, 0xc0, 13, 6,
+                                                0x43, 0x53, 7, 0xa0, 1, 't', 0x43, 0x42, 0x41, 0, 0, 0, 0};
+  emu_wire_t w;
+  memset(&w, 0, sizeof w);
+  emu_wire_scan(&w, with_id, 24 + 1);
+  CHECK(!w.violation && !w.broken);
+  emu_wire_free(&w);
+  memset(&w, 0, sizeof w);
+  emu_wire_scan(&w, with_null, 24);
+  CHECK(w.violation != NULL && w.broken);
+  emu_wire_free(&w);
+  memset(&w, 0, sizeof w);
+  emu_wire_scan(&w, with_ulong_id, 25);
+  CHECK(w.violation != NULL);
+  emu_wire_free(&w);
 }
 
 /* Proton writes empty performatives (end, close) as list0; the emulator must not (§1.7). */
@@ -345,6 +374,7 @@ int main(void)
   test_two_links_in_one_read();
   test_scanner_direct();
   test_scanner_random();
+  test_transfer_without_delivery_id_is_a_violation();
   if (g_failures) fprintf(stderr, "%d check(s) failed\n", g_failures);
   else printf("test_emu_wire: all passed\n");
   return g_failures ? 1 : 0;
