@@ -183,4 +183,309 @@ void sbusi_frame_feed(sbusi_frame_t *f, const uint8_t *p, size_t n,
     f->pend.len -= used;
 }
 
-void sbusi_frame_reset(sbusi_frame_t *f) { sbusi_buf_free(&f->pend); }
+void sbusi_frame_reset(sbusi_frame_t *f)
+{
+    sbusi_buf_free(&f->pend);
+    sbusi_buf_free(&f->ipend);
+    sbusi_buf_free(&f->imid);
+    f->iwant = f->iskip = 0;
+    f->istate = SBUSI_IN_HEADER;
+    f->iwhy = f->icond = NULL;
+}
+
+/* ------------------------- the incoming guard ------------------------ */
+/*
+ * Proton 0.37 asserts (and Debian's build keeps assertions) when a
+ * transfer begins a multi-transfer delivery without a delivery-id, so a
+ * broken or hostile peer could abort the whole process. The guard follows
+ * the incoming stream as Proton will read it - the protocol header, SASL
+ * frames until the outcome, the next header, AMQP frames - and reads the
+ * performative of every frame. It remembers which links are in the middle
+ * of a multi-transfer delivery (a transfer with more set and not aborted,
+ * keyed by channel and handle; forgotten at the last transfer, a detach,
+ * a re-attach or the end of the session) and stops the stream at a
+ * transfer that begins a delivery without a delivery-id Proton can read
+ * (a uint: uint, smalluint or uint0, not described), or whose fields or
+ * handle do not decode. AMQP 1.0 2.7.5 requires the id on the first
+ * transfer, so a conforming peer never meets the guard; it is stricter
+ * than Proton (more=false, aborted) on purpose.
+ */
+
+#define MID_KEY 8 /* a (channel, handle) pair in imid */
+
+static void mid_key(uint8_t k[MID_KEY], uint16_t ch, uint32_t h)
+{
+    k[0] = ch >> 8; k[1] = (uint8_t)ch; k[2] = k[3] = 0;
+    wr32(k + 4, h);
+}
+
+static long mid_find(const sbusi_frame_t *f, uint16_t ch, uint32_t h)
+{
+    uint8_t k[MID_KEY];
+    mid_key(k, ch, h);
+    for (size_t i = 0; i < f->imid.len; i += MID_KEY)
+        if (memcmp(f->imid.p + i, k, MID_KEY) == 0)
+            return (long)i;
+    return -1;
+}
+
+static void mid_del(sbusi_frame_t *f, long at)
+{
+    f->imid.len -= MID_KEY;
+    memmove(f->imid.p + at, f->imid.p + f->imid.len, MID_KEY);
+}
+
+/* Forgets the links of channel ch (all when handle is absent: h < 0). */
+static void mid_forget(sbusi_frame_t *f, uint16_t ch, int64_t h)
+{
+    for (size_t i = 0; i < f->imid.len;) {
+        const uint8_t *k = f->imid.p + i;
+        if ((uint16_t)(k[0] << 8 | k[1]) == ch && (h < 0 || rd32(k + 4) == h))
+            mid_del(f, (long)i);
+        else
+            i += MID_KEY;
+    }
+}
+
+/* Reads one field. A described value is only skipped (its item says
+ * described, nothing more): descriptors nest, and a peer's chain of them
+ * must not become a recursion as deep as its frame. */
+static int read_field(sbusi_dec_t *d, sbusi_item_t *it)
+{
+    if (d->p >= d->end || *d->p != 0x00)
+        return sbusi_dec_item(d, it);
+    memset(it, 0, sizeof *it);
+    it->described = 1;
+    for (size_t pending = 1; pending;) {
+        if (d->p >= d->end || d->bad)
+            return -1;
+        if (*d->p == 0x00) { /* a descriptor, then the value */
+            d->p++;
+            pending++;
+            continue;
+        }
+        sbusi_item_t skip;
+        if (sbusi_dec_item(d, &skip) < 0)
+            return -1;
+        pending--;
+    }
+    return 0;
+}
+
+/* A uint as Proton 0.37 reads one (consume_uint). */
+static int is_uint(const sbusi_item_t *it)
+{
+    return !it->described &&
+           (it->code == 0x70 || it->code == 0x52 || it->code == 0x43);
+}
+
+/* A true boolean as Proton 0.37 reads one (consume_bool). */
+static int is_true(const sbusi_item_t *it)
+{
+    return !it->described && it->v.type == SBUS_VAL_BOOL && it->v.u.b;
+}
+
+static void in_violation(sbusi_frame_t *f, const char *cond, const char *why)
+{
+    f->istate = SBUSI_IN_BROKEN;
+    f->icond = cond;
+    f->iwhy = why;
+}
+
+/* A transfer on channel ch whose performative list is `list`. */
+static void in_transfer(sbusi_frame_t *f, uint16_t ch, const sbusi_item_t *list)
+{
+    sbusi_dec_t d;
+    sbusi_dec_enter(list, &d);
+    uint32_t n = list->count < 10 ? list->count : 10;
+    int handle_ok = 0, id_ok = 0, more = 0, aborted = 0;
+    uint32_t handle = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        sbusi_item_t it;
+        if (read_field(&d, &it) < 0) {
+            in_violation(f, "amqp:invalid-field",
+                         "a transfer whose fields do not decode");
+            return;
+        }
+        switch (i) {
+        case 0: handle_ok = is_uint(&it); handle = (uint32_t)it.v.u.u; break;
+        case 1: id_ok = is_uint(&it); break;
+        case 5: more = is_true(&it); break;
+        case 9: aborted = is_true(&it); break;
+        default: break;
+        }
+    }
+    if (!handle_ok) {
+        in_violation(f, "amqp:invalid-field", "a transfer without a handle");
+        return;
+    }
+    long at = f->imid.len ? mid_find(f, ch, handle) : -1;
+    if (at < 0 && !id_ok) {
+        in_violation(f, "amqp:invalid-field",
+                     "the first transfer of a delivery has no delivery-id");
+        return;
+    }
+    if (more && !aborted) {
+        if (at < 0) {
+            uint8_t k[MID_KEY];
+            mid_key(k, ch, handle);
+            sbusi_buf_put(&f->imid, k, MID_KEY);
+            if (f->imid.oom)
+                in_violation(f, NULL, "out of memory following deliveries");
+        }
+    } else if (at >= 0) {
+        mid_del(f, at);
+    }
+}
+
+/* An attach (handle is field 1), detach (field 0) or end: a link that
+ * was in the middle of a delivery is no longer. */
+static void in_link_end(sbusi_frame_t *f, uint16_t ch, uint64_t code,
+                        const sbusi_item_t *list)
+{
+    if (code == 0x17) {
+        mid_forget(f, ch, -1);
+        return;
+    }
+    sbusi_dec_t d;
+    sbusi_dec_enter(list, &d);
+    uint32_t want = code == 0x12 ? 2 : 1;
+    sbusi_item_t it;
+    for (uint32_t i = 0; i < want && i < list->count; i++)
+        if (read_field(&d, &it) < 0)
+            return; /* Proton refuses it */
+    if (list->count >= want && is_uint(&it))
+        mid_forget(f, ch, (int64_t)it.v.u.u);
+}
+
+/* Decides on the unit (protocol header or frame) at u, of which avail
+ * bytes are here. Returns its length, or 0 when more bytes are needed:
+ * *want from its start. Sets istate (SBUSI_IN_BROKEN on a violation). */
+static size_t in_unit(sbusi_frame_t *f, const uint8_t *u, size_t avail,
+                      size_t *want)
+{
+    *want = 8;
+    if (avail < 8)
+        return 0;
+    if (f->istate == SBUSI_IN_HEADER) {
+        if (memcmp(u, "AMQP", 4) != 0 || (u[4] != 0 && u[4] != 3))
+            f->istate = SBUSI_IN_OFF; /* Proton refuses it */
+        else
+            f->istate = u[4] == 3 ? SBUSI_IN_SASL : SBUSI_IN_AMQP;
+        return 8;
+    }
+    uint32_t size = rd32(u);
+    size_t doff = (size_t)u[4] * 4;
+    if (size < 8 || doff < 8 || doff > size) {
+        f->istate = SBUSI_IN_OFF; /* Proton refuses the framing */
+        return 8;
+    }
+    if (doff == size)
+        return size; /* empty (a heartbeat) */
+    size_t have = avail < size ? avail : size;
+    *want = avail * 2 < size ? avail * 2 : size;
+    if (have <= doff)
+        return 0;
+    const uint8_t *body = u + doff, *end = u + have;
+    if (body[0] != 0x00)
+        return size; /* no performative: Proton refuses it */
+    if (end - body < 3)
+        return have < size ? 0 : size; /* too short: Proton refuses it */
+    if (body[1] == 0x00)
+        return size; /* a described descriptor: Proton refuses it */
+    sbusi_dec_t d = {body + 1, end, 0};
+    sbusi_item_t desc, perf;
+    if (sbusi_dec_item(&d, &desc) < 0)
+        return have < size ? 0 : size;
+    if (desc.v.type != SBUS_VAL_UINT)
+        return size; /* not a descriptor Proton knows */
+    uint64_t code = desc.v.u.u;
+    if (f->istate == SBUSI_IN_SASL) {
+        if (code == 0x44) /* sasl-outcome: the AMQP header follows */
+            f->istate = SBUSI_IN_HEADER;
+        return size;
+    }
+    int transfer = code == 0x14;
+    int link_end = f->imid.len && (code == 0x12 || code == 0x16 || code == 0x17);
+    if (!transfer && !link_end)
+        return size;
+    uint8_t lc = d.p < d.end ? *d.p : 0;
+    if ((lc != 0x45 && lc != 0xc0 && lc != 0xd0) ||
+        sbusi_dec_item(&d, &perf) < 0) {
+        if (have < size && (d.p >= d.end || lc == 0xc0 || lc == 0xd0))
+            return 0; /* the list is not all here yet */
+        if (transfer)
+            in_violation(f, "amqp:invalid-field",
+                         "a transfer whose fields do not decode");
+        return size;
+    }
+    uint16_t ch = (uint16_t)(u[6] << 8 | u[7]);
+    if (transfer)
+        in_transfer(f, ch, &perf);
+    else
+        in_link_end(f, ch, code, &perf);
+    return size;
+}
+
+int sbusi_frame_scan_in(sbusi_frame_t *f, const uint8_t *p, size_t n,
+                        size_t *pass)
+{
+    size_t pos = 0;
+    *pass = n;
+    while (pos < n) {
+        if (f->istate == SBUSI_IN_OFF)
+            return 0;
+        if (f->istate == SBUSI_IN_BROKEN) {
+            *pass = 0;
+            return -1;
+        }
+        if (f->iskip) {
+            size_t k = n - pos < f->iskip ? n - pos : f->iskip;
+            pos += k;
+            f->iskip -= k;
+            continue;
+        }
+        size_t want, len, start = pos;
+        if (!f->ipend.len) {
+            len = in_unit(f, p + pos, n - pos, &want);
+            if (!len) {
+                /* split across calls: keep its start until the rest */
+                sbusi_buf_put(&f->ipend, p + pos, n - pos);
+                if (f->ipend.oom) {
+                    in_violation(f, NULL, "out of memory scanning the input");
+                    *pass = start;
+                    return -1;
+                }
+                f->iwant = want;
+                pos = n;
+                continue;
+            }
+            f->iskip = len;
+        } else {
+            size_t k = f->iwant - f->ipend.len;
+            if (k > n - pos)
+                k = n - pos;
+            sbusi_buf_put(&f->ipend, p + pos, k);
+            if (f->ipend.oom) {
+                in_violation(f, NULL, "out of memory scanning the input");
+                continue;
+            }
+            pos += k;
+            if (f->ipend.len < f->iwant)
+                continue;
+            len = in_unit(f, f->ipend.p, f->ipend.len, &want);
+            if (!len) {
+                f->iwant = want;
+                continue;
+            }
+            f->iskip = len > f->ipend.len ? len - f->ipend.len : 0;
+            f->ipend.len = 0;
+            start = 0; /* the unit began before p */
+        }
+        if (f->istate == SBUSI_IN_BROKEN) {
+            *pass = start;
+            return -1;
+        }
+    }
+    return 0;
+}
