@@ -247,42 +247,110 @@ static void mid_forget(sbusi_frame_t *f, uint16_t ch, int64_t h)
     }
 }
 
-/* Reads one field. A described value is only skipped (its item says
- * described, nothing more): descriptors nest, and a peer's chain of them
- * must not become a recursion as deep as its frame. */
-static int read_field(sbusi_dec_t *d, sbusi_item_t *it)
+/* The guard reads frames in place with skim(), which moves past one
+ * value without decoding it: it runs for every frame, so it must cost
+ * next to nothing. */
+enum { SKIM_OK = 0, SKIM_BAD = -1, SKIM_DESCRIBED = 1 };
+
+/* Moves *pp (< end) past one value that is not described, giving its
+ * constructor and the bytes after the constructor (and size). SKIM_BAD
+ * when truncated or malformed; SKIM_DESCRIBED (nothing moved) for a
+ * described value. */
+static int skim(const uint8_t **pp, const uint8_t *end, uint8_t *code,
+                const uint8_t **val, size_t *len)
 {
-    if (d->p >= d->end || *d->p != 0x00)
-        return sbusi_dec_item(d, it);
-    memset(it, 0, sizeof *it);
-    it->described = 1;
-    for (size_t pending = 1; pending;) {
-        if (d->p >= d->end || d->bad)
-            return -1;
-        if (*d->p == 0x00) { /* a descriptor, then the value */
-            d->p++;
-            pending++;
-            continue;
-        }
-        sbusi_item_t skip;
-        if (sbusi_dec_item(d, &skip) < 0)
-            return -1;
-        pending--;
+    const uint8_t *p = *pp;
+    if (p >= end)
+        return SKIM_BAD;
+    uint8_t c = *p++;
+    size_t n;
+    switch (c >> 4) {
+    case 0x0: return c == 0x00 ? SKIM_DESCRIBED : SKIM_BAD;
+    case 0x4: n = 0; break;
+    case 0x5: n = 1; break;
+    case 0x6: n = 2; break;
+    case 0x7: n = 4; break;
+    case 0x8: n = 8; break;
+    case 0x9: n = 16; break;
+    case 0xa: case 0xc: case 0xe:
+        if (p >= end)
+            return SKIM_BAD;
+        n = *p++;
+        break;
+    case 0xb: case 0xd: case 0xf:
+        if (end - p < 4)
+            return SKIM_BAD;
+        n = rd32(p);
+        p += 4;
+        break;
+    default: return SKIM_BAD;
     }
-    return 0;
+    if ((size_t)(end - p) < n)
+        return SKIM_BAD;
+    *code = c;
+    *val = p;
+    *len = n;
+    *pp = p + n;
+    return SKIM_OK;
 }
 
-/* A uint as Proton 0.37 reads one (consume_uint). */
-static int is_uint(const sbusi_item_t *it)
+/* Moves *pp past a described value. Descriptors nest, and a peer's chain
+ * of them must not become a recursion as deep as its frame: count the
+ * values still owed instead. */
+static int skip_described(const uint8_t **pp, const uint8_t *end)
 {
-    return !it->described &&
-           (it->code == 0x70 || it->code == 0x52 || it->code == 0x43);
+    for (size_t owed = 1; owed;) {
+        uint8_t c;
+        const uint8_t *v;
+        size_t n;
+        int rc = skim(pp, end, &c, &v, &n);
+        if (rc == SKIM_BAD)
+            return SKIM_BAD;
+        if (rc == SKIM_DESCRIBED) { /* a descriptor, then the value */
+            (*pp)++;
+            owed++;
+            continue;
+        }
+        owed--;
+    }
+    return SKIM_OK;
+}
+
+/* One field of a performative: constructor 0 when described. */
+static int field(const uint8_t **pp, const uint8_t *end, uint8_t *code,
+                 const uint8_t **val)
+{
+    size_t n;
+    int rc = skim(pp, end, code, val, &n);
+    if (rc != SKIM_DESCRIBED)
+        return rc;
+    *code = 0;
+    return skip_described(pp, end);
+}
+
+/* A uint as Proton 0.37 reads one (consume_uint): uint, smalluint,
+ * uint0, not described. */
+static int is_uint(uint8_t code)
+{
+    return code == 0x70 || code == 0x52 || code == 0x43;
+}
+
+/* The bytes of a uint as Proton reads one, constructor included; 0 for
+ * anything else. */
+static size_t uint_width(uint8_t code)
+{
+    return code == 0x43 ? 1 : code == 0x52 ? 2 : code == 0x70 ? 5 : 0;
+}
+
+static uint32_t uint_of(uint8_t code, const uint8_t *v)
+{
+    return code == 0x70 ? rd32(v) : code == 0x52 ? v[0] : 0;
 }
 
 /* A true boolean as Proton 0.37 reads one (consume_bool). */
-static int is_true(const sbusi_item_t *it)
+static int is_true(uint8_t code, const uint8_t *v)
 {
-    return !it->described && it->v.type == SBUS_VAL_BOOL && it->v.u.b;
+    return code == 0x41 || (code == 0x56 && v[0]);
 }
 
 static void in_violation(sbusi_frame_t *f, const char *cond, const char *why)
@@ -292,26 +360,29 @@ static void in_violation(sbusi_frame_t *f, const char *cond, const char *why)
     f->iwhy = why;
 }
 
-/* A transfer on channel ch whose performative list is `list`. */
-static void in_transfer(sbusi_frame_t *f, uint16_t ch, const sbusi_item_t *list)
+/* A transfer on channel ch: count fields at p[end]. Only the fields up
+ * to the last that matters are read: handle and delivery-id, more when
+ * present, aborted when present (Proton reads them in order, so what
+ * follows cannot change them). */
+static void in_transfer(sbusi_frame_t *f, uint16_t ch, uint32_t count,
+                        const uint8_t *p, const uint8_t *end)
 {
-    sbusi_dec_t d;
-    sbusi_dec_enter(list, &d);
-    uint32_t n = list->count < 10 ? list->count : 10;
+    uint32_t n = count > 9 ? 10 : count > 5 ? 6 : count > 2 ? 2 : count;
     int handle_ok = 0, id_ok = 0, more = 0, aborted = 0;
     uint32_t handle = 0;
     for (uint32_t i = 0; i < n; i++) {
-        sbusi_item_t it;
-        if (read_field(&d, &it) < 0) {
+        uint8_t c;
+        const uint8_t *v;
+        if (field(&p, end, &c, &v) != SKIM_OK) {
             in_violation(f, "amqp:invalid-field",
                          "a transfer whose fields do not decode");
             return;
         }
         switch (i) {
-        case 0: handle_ok = is_uint(&it); handle = (uint32_t)it.v.u.u; break;
-        case 1: id_ok = is_uint(&it); break;
-        case 5: more = is_true(&it); break;
-        case 9: aborted = is_true(&it); break;
+        case 0: handle_ok = is_uint(c); handle = uint_of(c, v); break;
+        case 1: id_ok = is_uint(c); break;
+        case 5: more = is_true(c, v); break;
+        case 9: aborted = is_true(c, v); break;
         default: break;
         }
     }
@@ -341,21 +412,20 @@ static void in_transfer(sbusi_frame_t *f, uint16_t ch, const sbusi_item_t *list)
 /* An attach (handle is field 1), detach (field 0) or end: a link that
  * was in the middle of a delivery is no longer. */
 static void in_link_end(sbusi_frame_t *f, uint16_t ch, uint64_t code,
-                        const sbusi_item_t *list)
+                        uint32_t count, const uint8_t *p, const uint8_t *end)
 {
     if (code == 0x17) {
         mid_forget(f, ch, -1);
         return;
     }
-    sbusi_dec_t d;
-    sbusi_dec_enter(list, &d);
     uint32_t want = code == 0x12 ? 2 : 1;
-    sbusi_item_t it;
-    for (uint32_t i = 0; i < want && i < list->count; i++)
-        if (read_field(&d, &it) < 0)
+    uint8_t c = 0;
+    const uint8_t *v = NULL;
+    for (uint32_t i = 0; i < want && i < count; i++)
+        if (field(&p, end, &c, &v) != SKIM_OK)
             return; /* Proton refuses it */
-    if (list->count >= want && is_uint(&it))
-        mid_forget(f, ch, (int64_t)it.v.u.u);
+    if (count >= want && is_uint(c))
+        mid_forget(f, ch, uint_of(c, v));
 }
 
 /* Decides on the unit (protocol header or frame) at u, of which avail
@@ -384,22 +454,33 @@ static size_t in_unit(sbusi_frame_t *f, const uint8_t *u, size_t avail,
         return size; /* empty (a heartbeat) */
     size_t have = avail < size ? avail : size;
     *want = avail * 2 < size ? avail * 2 : size;
-    if (have <= doff)
-        return 0;
-    const uint8_t *body = u + doff, *end = u + have;
-    if (body[0] != 0x00)
-        return size; /* no performative: Proton refuses it */
-    if (end - body < 3)
-        return have < size ? 0 : size; /* too short: Proton refuses it */
-    if (body[1] == 0x00)
-        return size; /* a described descriptor: Proton refuses it */
-    sbusi_dec_t d = {body + 1, end, 0};
-    sbusi_item_t desc, perf;
-    if (sbusi_dec_item(&d, &desc) < 0)
-        return have < size ? 0 : size;
-    if (desc.v.type != SBUS_VAL_UINT)
-        return size; /* not a descriptor Proton knows */
-    uint64_t code = desc.v.u.u;
+    const uint8_t *p = u + doff, *end = u + have;
+    uint8_t c = 0;
+    const uint8_t *v = NULL;
+    size_t n = 0;
+    uint64_t code;
+    int rc;
+    if (end - p >= 3 && p[0] == 0x00 && p[1] == 0x53) {
+        code = p[2]; /* the usual smallulong descriptor */
+        p += 3;
+    } else {
+        /* the descriptor: 0x00, then a ulong of any width */
+        const uint8_t *q = p + 1;
+        rc = p < end && *p == 0x00 ? skim(&q, end, &c, &v, &n) : SKIM_BAD;
+        if (rc == SKIM_BAD && have < size)
+            return 0;
+        if (rc != SKIM_OK)
+            return size; /* no performative Proton can read: it refuses it */
+        switch (c) {
+        case 0x53: case 0x50: case 0x52: code = v[0]; break;
+        case 0x44: case 0x43: code = 0; break;
+        case 0x60: code = (uint64_t)(v[0] << 8 | v[1]); break;
+        case 0x70: code = rd32(v); break;
+        case 0x80: code = (uint64_t)rd32(v) << 32 | rd32(v + 4); break;
+        default: return size; /* not a descriptor Proton knows */
+        }
+        p = v + n;
+    }
     if (f->istate == SBUSI_IN_SASL) {
         if (code == 0x44) /* sasl-outcome: the AMQP header follows */
             f->istate = SBUSI_IN_HEADER;
@@ -409,11 +490,18 @@ static size_t in_unit(sbusi_frame_t *f, const uint8_t *u, size_t avail,
     int link_end = f->imid.len && (code == 0x12 || code == 0x16 || code == 0x17);
     if (!transfer && !link_end)
         return size;
-    uint8_t lc = d.p < d.end ? *d.p : 0;
-    if ((lc != 0x45 && lc != 0xc0 && lc != 0xd0) ||
-        sbusi_dec_item(&d, &perf) < 0) {
-        if (have < size && (d.p >= d.end || lc == 0xc0 || lc == 0xd0))
-            return 0; /* the list is not all here yet */
+    /* the performative's list */
+    uint32_t count = 0;
+    rc = p < end ? skim(&p, end, &c, &v, &n) : SKIM_BAD;
+    if (rc == SKIM_BAD && have < size)
+        return 0; /* not all here yet */
+    if (rc == SKIM_OK && c == 0xc0 && n >= 1) {
+        count = v[0];
+        v += 1, n -= 1;
+    } else if (rc == SKIM_OK && c == 0xd0 && n >= 4) {
+        count = rd32(v);
+        v += 4, n -= 4;
+    } else if (!(rc == SKIM_OK && c == 0x45)) {
         if (transfer)
             in_violation(f, "amqp:invalid-field",
                          "a transfer whose fields do not decode");
@@ -421,10 +509,35 @@ static size_t in_unit(sbusi_frame_t *f, const uint8_t *u, size_t avail,
     }
     uint16_t ch = (uint16_t)(u[6] << 8 | u[7]);
     if (transfer)
-        in_transfer(f, ch, &perf);
+        in_transfer(f, ch, count, v, v + n);
     else
-        in_link_end(f, ch, code, &perf);
+        in_link_end(f, ch, code, count, v, v + n);
     return size;
+}
+
+/* The common case, decided in a few instructions: an AMQP frame (doff
+ * 2) of which avail bytes are here, with no delivery in progress, that is
+ * no transfer, or a transfer whose short list (2 to 5 fields, so no more
+ * flag; all here) starts with a uint handle and a uint delivery-id. Its
+ * size when it is one of those (in_unit would pass it too), else 0. */
+static size_t fast_unit(const sbusi_frame_t *f, const uint8_t *u,
+                        size_t avail)
+{
+    if (avail < 16 || f->istate != SBUSI_IN_AMQP || f->imid.len ||
+        u[4] != 2 || u[8] != 0x00 || u[9] != 0x53)
+        return 0;
+    uint32_t size = rd32(u);
+    if (size < 16)
+        return 0;
+    if (u[10] != 0x14)
+        return size;
+    size_t have = avail < size ? avail : size;
+    const uint8_t *q = u + 14, *lend = u + 13 + u[12];
+    if (u[11] != 0xc0 || u[13] < 2 || u[13] > 5 || lend > u + have)
+        return 0;
+    size_t a = q < lend ? uint_width(q[0]) : 0;
+    size_t b = a && q + a < lend ? uint_width(q[a]) : 0;
+    return b && q + a + b <= lend ? size : 0;
 }
 
 int sbusi_frame_scan_in(sbusi_frame_t *f, const uint8_t *p, size_t n,
@@ -446,6 +559,15 @@ int sbusi_frame_scan_in(sbusi_frame_t *f, const uint8_t *p, size_t n,
             continue;
         }
         size_t want, len, start = pos;
+        if (!f->ipend.len && (len = fast_unit(f, p + pos, n - pos)) != 0) {
+            if (len <= n - pos) {
+                pos += len;
+            } else {
+                f->iskip = len - (n - pos);
+                pos = n;
+            }
+            continue;
+        }
         if (!f->ipend.len) {
             len = in_unit(f, p + pos, n - pos, &want);
             if (!len) {
