@@ -204,6 +204,7 @@ static int proxy_layer_new(sbus_conn_t *c, sbusi_layer_t **out)
 int sbusi_wire_start(sbus_conn_t *c)
 {
     c->out.len = c->out_head = 0; /* what the old socket did not take */
+    sbusi_frame_reset(c->frame); /* the guard starts at a protocol header */
     c->layers_shut = 0;
     c->nlayers = 0;
     int rc = 0;
