@@ -11,6 +11,10 @@
  * the transfer list is re-encoded with field 3 = 0x80013700, the payload
  * after it copied unchanged, and the frame size fixed. Every other byte
  * passes through untouched.
+ *
+ * The second half of the file is the incoming guard (see its section):
+ * it reads, in place, every frame the peer sends before Proton does, and
+ * stops a stream that would trip an assertion in Proton 0.37.
  */
 #include "frame.h"
 
