@@ -14,6 +14,12 @@
  * A layer failure ends the transport with the layer's code: SBUS_ETLS
  * (handshake, verification), SBUS_EPROXY (the proxy refused) are not
  * retried; SBUS_ECONNECTION (a broken WebSocket) is.
+ *
+ * Every byte bound for Proton, on both paths, first passes the incoming
+ * guard (sbusi_frame_scan_in, frame.c): a frame that would trip an
+ * assertion in Proton 0.37 never reaches it; the transport ends instead
+ * as a connection error (SBUS_ECONNECTION, amqp:invalid-field), which the
+ * retry policy treats like any other loss.
  */
 #include "frame.h"
 #include "internal.h"
@@ -198,6 +204,7 @@ static int proxy_layer_new(sbus_conn_t *c, sbusi_layer_t **out)
 int sbusi_wire_start(sbus_conn_t *c)
 {
     c->out.len = c->out_head = 0; /* what the old socket did not take */
+    sbusi_frame_reset(c->frame); /* the guard starts at a protocol header */
     c->layers_shut = 0;
     c->nlayers = 0;
     int rc = 0;
@@ -253,6 +260,36 @@ static void layer_failed(sbus_conn_t *c, int code, const char *text)
     sbusi_transport_gone(c, why);
 }
 
+/* The guard stopped the input: end this transport. */
+static void guard_failed(sbus_conn_t *c)
+{
+    char why[SBUSI_DESC_MAX];
+    snprintf(why, sizeof why, "protocol violation by the peer: %s",
+             c->frame->iwhy ? c->frame->iwhy : "malformed input");
+    sbusi_set_conn_error(c, SBUS_ECONNECTION, c->frame->icond, why);
+    sbusi_emit_disconnect(c);
+    sbusi_transport_gone(c, why);
+}
+
+/* Hands p[n] to Proton's read buffer rb (n <= rb.size) after the guard;
+ * 0, or -1 after ending the transport. */
+static int to_proton(sbus_conn_t *c, pn_rwbytes_t rb, const uint8_t *p,
+                     size_t n)
+{
+    size_t pass;
+    int rc = sbusi_frame_scan_in(c->frame, p, n, &pass);
+    if (pass) {
+        if (p != (const uint8_t *)rb.start)
+            memcpy(rb.start, p, pass);
+        pn_connection_driver_read_done(&c->driver, pass);
+    }
+    if (rc < 0) {
+        guard_failed(c);
+        return -1;
+    }
+    return 0;
+}
+
 /* Checks every layer after moving bytes; 0, or -1 after ending the
  * transport. */
 static int check_layers(sbus_conn_t *c, int rc)
@@ -269,26 +306,29 @@ static int check_layers(sbus_conn_t *c, int rc)
 }
 
 /* Moves what the top layer produced into Proton, as far as it has room;
- * passes the end of the stream on when a layer closed. */
-static void stack_to_proton(sbus_conn_t *c)
+ * passes the end of the stream on when a layer closed. 0, or -1 when the
+ * guard ended the transport (the layers are gone). */
+static int stack_to_proton(sbus_conn_t *c)
 {
     sbusi_layer_t *top = c->layers[c->nlayers - 1];
     while (c->have_driver && sbusi_fifo_len(&top->up)) {
         pn_rwbytes_t rb = pn_connection_driver_read_buffer(&c->driver);
         if (!rb.size)
-            return;
+            return 0;
         size_t n = sbusi_fifo_len(&top->up);
         if (n > rb.size)
             n = rb.size;
-        memcpy(rb.start, sbusi_fifo_data(&top->up), n);
+        const uint8_t *data = sbusi_fifo_data(&top->up);
+        if (to_proton(c, rb, data, n) < 0)
+            return -1;
         sbusi_fifo_consume(&top->up, n);
-        pn_connection_driver_read_done(&c->driver, n);
     }
     for (size_t i = 0; c->have_driver && i < c->nlayers; i++)
         if (sbusi_layer_closed(c->layers[i]) && !c->tls_eof) {
             c->tls_eof = 1;
             pn_connection_driver_read_close(&c->driver);
         }
+    return 0;
 }
 
 /* Feeds p[n] from the socket into the stack and on up to Proton. */
@@ -303,7 +343,8 @@ static void stack_input(sbus_conn_t *c, const uint8_t *p, size_t n)
         if (check_layers(c, rc) < 0)
             return;
         off += used;
-        stack_to_proton(c);
+        if (stack_to_proton(c) < 0)
+            return;
         if (off == n || (!used && !c->have_driver))
             return;
     }
@@ -360,13 +401,15 @@ void sbus_conn_read_done(sbus_conn_t *c, size_t n)
             if (!rb.size)
                 break;
             size_t k = n - off < rb.size ? n - off : rb.size;
-            memcpy(rb.start, c->in.p + off, k);
-            pn_connection_driver_read_done(&c->driver, k);
+            if (to_proton(c, rb, c->in.p + off, k) < 0)
+                break;
             off += k;
         }
-    } else if (!c->nlayers)
-        pn_connection_driver_read_done(&c->driver, n);
-    else
+    } else if (!c->nlayers) {
+        /* the host read straight into Proton's buffer */
+        pn_rwbytes_t rb = pn_connection_driver_read_buffer(&c->driver);
+        to_proton(c, rb, (const uint8_t *)rb.start, n < rb.size ? n : rb.size);
+    } else
         stack_input(c, c->in.p, n);
     sbusi_process(c);
 }
