@@ -388,6 +388,11 @@ int sbusi_dec_item(sbusi_dec_t *d, sbusi_item_t *it)
             d->p += 2;
         } else {
             sbusi_item_t desc;
+            /* a descriptor is a ulong or a symbol, never itself described:
+               refusing that bounds the recursion (a chain of 0x00 bytes in
+               a message from the peer would otherwise exhaust the stack) */
+            if (d->p < d->end && d->p[0] == 0x00)
+                return -1;
             if (sbusi_dec_item(d, &desc) < 0)
                 return -1;
             if (desc.v.type == SBUS_VAL_UINT)

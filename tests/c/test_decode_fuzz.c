@@ -141,8 +141,36 @@ static void mutate(uint8_t *p, size_t n)
     }
 }
 
+/* A section whose descriptor is itself described, a million times over:
+ * refused at once (unbounded, the decoder's recursion would exhaust the
+ * stack); so is a $management answer made the same way. */
+static int descriptor_chain_is_refused(void)
+{
+    size_t n = 1000000;
+    uint8_t *p = malloc(n + 4);
+    if (!p)
+        return 1;
+    memset(p, 0x00, n);
+    p[n] = 0x53; p[n + 1] = 0x75; p[n + 2] = 0xa0; p[n + 3] = 0;
+    sbus_message_t *m = NULL;
+    int bad = 0;
+    if (sbusi_message_decode(p, n + 4, &m) == 0) {
+        fprintf(stderr, "a described descriptor chain was accepted\n");
+        sbus_message_free(m);
+        bad = 1;
+    }
+    sbusi_rpc_reply_t r;
+    memset(&r, 0, sizeof r);
+    if (sbusi_rpc_decode(p, n + 4, &r) == 0)
+        bad = 1;
+    free(p);
+    return bad;
+}
+
 int main(void)
 {
+    if (descriptor_chain_is_refused())
+        return 1;
     sbusi_buf_t msg = {0}, reply = {0}, work = {0}, out = {0};
     sample_message(&msg);
     sample_reply(&reply, &msg);
