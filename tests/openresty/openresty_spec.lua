@@ -267,7 +267,14 @@ c:close()
       if seen and #seen >= #table.concat(bodies, ",") then break end
       sh("sleep 0.2")
     end
-    assert.are.equal(table.concat(bodies, ","), seen)
+    -- each message once; not necessarily in order: one that reaches the
+    -- consumer after its receive call returned is released (no receive
+    -- wants it), and Proton writes the next receive's credit before that
+    -- release, so a later message can overtake it (seen once in CI)
+    local got = {}
+    for b in (seen or ""):gmatch("[^,]+") do got[#got + 1] = b end
+    table.sort(got)
+    assert.are.equal(table.concat(bodies, ","), table.concat(got, ","))
     -- settled: nothing left in the queue
     local body = http(port, "/receive?queue=demo&wait=1")
     assert.are.equal("none", body)
