@@ -589,24 +589,35 @@ static sval_t eval_arith(const sql_expr_t *e, const emu_msg_t *m)
   return r;
 }
 
+/* LIKE matching: % is any run, _ any one byte, esc makes the next pattern byte literal.
+ * Greedy with one backtrack point (the last %), so O(len(s) * len(p)) at worst: the
+ * recursive form was exponential in the number of %s, and a rule such as
+ * '%a%a%a...%b' stalled the whole broker on every message sent to the topic. */
 static bool like(const char *s, const char *p, char esc)
 {
-  for (; *p; p++, s++) {
-    if (esc && *p == esc && p[1]) {
-      p++;
-      if (*s != *p) return false;
+  const char *star_p = NULL, *star_s = NULL;
+  for (;;) {
+    bool escaped = esc && *p == esc && p[1];
+    if (!escaped && *p == '%') {
+      star_p = ++p;
+      star_s = s;
       continue;
     }
-    if (*p == '%') {
-      for (const char *t = s;; t++) {
-        if (like(t, p + 1, esc)) return true;
-        if (!*t) return false;
+    if (!*s) break;
+    if (*p) {
+      const char *q = escaped ? p + 1 : p;
+      if ((!escaped && *q == '_') || *q == *s) {
+        s++;
+        p = q + 1;
+        continue;
       }
     }
-    if (!*s) return false;
-    if (*p != '_' && *p != *s) return false;
+    if (!star_p) return false;
+    p = star_p;      /* let the last % take one more byte */
+    s = ++star_s;
   }
-  return *s == 0;
+  while (*p == '%' && !(esc && *p == esc && p[1])) p++;
+  return *p == 0;
 }
 
 static sval_t eval_logic(const sql_expr_t *e, const emu_msg_t *m)
