@@ -164,6 +164,31 @@ function M.drain(client, queue, opts)
   return n
 end
 
+-- Runs a shell command; returns its output (stdout and stderr) and exit
+-- status. The status travels as a last line: LuaJIT's pclose does not give it.
+function M.sh(cmd)
+  local p = assert(io.popen("(" .. cmd .. ") 2>&1; echo \"@rc=$?\""))
+  local out = p:read("*a")
+  p:close()
+  local body, rc = out:match("^(.-)@rc=(%d+)%s*$")
+  return body or out, tonumber(rc)
+end
+
+-- A TCP port nobody listens on (for nginx and relays the specs start).
+function M.free_port()
+  local out = M.sh([[python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])']])
+  return assert(tonumber(out:match("%d+")), out)
+end
+
+-- GET http://127.0.0.1:port/path with curl; `limit` (seconds, default 20)
+-- bounds it. Returns the body (without its final newline) and the status.
+function M.http(port, path, limit)
+  local out = M.sh(("curl -s -m %d -w '\\n%%{http_code}' 'http://127.0.0.1:%d%s'"):format(limit or 20, port, path))
+  local body, code = out:match("^(.*)\n(%d+)$")
+  if body then body = body:gsub("\n$", "") end
+  return body, tonumber(code)
+end
+
 -- Which module file got loaded (run.sh checks it is the one it built).
 function M.module_path()
   return package.searchpath and package.searchpath("servicebus", package.cpath)

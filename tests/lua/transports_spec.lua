@@ -21,13 +21,7 @@ local function round_trip(client, queue)
   client:close()
 end
 
-local function sh(cmd)
-  local p = assert(io.popen("(" .. cmd .. ") 2>&1; echo \"@rc=$?\""))
-  local out = p:read("*a")
-  p:close()
-  local body, rc = out:match("^(.-)@rc=(%d+)%s*$")
-  return body or out, tonumber(rc)
-end
+local sh = helper.sh
 
 describe("transports", function()
   local emu

@@ -10,27 +10,9 @@
 -- Run by tests/lua/run.sh in its LuaJIT pass (nginx embeds LuaJIT).
 local helper = require "helper"
 
-local function sh(cmd)
-  -- the exit status travels as a last line: LuaJIT's pclose does not give it
-  local p = assert(io.popen("(" .. cmd .. ") 2>&1; echo \"@rc=$?\""))
-  local out = p:read("*a")
-  p:close()
-  local body, rc = out:match("^(.-)@rc=(%d+)%s*$")
-  return body or out, tonumber(rc)
-end
-
-local function free_port()
-  local out = sh([[python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])']])
-  return assert(tonumber(out:match("%d+")), out)
-end
-
--- a request; `limit` bounds it (a hang fails, slowness does not matter)
-local function http(port, path, limit)
-  local out = sh(("curl -s -m %d -w '\\n%%{http_code}' 'http://127.0.0.1:%d%s'"):format(limit or 30, port, path))
-  local body, code = out:match("^(.*)\n(%d+)$")
-  if body then body = body:gsub("\n$", "") end
-  return body, tonumber(code)
-end
+-- a request: `limit` bounds it (a hang fails, slowness does not matter)
+local sh, free_port = helper.sh, helper.free_port
+local function http(port, path, limit) return helper.http(port, path, limit or 30) end
 
 -- a request in the background; returns a function that waits for its answer
 -- and one that tells whether it is still unanswered
