@@ -6,7 +6,7 @@
  *
  *     AMQP + SASL (Proton)           <- top: consumes layer.up of the stack
  *     WebSocket (ws.c)                  AMQPWSB10, masked binary frames
- *     TLS (tls.c, via a thin adapter)   memory BIOs
+ *     TLS (tls.c, via a thin adapter)   in-memory BIOs
  *     HTTP CONNECT tunnel (proxy.c)     optional basic auth
  *     wire                           <- bottom: host socket
  *

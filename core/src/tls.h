@@ -1,5 +1,5 @@
 /*
- * tls.h: a sans-I/O TLS filter over OpenSSL memory BIOs (internal, sbusi_).
+ * tls.h: a sans-I/O TLS filter over in-memory BIOs of its own (internal, sbusi_).
  *
  * The filter never touches a socket. The host moves bytes:
  *   network -> sbusi_tls_feed()  (ciphertext in)
