@@ -2920,7 +2920,8 @@ static int op_cancel(lua_State *L)
 
 /* op:set_timeout(seconds) -> true, or nil, msg, code: the op completes
  * with "timeout" if not done by then, retries and backoffs included (the
- * SDKs' per-call timeout). Not for receives: their max_wait is theirs. */
+ * SDKs' per-call timeout). For a receive it bounds only the wait for a
+ * link (sbus_conn_set_op_timeout): max_wait still decides when it returns. */
 static int op_set_timeout(lua_State *L)
 {
     client_t *cl;
