@@ -1080,16 +1080,24 @@ static void set_field(lua_State *L, sbus_message_t *m, const field_def_t *f,
                    sbus_strerror(rc));
 }
 
-/* The message to send at stack index i: a message userdata (borrowed), a
- * string (the body) or a table of fields. New messages are pushed as
- * userdata (so the GC frees them if we raise); returns the pointer. */
-/* Fills the new message m from the string (body) or table of fields at i.
- * Raises on an unknown field or a value the engine refuses. */
-static void fill_message(lua_State *L, sbus_message_t *m, int i)
+/* What fill_message() set, so that a message built for one send can be
+ * made like new again (msgpool below): bit p for string property p, bit
+ * 16 + f for integer field f, and: */
+enum {
+    TOUCH_FIELD0 = 16,
+    TOUCH_BODY = 1u << 30,  /* the body, as one string (data section) */
+    TOUCH_OTHER = 1u << 31, /* anything else (properties, a table body) */
+};
+
+/* Fills the new message m from the string (body) or table of fields at i;
+ * returns what it set (TOUCH_*). Raises on an unknown field or a value
+ * the engine refuses. */
+static unsigned fill_message(lua_State *L, sbus_message_t *m, int i)
 {
+    unsigned touched = 0;
     if (lua_type(L, i) == LUA_TSTRING) {
-        set_field(L, m, find_field("body"), i);
-        return;
+        set_field(L, m, &FIELDS[0], i); /* "body" */
+        return TOUCH_BODY;
     }
     lua_pushnil(L);
     while (lua_next(L, i)) {
@@ -1101,8 +1109,24 @@ static void fill_message(lua_State *L, sbus_message_t *m, int i)
             luaL_error(L, "servicebus: unknown message field '%s'",
                        lua_tostring(L, -2));
         set_field(L, m, f, -1);
+        switch (f->kind) {
+        case F_PROP:
+            touched |= 1u << f->which;
+            break;
+        case F_TIME:
+        case F_SECS:
+            touched |= 1u << (TOUCH_FIELD0 + f->which);
+            break;
+        case F_BODY:
+            touched |= lua_type(L, -1) == LUA_TSTRING ? TOUCH_BODY
+                                                      : TOUCH_OTHER;
+            break;
+        default:
+            touched |= TOUCH_OTHER;
+        }
         lua_pop(L, 1);
     }
+    return touched;
 }
 
 static void check_message_like(lua_State *L, int i)
@@ -1146,59 +1170,133 @@ static int is_message_list(lua_State *L, int i)
     return r;
 }
 
-/* Collects the messages of argument i (one message or an array of them)
- * into a C array kept in a userdata pushed on the stack (followed by the
- * message userdata it needed). Returns the array and sets *n. */
+/* Engine messages kept for the next send (per Lua state, in the registry):
+ * a send built from strings and tables needs an engine message per
+ * message only while the engine encodes them (it copies), and allocating
+ * and freeing 100 of them per batch cost more than the rest of the
+ * binding's work (bindings/lua/STATUS.md, Speed). A pooled message is as
+ * sbus_message_new() made it, except perhaps for a body of at most
+ * POOL_BODY_MAX bytes, which the next fill replaces (same-size blocks:
+ * malloc's fast path) or clears. */
+#define POOL_MAX 128
+#define POOL_BODY_MAX 2048
+
+typedef struct msgpool {
+    size_t n;                    /* messages in m */
+    sbus_message_t *m[POOL_MAX]; /* owned */
+} msgpool_t;
+
+static const udtype_t UT_MSGPOOL = {"servicebus.msgpool"};
+
+static int msgpool_gc(lua_State *L)
+{
+    msgpool_t *p = (msgpool_t *)lua_touserdata(L, 1);
+    while (p && p->n > 0)
+        sbus_message_free(p->m[--p->n]);
+    return 0;
+}
+
+/* The state's pool (created by luaopen_servicebus). */
+static msgpool_t *msgpool(lua_State *L)
+{
+    msgpool_t *p;
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &UT_MSGPOOL);
+    p = (msgpool_t *)lua_touserdata(L, -1);
+    lua_pop(L, 1);
+    return p;
+}
+
+/* Takes m back into p if fill_message() only set what can be undone
+ * (string properties, times, a string body), else frees it. */
+static void msgpool_put(msgpool_t *p, sbus_message_t *m, unsigned touched)
+{
+    unsigned k;
+    const void *body;
+    size_t len;
+    if (!p || p->n == POOL_MAX || (touched & TOUCH_OTHER)) {
+        sbus_message_free(m);
+        return;
+    }
+    for (k = 0; (touched & ~TOUCH_BODY) && k < SBUS_PROP__COUNT; k++)
+        if (touched & (1u << k))
+            sbus_message_set_prop(m, (sbus_prop_t)k, NULL, 0);
+    for (k = 0; (touched & ~TOUCH_BODY) && k < SBUS_FIELD__COUNT &&
+                TOUCH_FIELD0 + k < 30; k++)
+        if (touched & (1u << (TOUCH_FIELD0 + k)))
+            sbus_message_clear_field(m, (sbus_field_t)k);
+    if (sbus_message_body_at(m, 0, &body, &len) == 0 && len > POOL_BODY_MAX)
+        sbus_message_set_body(m, NULL, 0);
+    p->m[p->n++] = m;
+}
+
 /* The messages of one send or schedule call: a userdata whose __gc frees
- * the engine messages built here from strings and tables, so that a raise
- * half-way leaks nothing, without a message object per message (the
- * engine copies them; msglist_release() frees them right after). */
+ * the engine messages taken or built here from strings and tables, so
+ * that a raise half-way leaks nothing (the engine copies them;
+ * msglist_release() gives them back to the pool right after). */
 typedef struct msglist {
     size_t n;              /* entries filled */
     sbus_message_t **arr;  /* n messages */
-    unsigned char *owned;  /* 1: built here, freed here */
+    unsigned *touched;     /* per entry: TOUCH_* of one built here, or 0
+                              for a message object (the caller's) */
+    unsigned char *owned;  /* 1: built here, freed or pooled here */
 } msglist_t;
 
 static const udtype_t UT_MSGLIST = {"servicebus.msglist"};
 
-static void msglist_release(msglist_t *ml)
+static void msglist_release(lua_State *L, msglist_t *ml)
 {
     size_t k;
+    msgpool_t *p = L ? msgpool(L) : NULL;
+    for (k = 0; k < ml->n; k++)
+        if (ml->owned[k] && ml->arr[k])
+            msgpool_put(p, ml->arr[k], ml->touched[k]);
+    ml->n = 0;
+}
+
+/* __gc: only after a raise half-way (messages possibly half filled):
+ * freed, never pooled. */
+static int msglist_gc(lua_State *L)
+{
+    msglist_t *ml = (msglist_t *)test_ud(L, 1, &UT_MSGLIST);
+    size_t k;
+    if (!ml)
+        return 0;
     for (k = 0; k < ml->n; k++)
         if (ml->owned[k] && ml->arr[k])
             sbus_message_free(ml->arr[k]);
     ml->n = 0;
-}
-
-static int msglist_gc(lua_State *L)
-{
-    msglist_t *ml = (msglist_t *)test_ud(L, 1, &UT_MSGLIST);
-    if (ml)
-        msglist_release(ml);
     return 0;
 }
 
 /* Adds the message at i (a message object stays the caller's; it is
  * referenced by the argument being collected, so it lives long enough). */
-static void msglist_add(lua_State *L, msglist_t *ml, int i)
+static void msglist_add(lua_State *L, msglist_t *ml, msgpool_t *p, int i)
 {
-    message_t *mu = (message_t *)test_ud(L, i, &UT_MESSAGE);
+    message_t *mu;
     size_t k = ml->n;
-    if (mu) {
+    int t = lua_type(L, i);
+    if (t != LUA_TTABLE && t != LUA_TSTRING &&
+        (mu = (message_t *)test_ud(L, i, &UT_MESSAGE)) != NULL) {
         ml->arr[k] = mu->m;
         ml->owned[k] = 0;
+        ml->touched[k] = 0;
         ml->n = k + 1;
         return;
     }
     check_message_like(L, i);
-    {
+    if (p && p->n > 0) {
+        ml->arr[k] = p->m[--p->n]; /* moves: the msglist owns it now */
+    } else {
         int rc = sbus_message_new(&ml->arr[k]);
         if (rc < 0)
             luaL_error(L, "servicebus: %s", sbus_strerror(rc));
     }
     ml->owned[k] = 1;
+    ml->touched[k] = TOUCH_OTHER; /* until filled: freed, not pooled */
     ml->n = k + 1; /* from now on __gc frees it */
-    fill_message(L, ml->arr[k], i);
+    ml->touched[k] = fill_message(L, ml->arr[k], i);
+    if (!(ml->touched[k] & (TOUCH_BODY | TOUCH_OTHER)))
+        sbus_message_set_body(ml->arr[k], NULL, 0); /* a pooled one's */
 }
 
 /* Collects a message, or a list of them, at i; pushes the msglist that
@@ -1206,23 +1304,26 @@ static void msglist_add(lua_State *L, msglist_t *ml, int i)
 static msglist_t *collect_messages(lua_State *L, int i)
 {
     msglist_t *ml;
+    msgpool_t *p = msgpool(L);
     size_t k, cnt;
     int list;
     i = lua_absindex(L, i);
     list = is_message_list(L, i);
     cnt = list ? (size_t)lua_rawlen(L, i) : 1;
-    ml = (msglist_t *)lua_newuserdata(L, sizeof *ml + cnt * (sizeof *ml->arr + 1));
+    ml = (msglist_t *)lua_newuserdata(
+        L, sizeof *ml + cnt * (sizeof *ml->arr + sizeof *ml->touched + 1));
     ml->n = 0;
     ml->arr = (sbus_message_t **)(ml + 1);
-    ml->owned = (unsigned char *)(ml->arr + cnt);
+    ml->touched = (unsigned *)(ml->arr + cnt);
+    ml->owned = (unsigned char *)(ml->touched + cnt);
     set_type(L, &UT_MSGLIST);
     if (!list) {
-        msglist_add(L, ml, i);
+        msglist_add(L, ml, p, i);
         return ml;
     }
     for (k = 0; k < cnt; k++) {
         lua_rawgeti(L, i, (lua_Integer)k + 1);
-        msglist_add(L, ml, lua_gettop(L));
+        msglist_add(L, ml, p, lua_gettop(L));
         lua_pop(L, 1);
     }
     return ml;
@@ -2279,7 +2380,7 @@ static int sender_start_send(lua_State *L)
             return luaL_error(L, "servicebus: nothing to send");
         id = op_new(L, ci, "send");
         rc = sbus_sender_send(sd->s, ml->arr, ml->n, TOKEN(id));
-        msglist_release(ml); /* copied by the engine */
+        msglist_release(L, ml); /* copied by the engine */
     }
     return op_accept(L, ci, rc);
 }
@@ -2302,7 +2403,7 @@ static int sender_start_schedule(lua_State *L)
         return luaL_error(L, "servicebus: nothing to schedule");
     id = op_new(L, ci, "schedule");
     rc = sbus_sender_schedule(sd->s, ml->arr, ml->n, when, TOKEN(id));
-    msglist_release(ml); /* copied by the engine */
+    msglist_release(L, ml); /* copied by the engine */
     return op_accept(L, ci, rc);
 }
 
@@ -3452,6 +3553,15 @@ SBUS_API int luaopen_servicebus(lua_State *L)
     new_meta(L, &UT_WRITER, writer_gc);
     new_meta(L, &UT_MSGLIST, msglist_gc);
     lua_pop(L, 4);
+    {
+        msgpool_t *p = (msgpool_t *)lua_newuserdata(L, sizeof *p);
+        p->n = 0;
+        luaL_newmetatable(L, UT_MSGPOOL.name);
+        lua_pushcfunction(L, msgpool_gc);
+        lua_setfield(L, -2, "__gc");
+        lua_setmetatable(L, -2);
+        lua_rawsetp(L, LUA_REGISTRYINDEX, &UT_MSGPOOL);
+    }
 
     /* op: a metatable for plain tables */
     luaL_newmetatable(L, MT_OP);

@@ -111,4 +111,87 @@ describe("round trip", function()
     rx:close()
     sender:close()
   end)
+
+  -- The module reuses the engine messages it builds for a send (a pool):
+  -- nothing of one send may show up in the next.
+  it("sends each message with only its own fields, send after send", function()
+    helper.drain(client, "test-queue")
+    local sender = assert(client:sender("test-queue"))
+    local big = ("b"):rep(5000)
+    local sends = {
+      { body = "first", message_id = "id-1", correlation_id = "corr-1", content_type = "text/plain",
+        subject = "subj-1", to = "to-1", reply_to = "reply-1", time_to_live = 42 },
+      { body = "second" },
+      { correlation_id = "corr-3" },                 -- no body
+      { body = big, properties = { k = "v" } },
+      { message_id = "id-5" },                       -- no body after a big one
+      { body = big },
+      { subject = "subj-7" },
+    }
+    for _, m in ipairs(sends) do assert.is_true(sender:send(m)) end
+    -- and all at once, in one batch, then more than the pool keeps
+    assert.is_true(sender:send(sends))
+    local many = {}
+    for i = 1, 150 do many[i] = { body = "m" .. i, message_id = "many-" .. i } end
+    assert.is_true(sender:send(many))
+    assert.is_true(sender:send({ "after-1", { body = "after-2" } }))
+    local rx = assert(client:receiver("test-queue", { mode = "receive_and_delete" }))
+    local got = {}
+    while #got < 2 * #sends + 152 do
+      local msgs = assert(rx:receive(200, 5))
+      if #msgs == 0 then break end
+      for _, m in ipairs(msgs) do got[#got + 1] = m end
+    end
+    assert.are.equal(2 * #sends + 152, #got)
+    for round = 0, 1 do
+      local g = function(i) return got[round * #sends + i] end
+      assert.are.equal("first", g(1).body)
+      assert.are.equal("corr-1", g(1).correlation_id)
+      assert.are.equal(42, g(1).time_to_live)
+      assert.are.equal("second", g(2).body)
+      for _, f in ipairs({ "correlation_id", "content_type", "subject", "to", "reply_to" }) do
+        assert.is_nil(g(2)[f], f)
+      end
+      assert.are_not.equal("id-1", g(2).message_id)
+      assert.are_not.equal(42, g(2).time_to_live)
+      assert.are.equal("", g(3).body)
+      assert.are.equal("corr-3", g(3).correlation_id)
+      assert.are.equal(big, g(4).body)
+      assert.are.same({ k = "v" }, g(4).properties)
+      assert.are.equal("", g(5).body)
+      assert.are.equal("id-5", g(5).message_id)
+      assert.is_nil(g(5).correlation_id)
+      assert.are.same({}, g(5).properties)
+      assert.are.equal(big, g(6).body)
+      assert.are.equal("", g(7).body)
+      assert.are.equal("subj-7", g(7).subject)
+    end
+    for i = 1, 150 do
+      assert.are.equal("m" .. i, got[2 * #sends + i].body)
+      assert.are.equal("many-" .. i, got[2 * #sends + i].message_id)
+    end
+    assert.are.equal("after-1", got[#got - 1].body)
+    assert.are.equal("after-2", got[#got].body)
+    assert.are_not.equal("many-1", got[#got].message_id)
+    rx:close()
+    sender:close()
+  end)
+
+  it("sends nothing of a list that failed half-way, and the next send is whole", function()
+    helper.drain(client, "test-queue")
+    local sender = assert(client:sender("test-queue"))
+    local ok, err = pcall(sender.send, sender,
+      { { body = "x", message_id = "half-1" }, { body = "y", nosuch = 1 } })
+    assert.is_false(ok)
+    assert.matches("unknown message field 'nosuch'", tostring(err))
+    assert.is_true(sender:send({ { body = "z" } }))
+    local rx = assert(client:receiver("test-queue", { mode = "receive_and_delete" }))
+    local msgs = assert(rx:receive(10, 5))
+    assert.are.equal(1, #msgs)
+    assert.are.equal("z", msgs[1].body)
+    assert.are_not.equal("half-1", msgs[1].message_id)
+    assert.are.same({}, assert(rx:receive(10, 0.3)))
+    rx:close()
+    sender:close()
+  end)
 end)
