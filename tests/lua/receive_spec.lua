@@ -103,4 +103,32 @@ describe("receive", function()
     assert.are.equal(rx.receive, rx.receive_messages)
     rx:close()
   end)
+
+  -- On LuaJIT the client steps the GC for the memory received messages
+  -- hold in the engine; a program that stopped the GC keeps it stopped.
+  it("leaves a stopped GC stopped while it receives and settles", function()
+    helper.drain(client, "test-queue-2")
+    local sender = assert(client:sender("test-queue-2"))
+    local list = {}
+    for i = 1, 40 do list[i] = { body = ("g"):rep(4000) } end
+    assert.is_true(sender:send(list))
+    collectgarbage("stop")
+    local ok, err = pcall(function()
+      local rx = assert(client:receiver("test-queue-2", { prefetch = 40 }))
+      local got = 0
+      while got < 40 do
+        local msgs = assert(rx:receive(40, 5))
+        if #msgs == 0 then break end
+        for _, m in ipairs(msgs) do assert.is_true(m:complete()) end
+        got = got + #msgs
+      end
+      assert.are.equal(40, got)
+      assert.are.same({}, assert(rx:receive(1, 0.1)))
+      assert.is_false(collectgarbage("isrunning"))
+      rx:close()
+    end)
+    collectgarbage("restart")
+    assert(ok, err)
+    sender:close()
+  end)
 end)
