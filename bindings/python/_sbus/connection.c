@@ -508,6 +508,12 @@ static void pump(ConnObject *self, int flush_now)
         self->need_pump = 0;
         self->last_tick = sbpy_mono_ms();
         deadline = sbus_conn_tick(self->conn, self->last_tick, sbpy_unix_ms());
+        /* What the engine has to say goes out before the events are turned
+         * into Python objects: a receive served from the prefetch buffer
+         * frees credit, and the service can send the next messages while
+         * we wrap these (one receive of 300 wraps 300 objects). */
+        if (flush_now)
+            flush_output(self);
         int n = drain(self);
         if (flush_now)
             flush_output(self);
