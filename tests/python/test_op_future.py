@@ -153,6 +153,17 @@ async def test_cancel_runs_the_callbacks_and_cancels_the_operation(connection_st
                 fut.result()
 
 
+async def test_repr_and_callbacks_show_the_pending_callbacks() -> None:
+    fut = _OpFuture(loop=asyncio.get_running_loop())
+    assert fut._callbacks is None
+    fut.add_done_callback(print)
+    fut.add_done_callback(id)
+    assert [cb for cb, _ in fut._callbacks] == [print, id]
+    assert "cb=[print(), id()]" in repr(fut)
+    fut.cancel()
+    assert fut._callbacks is None
+
+
 async def test_set_result_from_outside_schedules_the_callbacks() -> None:
     loop = asyncio.get_running_loop()
     fut = _OpFuture(loop=loop)

@@ -490,6 +490,34 @@ static PyObject *opfut_set_exception(PyObject *self, PyObject *exc)
     return complete_outside(base_set_exception, self, exc);
 }
 
+/* _callbacks: [(fn, context), ...] or None, as asyncio.Future's (repr) */
+static PyObject *opfut_get_callbacks(PyObject *self, void *closure)
+{
+    PyObject *cb = SLOT(self, off_cb), *more = SLOT(self, off_more);
+    if (!cb && !more)
+        Py_RETURN_NONE;
+    PyObject *l = PyList_New(0);
+    if (l && cb) {
+        PyObject *t = PyTuple_Pack(2, cb, SLOT(self, off_ctx));
+        if (!t || PyList_Append(l, t) < 0)
+            Py_CLEAR(l);
+        Py_XDECREF(t);
+    }
+    for (Py_ssize_t i = 0; l && more && i + 1 < PyList_GET_SIZE(more); i += 2) {
+        PyObject *t = PyTuple_Pack(2, PyList_GET_ITEM(more, i),
+                                   PyList_GET_ITEM(more, i + 1));
+        if (!t || PyList_Append(l, t) < 0)
+            Py_CLEAR(l);
+        Py_XDECREF(t);
+    }
+    return l;
+}
+
+static PyGetSetDef opfut_getset[] = {
+    {"_callbacks", (getter)opfut_get_callbacks, NULL,
+     "the pending done callbacks, as (fn, context) pairs", NULL},
+    {NULL, NULL, NULL, NULL, NULL}};
+
 static PyMethodDef opfut_methods[] = {
     {"add_done_callback", (PyCFunction)(void (*)(void))opfut_add_done_callback,
      METH_FASTCALL | METH_KEYWORDS,
@@ -637,6 +665,13 @@ PyObject *sbpy_install_future(PyObject *mod, PyObject *cls)
     for (PyMethodDef *m = opfut_methods; m->ml_name; m++) {
         PyObject *d = PyDescr_NewMethod(t, m);
         int rc = d ? PyObject_SetAttrString(cls, m->ml_name, d) : -1;
+        Py_XDECREF(d);
+        if (rc < 0)
+            goto fail;
+    }
+    for (PyGetSetDef *g = opfut_getset; g->name; g++) {
+        PyObject *d = PyDescr_NewGetSet(t, g);
+        int rc = d ? PyObject_SetAttrString(cls, g->name, d) : -1;
         Py_XDECREF(d);
         if (rc < 0)
             goto fail;
