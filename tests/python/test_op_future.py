@@ -156,10 +156,10 @@ async def test_cancel_runs_the_callbacks_and_cancels_the_operation(connection_st
 async def test_repr_and_callbacks_show_the_pending_callbacks() -> None:
     fut = _OpFuture(loop=asyncio.get_running_loop())
     assert fut._callbacks is None
-    fut.add_done_callback(print)
+    fut.add_done_callback(str)
     fut.add_done_callback(id)
-    assert [cb for cb, _ in fut._callbacks] == [print, id]
-    assert "cb=[print(), id()]" in repr(fut)
+    assert [cb for cb, _ in fut._callbacks] == [str, id]
+    assert "cb=[str(), id()]" in repr(fut)
     fut.cancel()
     assert fut._callbacks is None
 
