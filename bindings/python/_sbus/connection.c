@@ -304,8 +304,15 @@ static void on_done(ConnObject *self, const sbus_event_t *ev)
     }
     /* Completing a cancelled Future fails (InvalidStateError): that is the
      * rare case, so it is checked only then, not before every completion. */
-    r = PyObject_CallMethodOneArg(
-        fut, is_error ? str_set_exception : str_set_result, value);
+    if (sbpy_opfut_type && Py_TYPE(fut) == sbpy_opfut_type) {
+        /* its done callbacks join this drain's batch: one call_soon */
+        if (sbpy_opfut_complete(fut, value, is_error, self->loop,
+                                &self->cb_batch) == 0)
+            r = Py_NewRef(Py_None);
+    } else {
+        r = PyObject_CallMethodOneArg(
+            fut, is_error ? str_set_exception : str_set_result, value);
+    }
     if (r) {
         Py_DECREF(r);
     } else {
@@ -508,6 +515,12 @@ static void pump(ConnObject *self, int flush_now)
         self->need_pump = 0;
         self->last_tick = sbpy_mono_ms();
         deadline = sbus_conn_tick(self->conn, self->last_tick, sbpy_unix_ms());
+        /* What the engine has to say goes out before the events are turned
+         * into Python objects: a receive served from the prefetch buffer
+         * frees credit, and the service can send the next messages while
+         * we wrap these (one receive of 300 wraps 300 objects). */
+        if (flush_now)
+            flush_output(self);
         int n = drain(self);
         if (flush_now)
             flush_output(self);
@@ -575,8 +588,13 @@ PyObject *sbpy_op_begin(ConnObject *c, PyObject *ctx)
                                             c->future_kwargs);
     if (!fut)
         return NULL;
-    if (PyObject_SetAttr(fut, attr_name, (PyObject *)c) < 0 ||
-        PyDict_SetItem(c->pending, fut, ctx ? ctx : Py_None) < 0) {
+    if (sbpy_opfut_type && Py_TYPE(fut) == sbpy_opfut_type)
+        sbpy_opfut_set_conn(fut, (PyObject *)c);
+    else if (PyObject_SetAttr(fut, attr_name, (PyObject *)c) < 0) {
+        Py_DECREF(fut);
+        return NULL;
+    }
+    if (PyDict_SetItem(c->pending, fut, ctx ? ctx : Py_None) < 0) {
         Py_DECREF(fut);
         return NULL;
     }
@@ -1159,6 +1177,7 @@ static int conn_traverse(ConnObject *self, visitproc visit, void *arg)
     Py_VISIT(self->transport);
     Py_VISIT(self->connect_task);
     Py_VISIT(self->timer);
+    Py_VISIT(self->cb_batch);
     return 0;
 }
 
@@ -1169,6 +1188,7 @@ static int conn_clear(ConnObject *self)
     Py_CLEAR(self->transport);
     Py_CLEAR(self->connect_task);
     Py_CLEAR(self->timer);
+    Py_CLEAR(self->cb_batch);
     Py_CLEAR(self->renewals);
     Py_CLEAR(self->pending);
     Py_CLEAR(self->future_type);

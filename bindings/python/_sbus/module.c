@@ -787,6 +787,11 @@ static PyMethodDef module_methods[] = {
     {"parse_connection_string", mod_parse_connection_string, METH_O,
      "parse_connection_string(s) -> dict (never includes the key)."},
     {"version", mod_version, METH_NOARGS, "version() -> engine version."},
+    {"install_future", sbpy_install_future, METH_O,
+     "install_future(cls) -> bool: cls (a subclass of the C asyncio.Future "
+     "with the slots _sbus_conn, _sbus_cb, _sbus_ctx, _sbus_more) gets C "
+     "callback methods, and operations complete its instances with their "
+     "done callbacks run in batches. False if asyncio.Future is not C."},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef sbus_module = {

@@ -14,6 +14,7 @@
  *                 session state / automatic lock renewal
  *   message.c     Message: wraps one sbus_message_t (getters and setters)
  *   batch.c       Batch: wraps one sbus_batch_t (size accounting)
+ *   future.c      the operation Future's done callbacks, run in batches
  *
  * Operation protocol (see connection.c): an operation creates a Future,
  * records it in the connection's `pending` dict (the strong reference the
@@ -53,6 +54,7 @@ typedef struct ConnObject {
     int need_pump;            /* a nested pump was asked for */
     int closed;               /* close() or abort() was called */
     int flush_soon;           /* a _flush is scheduled (call_soon) */
+    PyObject *cb_batch;       /* the open batch of done callbacks (future.c) */
     char scratch[4096];       /* read target when the engine has no room */
     int use_scratch;          /* get_buffer handed out `scratch` */
     PyObject *weakreflist;
@@ -149,6 +151,21 @@ PyObject *sbpy_receiver_settle(ReceiverObject *r, MessageObject *m,
                                const char *desc);
 /* An optional str argument: None gives NULL. 0, or -1 with TypeError. */
 int sbpy_opt_utf8(PyObject *o, const char **out);
+
+/* future.c */
+/* The installed operation Future class (install_future), or NULL. */
+extern PyTypeObject *sbpy_opfut_type;
+/* install_future(cls) -> bool. */
+PyObject *sbpy_install_future(PyObject *mod, PyObject *cls);
+/* Records the Connection in an operation Future (for its cancel()). */
+void sbpy_opfut_set_conn(PyObject *fut, PyObject *conn);
+/* Completes an instance of sbpy_opfut_type with a result (or exception)
+ * and moves its done callbacks into *batch, the loop's open batch (a new
+ * one is made and scheduled with loop.call_soon when *batch is NULL or
+ * has started running). 0, or -1 with an exception set (asyncio's
+ * set_result refused: the Future was done or cancelled). */
+int sbpy_opfut_complete(PyObject *fut, PyObject *value, int is_error,
+                        PyObject *loop, PyObject **batch);
 
 /* message.c */
 /* Wraps an engine message (transfers) in an instance of `type`. */

@@ -36,9 +36,18 @@ CONNECTION_KWARGS = (
 
 
 class _OpFuture(asyncio.Future):  # type: ignore[type-arg]
-    """The Future of one engine operation: cancelling it cancels the operation."""
+    """The Future of one engine operation: cancelling it cancels the operation.
 
-    __slots__ = ("_sbus_conn",)
+    With the C asyncio.Future (always, on CPython) the extension replaces
+    add_done_callback, remove_done_callback, cancel, set_result and
+    set_exception (``_sbus.install_future``): the done callbacks of every
+    operation completed in one engine drain then run from ONE loop callback,
+    in completion order and each in its context, instead of one
+    ``call_soon`` and Handle each. The Python methods below are the
+    fallback for a pure-Python asyncio.Future.
+    """
+
+    __slots__ = ("_sbus_conn", "_sbus_cb", "_sbus_ctx", "_sbus_more")
 
     def cancel(self, msg: Any = None) -> bool:
         if not super().cancel(msg=msg):
@@ -47,6 +56,9 @@ class _OpFuture(asyncio.Future):  # type: ignore[type-arg]
         if conn is not None:
             conn._cancel_op(self)
         return True
+
+
+_sbus.install_future(_OpFuture)
 
 
 class _Protocol(_sbus.Connection, asyncio.BufferedProtocol):

@@ -275,6 +275,13 @@ class ReceivedMessage(PeekedMessage):
         :raises SessionLockExpired: if the session lock has already expired.
         :raises MessageSettleFailed: if the settle operation fails.
         """
+        if type(self) is ReceivedMessage:  # the usual case inline, as complete_message
+            try:
+                fut: "Optional[Awaitable[None]]" = self._start_settle(_sbus.COMPLETE)
+            except Exception as exc:
+                return raise_later(exc)
+            if fut is not None:
+                return fut
         return settle_message(self, _sbus.COMPLETE)
 
     def abandon(self) -> "Awaitable[None]":

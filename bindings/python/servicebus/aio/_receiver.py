@@ -5,6 +5,7 @@ from typing import Any, AsyncIterator, Awaitable, List, Optional, Union
 
 from .. import _sbus
 from .._common import ReceiveMode, ServiceBusSessionFilter, SubQueue, ms_to_datetime, seconds_to_ms
+from .._connection import raise_later
 from .._message import PeekedMessage, ReceivedMessage, settle_message
 from ..exceptions import NoActiveSession, OperationTimeoutError
 from ._autolock import AutoLockRenewer
@@ -244,6 +245,15 @@ class ServiceBusReceiver(BaseHandler):
 
         Returns an awaitable: ``await receiver.complete_message(message)``.
         """
+        # The usual case inline (one Python frame per message); anything
+        # else goes through settle_message.
+        if type(message) is ReceivedMessage:
+            try:
+                fut: "Optional[Awaitable[None]]" = message._start_settle(_COMPLETE)
+            except Exception as exc:  # raised on await, as from a coroutine
+                return raise_later(exc)
+            if fut is not None:
+                return fut
         return settle_message(message, _COMPLETE, (), self)
 
     def abandon_message(self, message: ReceivedMessage) -> "Awaitable[None]":
