@@ -123,7 +123,11 @@ def proxy():
             time.sleep(0.05)
     yield {"port": port, "log": work / "tp.log"}
     proc.terminate()
-    proc.wait()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:  # tinyproxy 1.11 once ignored SIGTERM under load
+        proc.kill()
+        proc.wait()
     shutil.rmtree(work, ignore_errors=True)
 
 
