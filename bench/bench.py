@@ -611,6 +611,9 @@ def summarize(clients, runs, brokers):
                     if v is not None:
                         entry[key] = v
                 entry["rss_mb"] = med([r.get("rss_kb", 0) / 1024 for r in ok])
+                # msg/s per repetition, for ratios of two clients paired within a repetition
+                entry["by_rep"] = {str(r["rep"]): r["msgs_per_s"] for r in ok
+                                   if r.get("rep") is not None and r.get("msgs_per_s")}
                 if len(ok) < len(rs):
                     entry["failures"] = [r.get("error", "")[:200] for r in rs if not r.get("ok")]
             per[w] = entry
@@ -779,6 +782,7 @@ def main_run():
                        for r in prior):
                     continue
                 rec = client_run(env, s, pool, c, w)
+                rec["rep"] = rep
                 runs.append(rec)
                 log(f"  {w:14s} {c.name:10s} {describe(rec)}")
         if active and not over_budget():

@@ -12,6 +12,7 @@ in bench/README.md, so the README always shows the latest run.
 """
 import json
 import os
+import statistics
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -40,12 +41,18 @@ def fmt_ms(e, key, spec):
 
 
 def ratio(summary, a, b, workload, key="msgs_per_s"):
-    """(a/b, reason-if-unavailable)."""
+    """(a/b, reason-if-unavailable). For msg/s, the median over repetitions of a's figure
+    over b's from the same repetition (the two ran seconds apart), as the transports phase
+    does; the ratio of the two medians when the runs carry no repetition (older results)."""
     ea, eb = summary.get(a, {}).get(workload, {}), summary.get(b, {}).get(workload, {})
     if ea.get(key) is None:
         return None, f"{a}: {ea.get('na', 'no figure')}"
     if eb.get(key) is None:
         return None, f"{b}: {eb.get('na', 'no figure')}"
+    ra, rb = ea.get("by_rep") or {}, eb.get("by_rep") or {}
+    paired = sorted(ra[k] / rb[k] for k in ra if k in rb and rb[k])
+    if key == "msgs_per_s" and paired:
+        return statistics.median(paired), None
     return ea[key] / eb[key], None
 
 
