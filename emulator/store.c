@@ -1135,7 +1135,12 @@ static void stamp_message_id(emu_broker_t *b, emu_msg_t *m)
   unsigned char u[16];
   char hex[33];
   new_token(b, u);
-  for (int i = 0; i < 16; i++) snprintf(hex + 2 * i, 3, "%02x", u[i]);
+  static const char digits[] = "0123456789abcdef";
+  for (int i = 0; i < 16; i++) { /* snprintf per byte was an eighth of the emulator's CPU */
+    hex[2 * i] = digits[u[i] >> 4];
+    hex[2 * i + 1] = digits[u[i] & 15];
+  }
+  hex[32] = 0;
   emu_buf_t v = {0};
   enc_str(&v, hex);
   msg_props_set(m, 0, v.p, v.len);

@@ -530,6 +530,8 @@ struct sbus_receiver {
     sbus_message_t *q_tail;      /* last prefetched */
     size_t q_len;                /* prefetched count */
     int draining;                /* a drain is outstanding */
+    int released;                /* released deliveries whose dispositions
+                                    may not be written yet */
     int opened;                  /* open/receive was called: resume after
                                     a loss */
     int relock;                  /* session: held session_id's lock once;

@@ -138,6 +138,7 @@ static void release_delivery(sbus_receiver_t *r, sbus_message_t *m)
         r->own.link && m->state == SBUS_MSG_UNSETTLED) {
         pn_delivery_update(m->dlv, PN_RELEASED);
         pn_delivery_settle(m->dlv);
+        r->released = 1;
     }
     m->dlv = NULL;
 }
@@ -236,6 +237,13 @@ static void grant_credit(sbus_receiver_t *r)
         pn_link_set_drain(l, false);
         r->draining = 0;
     }
+    /* Proton writes a link's flow before its dispositions. A released
+       message must be back in the queue before the broker sees new
+       credit, or it hands out the next one first and the order is lost:
+       have the transport write what is pending now, ahead of this flow. */
+    if (r->released && r->conn->have_driver)
+        pn_transport_pending(r->conn->driver.transport);
+    r->released = 0;
     pn_link_flow(l, (int)(want - cur));
 }
 

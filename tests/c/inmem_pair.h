@@ -72,6 +72,7 @@ typedef struct pair {
     int proxy_done;            /* the proxy answered; bytes pass through */
     emu_buf_t to_engine;       /* bytes waiting for the engine */
     int fed_wire;              /* engine bytes ever reached the server */
+    int hold_input;            /* 1: broker bytes wait in to_engine */
 } pair_t;
 
 static int64_t unix_now(pair_t *p) { return emu_now(p->b); }
@@ -259,7 +260,7 @@ static void pump(pair_t *p)
         if (p->drop_on_auth && !p->server->dead && p->server->authed)
             emu_conn_drop(p->server, "amqp:connection:forced", "test drop");
         from_server(p);
-        if (p->to_engine.len) {
+        if (p->to_engine.len && !p->hold_input) {
             size_t cap;
             uint8_t *in = sbus_conn_read_buffer(p->c, &cap);
             size_t n = p->to_engine.len < cap ? p->to_engine.len : cap;
