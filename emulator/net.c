@@ -241,9 +241,14 @@ static void tls_pump_in(sock_t *s)
   pn_connection_driver_t *d = &s->conn->driver;
   s->tls_stalled = false;
   if (s->ws) {
-    unsigned char buf[65536];
+    /* decrypt straight into the WebSocket layer's staging buffer */
     ssize_t r;
-    while (s->wsin.len < (1u << 20) && (r = sbusi_tls_read(s->tls, buf, sizeof buf)) > 0) buf_put(&s->wsin, buf, (size_t)r);
+    do {
+      if (s->wsin.len >= (1u << 20)) break;
+      buf_reserve(&s->wsin, 65536);
+      r = sbusi_tls_read(s->tls, s->wsin.p + s->wsin.len, 65536);
+      if (r > 0) s->wsin.len += (size_t)r;
+    } while (r > 0);
     bool more = s->wsin.len >= (1u << 20);
     ws_pump(s);
     s->tls_stalled = s->tls_stalled || more;
@@ -286,9 +291,12 @@ static void on_readable(sock_t *s)
     ssize_t r;
     pn_rwbytes_t rb = {0, NULL};
     bool discard = s->kind == NET_AMQP && pn_connection_driver_read_closed(&s->conn->driver);
+    unsigned char *tin = NULL; /* TLS: the filter's input queue, read into in place */
     if (s->kind == NET_AMQP && !discard) {
       rb = pn_connection_driver_read_buffer(&s->conn->driver);
       r = recv(s->fd, rb.start, rb.size, 0);
+    } else if (s->tls && (tin = sbusi_tls_feed_buffer(s->tls, sizeof buf))) {
+      r = recv(s->fd, tin, sizeof buf, 0);
     } else {
       r = recv(s->fd, buf, sizeof buf, 0);
     }
@@ -306,7 +314,8 @@ static void on_readable(sock_t *s)
       if (s->in.len + (size_t)r > HTTP_MAX) s->done = true;
       else buf_put(&s->in, buf, (size_t)r);
     } else if (s->tls) {
-      if (sbusi_tls_feed(s->tls, buf, (size_t)r) == 0) tls_pump_in(s);
+      int fed = tin ? sbusi_tls_feed_done(s->tls, (size_t)r) : sbusi_tls_feed(s->tls, buf, (size_t)r);
+      if (fed == 0) tls_pump_in(s);
       else pn_connection_driver_close(&s->conn->driver);
     } else if (s->ws) {
       buf_put(&s->wsin, buf, (size_t)r);
@@ -362,10 +371,24 @@ static void amqp_output(sock_t *s)
     if ((size_t)w < wb.size) break;
   }
   if (s->tls) {
+    /* ciphertext goes to the socket from the filter's own queue; only what the socket
+       does not take now is copied into out */
     size_t p;
-    while ((p = sbusi_tls_pending(s->tls)) > 0) {
-      buf_reserve(&s->out, p);
-      s->out.len += sbusi_tls_take(s->tls, s->out.p + s->out.len, p);
+    const void *data = sbusi_tls_out_data(s->tls, &p);
+    if (p && !s->out.len) {
+      ssize_t w = send(s->fd, data, p, MSG_NOSIGNAL);
+      if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) w = 0;
+      if (w < 0) {
+        s->eof = true; /* as flush_out does: the peer is gone */
+        sbusi_tls_out_consume(s->tls, p);
+        return;
+      }
+      sbusi_tls_out_consume(s->tls, (size_t)w);
+      data = sbusi_tls_out_data(s->tls, &p);
+    }
+    if (p) {
+      buf_put(&s->out, data, p);
+      sbusi_tls_out_consume(s->tls, p);
     }
   }
 }

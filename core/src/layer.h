@@ -41,7 +41,9 @@
  * embed sbusi_layer_t first in a struct that also holds the TLS object, and
  * write the five ops in terms of that API (input: write to the read BIO,
  * drive the handshake, SSL_read into up; output: SSL_write, move the write
- * BIO into down).
+ * BIO into down). The engine's adapter (wire.c) skips the FIFOs at the
+ * bottom of the stack when TLS is next to the wire: the host reads into and
+ * writes from tls.c's own queues (issue 7).
  */
 #ifndef SBUS_LAYER_H
 #define SBUS_LAYER_H

@@ -43,12 +43,9 @@ typedef struct bq {
   size_t head, len, cap;
 } bq_t;
 
-static int bq_write(BIO *b, const char *in, int inl)
+/* Room for n more bytes at q->p + q->len (sliding or growing); false without memory. */
+static bool bq_room(bq_t *q, size_t n)
 {
-  bq_t *q = BIO_get_data(b);
-  BIO_clear_retry_flags(b);
-  if (inl <= 0) return 0;
-  size_t n = (size_t)inl;
   if (q->head == q->len) q->head = q->len = 0;
   if (q->len + n > q->cap && q->head) { /* slide the unread bytes to the front */
     memmove(q->p, q->p + q->head, q->len - q->head);
@@ -59,10 +56,20 @@ static int bq_write(BIO *b, const char *in, int inl)
     size_t cap = q->cap ? q->cap : 16384;
     while (cap < q->len + n) cap *= 2;
     unsigned char *np = realloc(q->p, cap);
-    if (!np) return -1;
+    if (!np) return false;
     q->p = np;
     q->cap = cap;
   }
+  return true;
+}
+
+static int bq_write(BIO *b, const char *in, int inl)
+{
+  bq_t *q = BIO_get_data(b);
+  BIO_clear_retry_flags(b);
+  if (inl <= 0) return 0;
+  size_t n = (size_t)inl;
+  if (!bq_room(q, n)) return -1;
   memcpy(q->p + q->len, in, n);
   q->len += n;
   return inl;
@@ -163,6 +170,8 @@ struct sbusi_tls {
   unsigned char *pend;   /* plaintext waiting for the handshake */
   size_t pend_len;       /* bytes in pend */
   size_t pend_cap;       /* capacity of pend */
+  size_t in_at;          /* sbusi_tls_feed_buffer: where the host reads to ... */
+  size_t in_room;        /* ... and how many bytes it may read there */
   char err[512];         /* last failure reason */
 };
 
@@ -324,6 +333,31 @@ static bool flush_pending(sbusi_tls_t *t)
   return true;
 }
 
+void *sbusi_tls_feed_buffer(sbusi_tls_t *t, size_t n)
+{
+  if (t->failed || !n) return NULL;
+  bq_t *q = BIO_get_data(t->in);
+  t->in_room = 0;
+  if (!bq_room(q, n)) return NULL;
+  t->in_at = q->len;
+  t->in_room = n;
+  return q->p + q->len;
+}
+
+int sbusi_tls_feed_done(sbusi_tls_t *t, size_t n)
+{
+  if (t->failed) return SBUSI_TLS_FAIL;
+  bq_t *q = BIO_get_data(t->in);
+  if (n > t->in_room) n = t->in_room;
+  t->in_room = 0;
+  /* Only reading can have changed the queue since feed_buffer, and reading never moves
+     the storage: at most it emptied the queue and rewound it to the start. */
+  if (n && q->len != t->in_at) memmove(q->p + q->len, q->p + t->in_at, n);
+  q->len += n;
+  if (!handshake(t) || !flush_pending(t)) return SBUSI_TLS_FAIL;
+  return 0;
+}
+
 int sbusi_tls_feed(sbusi_tls_t *t, const void *p, size_t n)
 {
   if (t->failed) return SBUSI_TLS_FAIL;
@@ -398,6 +432,21 @@ ssize_t sbusi_tls_write(sbusi_tls_t *t, const void *p, size_t n)
 }
 
 size_t sbusi_tls_pending(sbusi_tls_t *t) { return BIO_ctrl_pending(t->out); }
+
+const void *sbusi_tls_out_data(sbusi_tls_t *t, size_t *n)
+{
+  bq_t *q = BIO_get_data(t->out);
+  *n = q->len - q->head;
+  return q->p ? q->p + q->head : (const void *)"";
+}
+
+void sbusi_tls_out_consume(sbusi_tls_t *t, size_t n)
+{
+  bq_t *q = BIO_get_data(t->out);
+  size_t avail = q->len - q->head;
+  q->head += n < avail ? n : avail;
+  if (q->head == q->len) q->head = q->len = 0;
+}
 
 size_t sbusi_tls_take(sbusi_tls_t *t, void *p, size_t n)
 {

@@ -55,6 +55,13 @@ void sbusi_tls_free(sbusi_tls_t *t);
 
 /* Ciphertext from the network (copied). 0, or SBUSI_TLS_FAIL. */
 int sbusi_tls_feed(sbusi_tls_t *t, const void *p, size_t n);
+/* Zero-copy form of sbusi_tls_feed for a host that reads the socket itself: a place for up
+ * to n bytes of ciphertext at the tail of the input queue, or NULL (failed connection,
+ * n == 0, no memory). Read into it, then call sbusi_tls_feed_done with the count actually
+ * read (0 is fine): same result as feed. The place stays valid until sbusi_tls_feed_done;
+ * in between, only sbusi_tls_read, _write, _take, _out_data/_consume, _pending may be called. */
+void *sbusi_tls_feed_buffer(sbusi_tls_t *t, size_t n);
+int sbusi_tls_feed_done(sbusi_tls_t *t, size_t n);
 /* Plaintext for the layer above: >0 bytes, 0 nothing yet, SBUSI_TLS_EOF after the peer's
  * close_notify, SBUSI_TLS_FAIL on error (handshake or record failure). */
 ssize_t sbusi_tls_read(sbusi_tls_t *t, void *p, size_t n);
@@ -64,6 +71,11 @@ ssize_t sbusi_tls_write(sbusi_tls_t *t, const void *p, size_t n);
 size_t sbusi_tls_pending(sbusi_tls_t *t);
 /* Copy up to n bytes of waiting ciphertext into p and consume them; returns the count. */
 size_t sbusi_tls_take(sbusi_tls_t *t, void *p, size_t n);
+/* Zero-copy form of sbusi_tls_take: the waiting ciphertext in place (*n bytes, borrowed
+ * until the next call on t), to be written to the socket and then released with
+ * sbusi_tls_out_consume (n larger than what waits releases all). */
+const void *sbusi_tls_out_data(sbusi_tls_t *t, size_t *n);
+void sbusi_tls_out_consume(sbusi_tls_t *t, size_t n);
 /* Queue a close_notify alert. */
 void sbusi_tls_close(sbusi_tls_t *t);
 /* True once the handshake completed. */
