@@ -317,13 +317,28 @@ static void layer_failed(sbus_conn_t *c, int code, const char *text)
     sbusi_transport_gone(c, why);
 }
 
-/* The guard stopped the input: end this transport. */
+static void pull_output(sbus_conn_t *c);
+
+/* The guard stopped the input: end this transport. The peer is told why,
+ * as Proton tells it of its own framing errors: a close carrying the
+ * condition, which the transport's end keeps in c->out for the host to
+ * flush on SBUS_EV_DISCONNECT. */
 static void guard_failed(sbus_conn_t *c)
 {
     char why[SBUSI_DESC_MAX];
+    const char *cond = c->frame->icond ? c->frame->icond
+                                       : "amqp:connection:framing-error";
     snprintf(why, sizeof why, "protocol violation by the peer: %s",
              c->frame->iwhy ? c->frame->iwhy : "malformed input");
     sbusi_set_conn_error(c, SBUS_ECONNECTION, c->frame->icond, why);
+    if (c->have_driver) {
+        pn_connection_t *pc = c->driver.connection;
+        pn_condition_t *pcond = pn_connection_condition(pc);
+        pn_condition_set_name(pcond, cond);
+        pn_condition_set_description(pcond, why);
+        pn_connection_close(pc);
+        pull_output(c);
+    }
     sbusi_emit_disconnect(c);
     sbusi_transport_gone(c, why);
 }

@@ -73,6 +73,8 @@ typedef struct pair {
     emu_buf_t to_engine;       /* bytes waiting for the engine */
     int fed_wire;              /* engine bytes ever reached the server */
     int hold_input;            /* 1: broker bytes wait in to_engine */
+    emu_buf_t last_words;      /* what the engine left to flush at its
+                                  last DISCONNECT */
 } pair_t;
 
 static int64_t unix_now(pair_t *p) { return emu_now(p->b); }
@@ -85,11 +87,20 @@ static void on_event(pair_t *p, sbus_event_t *ev)
         p->server = emu_conn_new(p->b, p);
         sbus_conn_transport_up(p->c);
         break;
-    case SBUS_EV_DISCONNECT:
+    case SBUS_EV_DISCONNECT: {
+        /* a host flushes what the engine still holds, then closes */
+        size_t n;
+        const uint8_t *w = sbus_conn_write_buffer(p->c, &n);
+        p->last_words.len = 0;
+        if (w && n) {
+            buf_put(&p->last_words, w, n);
+            sbus_conn_write_done(p->c, n);
+        }
         if (p->server)
             emu_conn_free(p->server);
         p->server = NULL;
         break;
+    }
     case SBUS_EV_LOG:
         if (getenv("SBUS_TRACE"))
             fprintf(stderr, "trace: %s\n", ev->text);
@@ -368,6 +379,7 @@ static void pair_close(pair_t *p)
         sbusi_layer_free(p->wsl);
     p->wsl = NULL;
     buf_free(&p->to_engine);
+    buf_free(&p->last_words);
     for (int i = 0; i < p->ndone; i++)
         done_clear(&p->done[i]);
     sbus_conn_abort(p->c, "test over");

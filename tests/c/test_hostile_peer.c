@@ -324,6 +324,15 @@ static void test_guard_fuzz(void)
 #define RX_CHANNEL 0
 #define RX_HANDLE 3
 
+/* Whether b holds the n bytes of want anywhere. */
+static int has_bytes(const emu_buf_t *b, const char *want, size_t n)
+{
+    for (size_t i = 0; b->p && i + n <= b->len; i++)
+        if (memcmp(b->p + i, want, n) == 0)
+            return 1;
+    return 0;
+}
+
 static void test_engine_survives(void)
 {
     pair_t p;
@@ -353,6 +362,10 @@ static void test_engine_survives(void)
     CHECK(p.c->conn_err.err.code == SBUS_ECONNECTION);
     CHECK(strcmp(p.c->conn_err.cond, "amqp:invalid-field") == 0);
     CHECK(strstr(p.c->conn_err.desc, "delivery-id") != NULL);
+    /* and the broker is told why: a close frame carrying the condition,
+       left for the host to flush */
+    CHECK(has_bytes(&p.last_words, "\x00\x53\x18", 3)); /* close */
+    CHECK(has_bytes(&p.last_words, "amqp:invalid-field", 18));
 
     /* a loss like any other: the engine connects again when there is
        work, and the receiver works again */
