@@ -152,14 +152,17 @@ static int write_pattern(sbusi_tls_t *t, size_t n, size_t piece, size_t *at)
     return 0;
 }
 
-static void test_memory_pair(void)
+/* A server context with the emulator's certificate (beside its CA file)
+ * and a client context trusting that CA; 0, or -1 with both NULL. */
+static int ctx_pair(sbusi_tls_ctx_t **sc, sbusi_tls_ctx_t **cc)
 {
     char dir[256], cert[300], key[300], err[256] = "";
+    *sc = *cc = NULL;
     snprintf(dir, sizeof dir, "%s", emu.ca);
     char *slash = strrchr(dir, '/');
     CHECK(slash != NULL);
     if (!slash)
-        return;
+        return -1;
     *slash = 0;
     snprintf(cert, sizeof cert, "%s/server.pem", dir);
     snprintf(key, sizeof key, "%s/server.key", dir);
@@ -170,15 +173,23 @@ static void test_memory_pair(void)
     so.key_file = key;
     sbusi_tls_options_init(&co);
     co.ca_file = emu.ca;
-    sbusi_tls_ctx_t *sc = sbusi_tls_ctx_new(&so, err, sizeof err);
-    sbusi_tls_ctx_t *cc = sbusi_tls_ctx_new(&co, err, sizeof err);
-    CHECK(sc && cc);
-    if (!sc || !cc) {
-        fprintf(stderr, "tls ctx: %s\n", err);
-        sbusi_tls_ctx_free(sc);
-        sbusi_tls_ctx_free(cc);
+    *sc = sbusi_tls_ctx_new(&so, err, sizeof err);
+    if (*sc)
+        *cc = sbusi_tls_ctx_new(&co, err, sizeof err);
+    CHECK(*sc && *cc);
+    if (*sc && *cc)
+        return 0;
+    fprintf(stderr, "tls ctx: %s\n", err);
+    sbusi_tls_ctx_free(*sc);
+    *sc = NULL;
+    return -1;
+}
+
+static void test_memory_pair(void)
+{
+    sbusi_tls_ctx_t *sc, *cc;
+    if (ctx_pair(&sc, &cc) < 0)
         return;
-    }
     sbusi_tls_t *c = sbusi_tls_new(cc, "localhost"), *s = sbusi_tls_new(sc, NULL);
     CHECK(c && s);
     size_t c_out = 0, s_in = 0, s_out = 0, c_in = 0;
@@ -225,24 +236,9 @@ static void test_memory_pair(void)
  * feed_buffer and feed_done that empties the input queue under the caller's bytes. */
 static void test_zero_copy(void)
 {
-    char dir[256], cert[300], key[300], err[256] = "";
-    snprintf(dir, sizeof dir, "%s", emu.ca);
-    char *slash = strrchr(dir, '/');
-    CHECK(slash != NULL);
-    if (!slash)
+    sbusi_tls_ctx_t *sc, *cc;
+    if (ctx_pair(&sc, &cc) < 0)
         return;
-    *slash = 0;
-    snprintf(cert, sizeof cert, "%s/server.pem", dir);
-    snprintf(key, sizeof key, "%s/server.key", dir);
-    sbusi_tls_options_t so, co;
-    sbusi_tls_options_init(&so);
-    so.server = true;
-    so.cert_file = cert;
-    so.key_file = key;
-    sbusi_tls_options_init(&co);
-    co.ca_file = emu.ca;
-    sbusi_tls_ctx_t *sc = sbusi_tls_ctx_new(&so, err, sizeof err);
-    sbusi_tls_ctx_t *cc = sbusi_tls_ctx_new(&co, err, sizeof err);
     sbusi_tls_t *c = cc ? sbusi_tls_new(cc, "localhost") : NULL;
     sbusi_tls_t *s = sc ? sbusi_tls_new(sc, NULL) : NULL;
     CHECK(c && s);
