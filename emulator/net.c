@@ -327,6 +327,15 @@ static void on_readable(sock_t *s)
 }
 
 /* Move Proton's output into the socket (plain) or the TLS filter. */
+/* Sends what the socket takes now of p[n]: the byte count (0 when it would block), or -1
+ * when the peer is gone. Only for bytes with nothing waiting ahead of them in s->out. */
+static ssize_t send_now(sock_t *s, const void *p, size_t n)
+{
+  ssize_t w = send(s->fd, p, n, MSG_NOSIGNAL);
+  if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) w = 0;
+  return w;
+}
+
 static void amqp_output(sock_t *s)
 {
   pn_connection_driver_t *d = &s->conn->driver;
@@ -361,8 +370,7 @@ static void amqp_output(sock_t *s)
       emu_conn_output_done(s->conn, wb.size);
       continue;
     }
-    ssize_t w = send(s->fd, wb.start, wb.size, MSG_NOSIGNAL);
-    if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) w = 0;
+    ssize_t w = send_now(s, wb.start, wb.size);
     if (w < 0) {
       pn_connection_driver_close(d);
       return;
@@ -376,8 +384,7 @@ static void amqp_output(sock_t *s)
     size_t p;
     const void *data = sbusi_tls_out_data(s->tls, &p);
     if (p && !s->out.len) {
-      ssize_t w = send(s->fd, data, p, MSG_NOSIGNAL);
-      if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) w = 0;
+      ssize_t w = send_now(s, data, p);
       if (w < 0) {
         s->eof = true; /* as flush_out does: the peer is gone */
         sbusi_tls_out_consume(s->tls, p);
