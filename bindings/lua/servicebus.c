@@ -1082,24 +1082,13 @@ static void set_field(lua_State *L, sbus_message_t *m, const field_def_t *f,
                    sbus_strerror(rc));
 }
 
-/* What fill_message() set, so that a message built for one send can be
- * made like new again (msgpool below): bit p for string property p, bit
- * 16 + f for integer field f, and: */
-enum {
-    TOUCH_FIELD0 = 16,
-    TOUCH_BODY = 1u << 30,  /* the body, as one string (data section) */
-    TOUCH_OTHER = 1u << 31, /* anything else (properties, a table body) */
-};
-
-/* Fills the new message m from the string (body) or table of fields at i;
- * returns what it set (TOUCH_*). Raises on an unknown field or a value
- * the engine refuses. */
-static unsigned fill_message(lua_State *L, sbus_message_t *m, int i)
+/* Fills the new message m from the string (body) or table of fields at i.
+ * Raises on an unknown field or a value the engine refuses. */
+static void fill_message(lua_State *L, sbus_message_t *m, int i)
 {
-    unsigned touched = 0;
     if (lua_type(L, i) == LUA_TSTRING) {
         set_field(L, m, &FIELDS[0], i); /* "body" */
-        return TOUCH_BODY;
+        return;
     }
     lua_pushnil(L);
     while (lua_next(L, i)) {
@@ -1111,24 +1100,8 @@ static unsigned fill_message(lua_State *L, sbus_message_t *m, int i)
             luaL_error(L, "servicebus: unknown message field '%s'",
                        lua_tostring(L, -2));
         set_field(L, m, f, -1);
-        switch (f->kind) {
-        case F_PROP:
-            touched |= 1u << f->which;
-            break;
-        case F_TIME:
-        case F_SECS:
-            touched |= 1u << (TOUCH_FIELD0 + f->which);
-            break;
-        case F_BODY:
-            touched |= lua_type(L, -1) == LUA_TSTRING ? TOUCH_BODY
-                                                      : TOUCH_OTHER;
-            break;
-        default:
-            touched |= TOUCH_OTHER;
-        }
         lua_pop(L, 1);
     }
-    return touched;
 }
 
 static void check_message_like(lua_State *L, int i)
@@ -1177,11 +1150,8 @@ static int is_message_list(lua_State *L, int i)
  * message only while the engine encodes them (it copies), and allocating
  * and freeing 100 of them per batch cost more than the rest of the
  * binding's work (bindings/lua/STATUS.md, Speed). A pooled message is as
- * sbus_message_new() made it, except perhaps for a body of at most
- * POOL_BODY_MAX bytes, which the next fill replaces (same-size blocks:
- * malloc's fast path) or clears. */
+ * sbus_message_new() made it (sbus_message_reset). */
 #define POOL_MAX 128
-#define POOL_BODY_MAX 2048
 
 typedef struct msgpool {
     size_t n;                    /* messages in m */
@@ -1208,26 +1178,13 @@ static msgpool_t *msgpool(lua_State *L)
     return p;
 }
 
-/* Takes m back into p if fill_message() only set what can be undone
- * (string properties, times, a string body), else frees it. */
-static void msgpool_put(msgpool_t *p, sbus_message_t *m, unsigned touched)
+/* Takes m back into p, made like new, or frees it (the pool is full). */
+static void msgpool_put(msgpool_t *p, sbus_message_t *m)
 {
-    unsigned k;
-    const void *body;
-    size_t len;
-    if (!p || p->n == POOL_MAX || (touched & TOUCH_OTHER)) {
+    if (!p || p->n == POOL_MAX || sbus_message_reset(m) < 0) {
         sbus_message_free(m);
         return;
     }
-    for (k = 0; (touched & ~TOUCH_BODY) && k < SBUS_PROP__COUNT; k++)
-        if (touched & (1u << k))
-            sbus_message_set_prop(m, (sbus_prop_t)k, NULL, 0);
-    for (k = 0; (touched & ~TOUCH_BODY) && k < SBUS_FIELD__COUNT &&
-                TOUCH_FIELD0 + k < 30; k++)
-        if (touched & (1u << (TOUCH_FIELD0 + k)))
-            sbus_message_clear_field(m, (sbus_field_t)k);
-    if (sbus_message_body_at(m, 0, &body, &len) == 0 && len > POOL_BODY_MAX)
-        sbus_message_set_body(m, NULL, 0);
     p->m[p->n++] = m;
 }
 
@@ -1238,8 +1195,6 @@ static void msgpool_put(msgpool_t *p, sbus_message_t *m, unsigned touched)
 typedef struct msglist {
     size_t n;              /* entries filled */
     sbus_message_t **arr;  /* n messages */
-    unsigned *touched;     /* per entry: TOUCH_* of one built here, or 0
-                              for a message object (the caller's) */
     unsigned char *owned;  /* 1: built here, freed or pooled here */
 } msglist_t;
 
@@ -1251,22 +1206,17 @@ static void msglist_release(lua_State *L, msglist_t *ml)
     msgpool_t *p = L ? msgpool(L) : NULL;
     for (k = 0; k < ml->n; k++)
         if (ml->owned[k] && ml->arr[k])
-            msgpool_put(p, ml->arr[k], ml->touched[k]);
+            msgpool_put(p, ml->arr[k]);
     ml->n = 0;
 }
 
-/* __gc: only after a raise half-way (messages possibly half filled):
- * freed, never pooled. */
+/* __gc: only after a raise half-way: freed, never pooled (at lua_close
+ * the pool may be gone already). */
 static int msglist_gc(lua_State *L)
 {
     msglist_t *ml = (msglist_t *)test_ud(L, 1, &UT_MSGLIST);
-    size_t k;
-    if (!ml)
-        return 0;
-    for (k = 0; k < ml->n; k++)
-        if (ml->owned[k] && ml->arr[k])
-            sbus_message_free(ml->arr[k]);
-    ml->n = 0;
+    if (ml)
+        msglist_release(NULL, ml);
     return 0;
 }
 
@@ -1281,7 +1231,6 @@ static void msglist_add(lua_State *L, msglist_t *ml, msgpool_t *p, int i)
         (mu = (message_t *)test_ud(L, i, &UT_MESSAGE)) != NULL) {
         ml->arr[k] = mu->m;
         ml->owned[k] = 0;
-        ml->touched[k] = 0;
         ml->n = k + 1;
         return;
     }
@@ -1294,11 +1243,8 @@ static void msglist_add(lua_State *L, msglist_t *ml, msgpool_t *p, int i)
             luaL_error(L, "servicebus: %s", sbus_strerror(rc));
     }
     ml->owned[k] = 1;
-    ml->touched[k] = TOUCH_OTHER; /* until filled: freed, not pooled */
     ml->n = k + 1; /* from now on __gc frees it */
-    ml->touched[k] = fill_message(L, ml->arr[k], i);
-    if (!(ml->touched[k] & (TOUCH_BODY | TOUCH_OTHER)))
-        sbus_message_set_body(ml->arr[k], NULL, 0); /* a pooled one's */
+    fill_message(L, ml->arr[k], i);
 }
 
 /* Collects a message, or a list of them, at i; pushes the msglist that
@@ -1312,12 +1258,10 @@ static msglist_t *collect_messages(lua_State *L, int i)
     i = lua_absindex(L, i);
     list = is_message_list(L, i);
     cnt = list ? (size_t)lua_rawlen(L, i) : 1;
-    ml = (msglist_t *)lua_newuserdata(
-        L, sizeof *ml + cnt * (sizeof *ml->arr + sizeof *ml->touched + 1));
+    ml = (msglist_t *)lua_newuserdata(L, sizeof *ml + cnt * (sizeof *ml->arr + 1));
     ml->n = 0;
     ml->arr = (sbus_message_t **)(ml + 1);
-    ml->touched = (unsigned *)(ml->arr + cnt);
-    ml->owned = (unsigned char *)(ml->touched + cnt);
+    ml->owned = (unsigned char *)(ml->arr + cnt);
     set_type(L, &UT_MSGLIST);
     if (!list) {
         msglist_add(L, ml, p, i);

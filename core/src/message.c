@@ -260,6 +260,26 @@ int sbus_message_set_body(sbus_message_t *m, const void *p, size_t n)
     return replace_body(m, SBUS_BODY_DATA, q, n);
 }
 
+int sbus_message_reset(sbus_message_t *m)
+{
+    if (!m)
+        return SBUS_EINVAL;
+    if (m->blk || m->rcv_uid || m->renew || m->ops)
+        return SBUS_ESTATE;
+    for (int i = 0; m->props_heap && i < SBUS_PROP__COUNT; i++)
+        if (m->props_heap & 1u << i)
+            sbusi_free(m->props[i].p);
+    m->props_heap = 0;
+    memset(m->props, 0, sizeof m->props);
+    m->fields_set = 0;
+    for (size_t i = 0; i < m->naprops; i++) {
+        sbusi_free(m->aprops[i].key.p);
+        value_free(&m->aprops[i].v);
+    }
+    m->naprops = 0; /* the entries' array stays for the next message */
+    return replace_body(m, SBUS_BODY_DATA, NULL, 0);
+}
+
 int sbus_message_add_body_section(sbus_message_t *m, const void *p, size_t n)
 {
     if (!m || (!p && n))

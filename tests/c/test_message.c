@@ -571,9 +571,48 @@ static void test_decimal_format(void)
           SBUS_EINVAL);
 }
 
+/* A reset message encodes exactly as a new one, whatever it carried; a
+ * received one cannot be reset. */
+static void test_reset(void)
+{
+    sbus_message_t *fresh, *m;
+    CHECK(sbus_message_new(&fresh) == 0 && sbus_message_new(&m) == 0);
+    for (int round = 0; round < 2; round++) {
+        for (int p = 0; p <= SBUS_PROP_VIA_PARTITION_KEY; p++)
+            CHECK(sbus_message_set_prop(m, p, "value", 5) == 0);
+        CHECK(sbus_message_set_field(m, SBUS_FIELD_TIME_TO_LIVE, 60000) == 0);
+        sbus_value_t v;
+        v.type = SBUS_VAL_STRING;
+        v.u.s.ptr = "text";
+        v.u.s.len = 4;
+        CHECK(sbus_message_set_property(m, "k", 1, &v) == 0);
+        CHECK(sbus_message_set_body(m, "body", 4) == 0);
+        CHECK(sbus_message_add_body_section(m, "more", 4) == 0);
+        if (round)
+            CHECK(sbus_message_set_body_value(m, &v) == 0);
+        CHECK(sbus_message_reset(m) == 0);
+        sbusi_buf_t a = {0}, b = {0};
+        CHECK(sbusi_message_encode(fresh, &a) == 0);
+        CHECK(sbusi_message_encode(m, &b) == 0);
+        CHECK(a.len == b.len && memcmp(a.p, b.p, a.len) == 0);
+        CHECK(sbus_message_property_count(m) == 0);
+        CHECK(sbus_message_body_kind(m) == SBUS_BODY_DATA &&
+              sbus_message_body_count(m) == 1);
+        sbusi_buf_free(&a);
+        sbusi_buf_free(&b);
+    }
+    sbus_message_t *rx = roundtrip(m); /* decoded: a received message */
+    CHECK(rx && sbus_message_reset(rx) == SBUS_ESTATE);
+    CHECK(sbus_message_reset(NULL) == SBUS_EINVAL);
+    sbus_message_free(rx);
+    sbus_message_free(m);
+    sbus_message_free(fresh);
+}
+
 int main(void)
 {
     test_properties();
+    test_reset();
     test_bodies();
     test_limits();
     test_batch_limit();

@@ -25,6 +25,7 @@ local NOT_IN_PYTHON = {
   sbus_io_mono_ms = "asyncio has loop.time()", sbus_io_unix_ms = "Python has time.time()",
   sbus_io_set_close_hook = "asyncio owns the socket", sbus_io_flush = "asyncio owns the socket",
   sbus_amqp_writer_reset = "Python builds each value with a writer of its own (sbpy_encode_value)",
+  sbus_message_reset = "each ServiceBusMessage owns its engine message; only Lua's send pool reuses them",
 }
 
 local function read(path)

@@ -427,6 +427,12 @@ SBUS_API int sbus_message_new(sbus_message_t **out);
 SBUS_API int sbus_message_copy(const sbus_message_t *m, sbus_message_t **out);
 /* Frees m. NULL is a no-op. */
 SBUS_API void sbus_message_free(sbus_message_t *m);
+/* Makes m, a message built by the host, as sbus_message_new() made it (no
+ * properties, fields or application properties; one empty data section),
+ * keeping the allocation itself for the next message: for a host that
+ * sends many (the engine copies what it sends). SBUS_ESTATE for a received
+ * message or one an operation or auto-renewal still refers to. */
+SBUS_API int sbus_message_reset(sbus_message_t *m);
 
 /* Sets the body to one data section. Bytes copied. */
 SBUS_API int sbus_message_set_body(sbus_message_t *m, const void *p,
