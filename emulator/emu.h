@@ -260,6 +260,7 @@ struct emu_link {
   emu_sess_t *sess;          /* consumer holding a session lock */
   emu_buf_t rx;              /* bytes of the incoming delivery in progress */
   bool rx_oversize;          /* the delivery in progress exceeded the limit */
+  size_t rx_total;           /* bytes of the delivery in progress read so far */
   uint64_t tags;             /* counter for delivery tags */
   int64_t active_ms;         /* emulator ms of the last transfer, flow or disposition */
   emu_wlink_t *wl;           /* what the frame scanner saw of this link (receiving links), or NULL */
@@ -386,6 +387,12 @@ bool msg_prop(const emu_msg_t *m, int field, amqp_val_t *v);
 bool msg_app_prop(const emu_msg_t *m, const char *name, amqp_val_t *v);
 /* Replace application properties entries: set (name -> encoded value) or remove (value NULL). */
 void msg_app_set(emu_msg_t *m, const char *name, const unsigned char *val, size_t vlen);
+/* Merge a map of property changes (a modified outcome's message-annotations, a rejected
+ * outcome's error info, or a management properties-to-modify) into m's application properties:
+ * each string- or symbol-keyed entry with a non-null value replaces that property, encoded as it
+ * came. With reason and desc given, DeadLetterReason and DeadLetterErrorDescription string
+ * entries are copied there (NUL-terminated, cut to n bytes) instead of being set. */
+void msg_app_merge(emu_msg_t *m, const amqp_val_t *map, char *reason, char *desc, size_t n);
 void msg_props_set(emu_msg_t *m, int field, const unsigned char *val, size_t vlen);
 /* Encode for the wire. mode: 0 delivery, 1 peek/browse, 2 receive-by-sequence (locked). */
 void msg_encode(emu_broker_t *b, const emu_msg_t *m, emu_buf_t *out, int mode);

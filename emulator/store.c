@@ -646,6 +646,35 @@ static void rebuild_keep_ann(emu_msg_t *m, const void *props, size_t pl, const v
   buf_free(&body);
 }
 
+void msg_app_merge(emu_msg_t *m, const amqp_val_t *map, char *reason, char *desc, size_t n)
+{
+  if (!amqp_is_map(map)) return;
+  amqp_iter_t it;
+  amqp_val_t k, v;
+  amqp_iter_init(&it, map);
+  while (amqp_iter_next(&it, &k) && amqp_iter_next(&it, &v)) {
+    char *name = amqp_dup_str(&k);
+    if (!name || !name[0] || amqp_is_null(&v)) {
+      free(name);
+      continue;
+    }
+    char *dst = !reason ? NULL : !strcmp(name, "DeadLetterReason") ? reason
+              : !strcmp(name, "DeadLetterErrorDescription") ? desc : NULL;
+    const char *s;
+    size_t sl;
+    if (dst) {
+      if (amqp_get_str(&v, &s, &sl)) {
+        if (sl > n - 1) sl = n - 1;
+        memcpy(dst, s, sl);
+        dst[sl] = 0;
+      }
+    } else {
+      msg_app_set(m, name, v.start, v.total);
+    }
+    free(name);
+  }
+}
+
 void msg_app_set(emu_msg_t *m, const char *name, const unsigned char *val, size_t vlen)
 {
   emu_buf_t out = {0};
