@@ -180,6 +180,7 @@ struct emu_entity {
   emu_kind_t kind;           /* what it is */
   emu_entity_t *parent;      /* subscription: topic; DLQ: its entity */
   emu_entity_t *dlq;         /* dead-letter sub-queue (queues, subscriptions) */
+  emu_entity_t *tdlq;        /* transfer dead-letter sub-queue, made on first use (emu_tdlq) */
   emu_props_t props;         /* settings */
   emu_policy_t *policies;    /* entity-level SAS policies */
   int64_t next_seq;          /* next sequence number (queues, topics, DLQs) */
@@ -370,6 +371,11 @@ emu_entity_t *emu_entity_add(emu_broker_t *b, emu_kind_t kind, const char *name,
                              emu_entity_t *parent, const emu_props_t *props);
 void emu_entity_remove(emu_broker_t *b, emu_entity_t *e);
 emu_entity_t *emu_entity_find(emu_broker_t *b, const char *path);
+/* The transfer dead-letter sub-queue of a queue or subscription (`<path>/$Transfer/$DeadLetterQueue`),
+ * where messages that auto-forwarding could not deliver go; made on first use, so that configs
+ * that never need one keep their entity list. NULL for other kinds. emu_entity_find makes it
+ * too when a client names it. */
+emu_entity_t *emu_tdlq(emu_broker_t *b, emu_entity_t *e);
 void emu_props_default(emu_props_t *p);
 void emu_props_free(emu_props_t *p);
 void emu_rule_free(emu_rule_t *r);
