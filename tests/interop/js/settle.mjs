@@ -1,23 +1,14 @@
 // settle.mjs: Microsoft's JS SDK (@azure/service-bus 7.9.5) settling with property changes —
 // abandon and defer send them as a modified outcome's message-annotations, dead-letter as a
-// rejected outcome's error info (protocol.md §7), and a deferred message's settlement goes through
-// the management update-disposition operation with properties-to-modify (§8.x). Also an
+// rejected outcome's error info (protocol.md §7.1), and a deferred message's settlement goes through
+// the management update-disposition operation with properties-to-modify (§8.6). Also an
 // oversized send, whose refusal names the message's size.
 // Usage: node settle.mjs <node_modules dir> <amqp host:port> <queue>
 // Prints one JSON line with what it observed; test_ms_js_sdk.py asserts on it.
-import { createRequire } from "node:module";
-import path from "node:path";
+import { run } from "./scenario.mjs";
 
-const [modules, address, queue] = process.argv.slice(2);
-const require = createRequire(path.join(modules, "noop.js"));
-const { ServiceBusClient } = require("@azure/service-bus");
-
-const conn = `Endpoint=sb://${address};SharedAccessKeyName=RootManageSharedAccessKey;` +
-  "SharedAccessKey=SAS_KEY_VALUE;UseDevelopmentEmulator=true;";
-const out = {};
-const client = new ServiceBusClient(conn, { retryOptions: { maxRetries: 0 } });
 const one = async (r) => (await r.receiveMessages(1, { maxWaitTimeInMs: 5000 }))[0];
-try {
+await run(async (sdk, client, [queue], out) => {
   const sender = client.createSender(queue);
   await sender.sendMessages([{ body: "a", applicationProperties: { keep: "k", n: 1 } }, { body: "b" }]);
   const receiver = client.createReceiver(queue);
@@ -44,11 +35,4 @@ try {
   } catch (e) {
     out.oversized = { code: e.code, message: e.message };
   }
-  out.ok = true;
-} catch (e) {
-  out.ok = false;
-  out.error = String(e && e.stack || e);
-} finally {
-  await client.close();
-}
-console.log(JSON.stringify(out));
+}, { retryOptions: { maxRetries: 0 } });
