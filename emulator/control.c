@@ -8,7 +8,12 @@
  * queues, topics and subscriptions at run time, in Microsoft's per-entity
  * JSON format). Bodies are JSON (jansson); answers are JSON. net.c does the
  * HTTP framing; this file only maps a request to broker actions.
+ *
+ * Administration requests (an api-version query parameter or an XML body: what
+ * ServiceBusAdministrationClient sends) go to admin.c, which answers in the service's
+ * ATOM/XML shapes; they need the request headers, so hosts call emu_control_request.
  */
+#include "admin.h"
 #include "config.h"
 #include "net.h"
 
@@ -116,6 +121,16 @@ static int post_entities(emu_broker_t *b, json_t *j, emu_buf_t *resp)
     return error(resp, 400, "expected {\"Queue\": {...}}, {\"Topic\": {...}} or {\"Subscription\": {...}, \"TopicName\": \"...\"}");
   }
   if (rc) return error(resp, strstr(err, "already exists") ? 409 : 400, err);
+  /* a new entity under a reused name starts with fresh administration data */
+  json_t *o = q ? q : t ? t : s;
+  const char *nm = json_string_value(json_object_get(o, "Name"));
+  if (nm && s) {
+    char full[1200];
+    snprintf(full, sizeof full, "%s/Subscriptions/%s", json_string_value(json_object_get(j, "TopicName")), nm);
+    emu_admin_forget(b, full);
+  } else if (nm) {
+    emu_admin_forget(b, nm);
+  }
   return answer(resp, 201, json_pack("{s:b}", "created", 1));
 }
 
@@ -129,9 +144,17 @@ static int delete_entity(emu_broker_t *b, const char *path, emu_buf_t *resp)
     return error(resp, 404, "no such entity");
   }
   free(name);
+  emu_admin_forget(b, e->name);
   emu_detach_entity_tree(b, e, "amqp:not-found");
   emu_entity_remove(b, e);
   return answer(resp, 200, json_pack("{s:b}", "deleted", 1));
+}
+
+int emu_control_request(emu_broker_t *b, const emu_http_req_t *r, emu_buf_t *resp, const char **ctype)
+{
+  *ctype = "application/json";
+  if (emu_admin_is_request(r)) return emu_admin_handle(b, r, resp, ctype);
+  return emu_control_handle(b, r->method, r->target, r->body, r->body_len, resp);
 }
 
 int emu_control_handle(emu_broker_t *b, const char *method, const char *path, const char *body,
