@@ -993,15 +993,24 @@ static const char *desc_name(emu_kind_t k)
   return k == ENT_QUEUE ? "QueueDescription" : k == ENT_TOPIC ? "TopicDescription" : "SubscriptionDescription";
 }
 
-static int add_entity(emu_broker_t *b, emu_broker_t *into, emu_kind_t kind, emu_entity_t *topic, json_t *j,
-                      char *err, size_t n)
+/* Create from Config.json-shaped j in broker `into`; config.c's "<Kind>.Properties.<Key>: ..."
+ * errors are reported as "<Kind>Description.<Key>: ...", the element the client sent. */
+static int add_entity(emu_broker_t *into, emu_kind_t kind, emu_entity_t *topic, json_t *j, char *err, size_t n)
 {
-  char path[64];
-  snprintf(path, sizeof path, "%s", kind_word(kind));
-  if (kind == ENT_QUEUE) return emu_config_add_queue(into, j, path, err, n);
-  if (kind == ENT_TOPIC) return emu_config_add_topic(into, j, path, err, n);
-  (void)b;
-  return emu_config_add_subscription(into, topic, j, path, err, n);
+  const char *path = kind_word(kind);
+  int rc;
+  if (kind == ENT_QUEUE) rc = emu_config_add_queue(into, j, path, err, n);
+  else if (kind == ENT_TOPIC) rc = emu_config_add_topic(into, j, path, err, n);
+  else rc = emu_config_add_subscription(into, topic, j, path, err, n);
+  char prefix[64];
+  snprintf(prefix, sizeof prefix, "%s.Properties.", path);
+  size_t pl = strlen(prefix);
+  if (rc && !strncmp(err, prefix, pl)) {
+    char *copy = xstrdup(err + pl);
+    snprintf(err, n, "%s.%s", desc_name(kind), copy);
+    free(copy);
+  }
+  return rc;
 }
 
 /* PUT of a queue, topic or subscription: create, or update with If-Match. name is the full
@@ -1031,7 +1040,7 @@ static int put_entity(emu_broker_t *b, const emu_http_req_t *r, const char *base
     if (e) {
       snprintf(err, sizeof err, "The messaging entity '%s' already exists.", name);
       status = xml_error(o, ctype, 409, err);
-    } else if (add_entity(b, b, kind, topic, j, err, sizeof err)) {
+    } else if (add_entity(b, kind, topic, j, err, sizeof err)) {
       status = xml_error(o, ctype, strstr(err, "already exists") ? 409 : 400, err);
     } else {
       e = emu_entity_find(b, name);
@@ -1058,7 +1067,7 @@ static int put_entity(emu_broker_t *b, const emu_http_req_t *r, const char *base
       json_decref(tj);
       st = emu_entity_find(scratch, topic->name);
     }
-    if ((kind == ENT_SUBSCRIPTION && !st) || add_entity(b, scratch, kind, st, j, err, sizeof err)) {
+    if ((kind == ENT_SUBSCRIPTION && !st) || add_entity(scratch, kind, st, j, err, sizeof err)) {
       status = xml_error(o, ctype, 400, err);
     } else {
       emu_entity_t *se = emu_entity_find(scratch, name);
@@ -1393,7 +1402,7 @@ int emu_admin_handle(emu_broker_t *b, const emu_http_req_t *r, emu_buf_t *o, con
   if (put_) {
     /* the body says what to make: a QueueDescription or a TopicDescription */
     bool topic_body = memmem(r->body, r->body_len, "TopicDescription", 16) != NULL;
-    return put_entity(b, r, base, e ? e->kind : topic_body ? ENT_TOPIC : ENT_QUEUE, p, NULL, o, ctype);
+    return put_entity(b, r, base, topic_body ? ENT_TOPIC : ENT_QUEUE, p, NULL, o, ctype);
   }
   if (!e) {
     snprintf(err, sizeof err, "The messaging entity '%s' could not be found.", p);
