@@ -175,6 +175,28 @@ def test_runtime_counts_follow_amqp_traffic(admin, emulator, client):
     assert listed[name].active_message_count == 3
 
 
+def test_forwarding_set_through_admin_moves_messages(admin, emulator, client):
+    import asyncio
+    target, source = uid("aq"), uid("aq")
+    admin.create_queue(target)
+    admin.create_queue(source)
+    q = admin.get_queue(source)
+    q.forward_to = target  # the client sends it as sb://<host>/<name>
+    admin.update_queue(q)
+    assert admin.get_queue(source).forward_to == target
+
+    async def traffic():
+        async with client:
+            async with client.get_queue_sender(source) as s:
+                await s.send_messages(ServiceBusMessage("hop"))
+            async with client.get_queue_receiver(target) as r:
+                got = await r.receive_messages(max_message_count=1, max_wait_time=5)
+                await r.complete_message(got[0])
+                return [str(m) for m in got]
+    assert asyncio.run(traffic()) == ["hop"]
+    assert admin.get_queue_runtime_properties(source).total_message_count == 0
+
+
 def test_list_pages_with_skip_and_top(admin, emulator):
     prefix = uid("page")
     names = sorted("%s-%d" % (prefix, i) for i in range(5))
