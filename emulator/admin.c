@@ -1013,6 +1013,8 @@ static int add_entity(emu_broker_t *into, emu_kind_t kind, emu_entity_t *topic, 
   return rc;
 }
 
+static json_t *rule_to_json(const xnode_t *d, const char *name, char *err, size_t n);
+
 /* PUT of a queue, topic or subscription: create, or update with If-Match. name is the full
  * path; topic the parent topic of a subscription. */
 static int put_entity(emu_broker_t *b, const emu_http_req_t *r, const char *base, emu_kind_t kind,
@@ -1031,6 +1033,19 @@ static int put_entity(emu_broker_t *b, const emu_http_req_t *r, const char *base
   const char *leaf = kind == ENT_SUBSCRIPTION ? strrchr(name, '/') + 1 : name;
   desc_extra_t ex;
   json_t *j = desc_to_json(b, d, kind, leaf, &ex, err, sizeof err);
+  /* .NET's CreateSubscriptionAsync(options, rule) sends the first rule inside the description */
+  xnode_t *drd = kind == ENT_SUBSCRIPTION ? kid(d, "DefaultRuleDescription") : NULL;
+  if (j && drd) {
+    const char *rn = kid_text(drd, "Name");
+    json_t *rj = rule_to_json(drd, rn && *rn ? rn : "$Default", err, sizeof err);
+    if (rj) {
+      json_object_set_new(j, "Rules", json_pack("[o]", rj));
+    } else {
+      json_decref(j);
+      free(ex.user_metadata);
+      j = NULL;
+    }
+  }
   xnode_free(root);
   if (!j) return xml_error(o, ctype, 400, err);
   emu_entity_t *e = emu_entity_find(b, name);

@@ -126,6 +126,18 @@ static void test_topic_rules(void)
   CHECK(req(b, "PUT", "/t1/Subscriptions/s1?api-version=2021-05", NULL, body, &o, &ct) == 201);
   CHECK(req(b, "PUT", "/t9/Subscriptions/s1?api-version=2021-05", NULL, body, &o, &ct) == 404);
   free(body);
+  /* .NET sends a first rule inside the description */
+  body = entry("<SubscriptionDescription " SB_NS "><DefaultRuleDescription><Filter xsi:type=\"SqlFilter\">"
+               "<SqlExpression>a = 1</SqlExpression></Filter><Name>first</Name></DefaultRuleDescription></SubscriptionDescription>");
+  CHECK(req(b, "PUT", "/t1/Subscriptions/s2?api-version=2021-05", NULL, body, &o, &ct) == 201);
+  free(body);
+  body = entry("<SubscriptionDescription " SB_NS "><UserMetadata>m</UserMetadata><DefaultRuleDescription>"
+               "<Filter xsi:type=\"Nonsense\"/></DefaultRuleDescription></SubscriptionDescription>");
+  CHECK(req(b, "PUT", "/t1/Subscriptions/s3?api-version=2021-05", NULL, body, &o, &ct) == 400);
+  CHECK(strstr((char *)o.p, "Nonsense") && !emu_entity_find(b, "t1/Subscriptions/s3"));
+  free(body);
+  emu_entity_t *s2 = emu_entity_find(b, "t1/Subscriptions/s2");
+  CHECK(s2 && s2->rules && !strcmp(s2->rules->name, "first") && s2->rules->kind == FILTER_SQL && !s2->rules->next);
   emu_entity_t *s = emu_entity_find(b, "t1/Subscriptions/s1");
   CHECK(s && s->props.lock_ms == 30000 && s->rules && !strcmp(s->rules->name, "$Default"));
   body = entry("<RuleDescription " SB_NS "><Filter xsi:type=\"CorrelationFilter\"><CorrelationId>c&amp;1</CorrelationId>"
