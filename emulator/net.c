@@ -341,80 +341,12 @@ static ssize_t send_now(sock_t *s, const void *p, size_t n)
   return w;
 }
 
-/* TLS: sends records straight from the filter's queue while nothing waits in s->out; with
- * keep, what the socket does not take now is copied into s->out. False when the peer is gone. */
-static bool tls_send(sock_t *s, bool keep)
-{
-  size_t p;
-  const void *data = sbusi_tls_out_data(s->tls, &p);
-  if (p && !s->out.len) {
-    ssize_t w = send_now(s, data, p);
-    if (w < 0) {
-      s->eof = true; /* as flush_out does: the peer is gone */
-      sbusi_tls_out_consume(s->tls, p);
-      return false;
-    }
-    sbusi_tls_out_consume(s->tls, (size_t)w);
-    data = sbusi_tls_out_data(s->tls, &p);
-  }
-  if (p && keep) {
-    buf_put(&s->out, data, p);
-    sbusi_tls_out_consume(s->tls, p);
-  }
-  return true;
-}
-
-/* Cut-through over TLS (issue 7): Proton's output is encrypted in slices of TLS_SLICE bytes
- * (two full records) and each slice's records go to the socket at once, so the client
- * decrypts and parses them while the rest is still being framed and encrypted here (a
- * prefetch of 300 is ~345 KB), as plain AMQP sends each chunk of Proton's output as it comes.
- * Small output (dispositions, flow) waits for the end of amqp_output: one send per loop
- * iteration. With WebSocket framing the frame header (4 bytes, unmasked) fits in the slice. */
-#define TLS_SLICE (32768 - 4)
-
 static void amqp_output(sock_t *s)
 {
   pn_connection_driver_t *d = &s->conn->driver;
   for (;;) {
     pn_bytes_t wb = emu_conn_output(s->conn); /* Proton's output, empty lists re-encoded */
     if (!wb.size) break;
-    if (s->tls) {
-      /* TLS and secure WebSocket: slice by slice, each slice's records sent at once */
-      const uint8_t *p = (const uint8_t *)wb.start;
-      size_t off = 0;
-      bool gone = false;
-      while (off < wb.size && !gone) {
-        size_t k = wb.size - off < TLS_SLICE ? wb.size - off : TLS_SLICE;
-#ifdef SBUS_EMU_WS
-        if (s->ws) {
-          size_t used = 0;
-          if (sbusi_layer_output(s->ws, p + off, k, &used) < 0) {
-            emu_conn_output_done(s->conn, off);
-            pn_connection_driver_close(d);
-            return;
-          }
-          sbusi_fifo_t *down = &s->ws->down;
-          wire_out(s, sbusi_fifo_data(down), sbusi_fifo_len(down));
-          sbusi_fifo_consume(down, sbusi_fifo_len(down));
-          if (!used) break;
-          k = used;
-        } else
-#endif
-        if (sbusi_tls_write(s->tls, p + off, k) < 0) {
-          emu_conn_output_done(s->conn, off);
-          pn_connection_driver_close(d);
-          return;
-        }
-        off += k;
-        size_t queued;
-        sbusi_tls_out_data(s->tls, &queued);
-        if (queued >= TLS_SLICE) gone = !tls_send(s, false);
-      }
-      emu_conn_output_done(s->conn, off);
-      if (gone) return;
-      if (off < wb.size) break;
-      continue;
-    }
 #ifdef SBUS_EMU_WS
     if (s->ws) {
       size_t used = 0;
@@ -430,6 +362,14 @@ static void amqp_output(sock_t *s)
       continue;
     }
 #endif
+    if (s->tls) {
+      if (sbusi_tls_write(s->tls, wb.start, wb.size) < 0) {
+        pn_connection_driver_close(d);
+        return;
+      }
+      emu_conn_output_done(s->conn, wb.size);
+      continue;
+    }
     if (s->out.len) {
       buf_put(&s->out, wb.start, wb.size);
       emu_conn_output_done(s->conn, wb.size);
@@ -443,9 +383,26 @@ static void amqp_output(sock_t *s)
     emu_conn_output_done(s->conn, (size_t)w);
     if ((size_t)w < wb.size) break;
   }
-  /* ciphertext goes to the socket from the filter's own queue; only what the socket
-     does not take now is copied into out */
-  if (s->tls) tls_send(s, true);
+  if (s->tls) {
+    /* ciphertext goes to the socket from the filter's own queue; only what the socket
+       does not take now is copied into out */
+    size_t p;
+    const void *data = sbusi_tls_out_data(s->tls, &p);
+    if (p && !s->out.len) {
+      ssize_t w = send_now(s, data, p);
+      if (w < 0) {
+        s->eof = true; /* as flush_out does: the peer is gone */
+        sbusi_tls_out_consume(s->tls, p);
+        return;
+      }
+      sbusi_tls_out_consume(s->tls, (size_t)w);
+      data = sbusi_tls_out_data(s->tls, &p);
+    }
+    if (p) {
+      buf_put(&s->out, data, p);
+      sbusi_tls_out_consume(s->tls, p);
+    }
+  }
 }
 
 static void flush_out(sock_t *s)
