@@ -44,16 +44,6 @@
 
 #define IN_CHUNK 65536
 
-/* Cut-through with TLS (issue 7): the host gets the records of at most
- * OUT_SLICE bytes of AMQP output to write before the next slice is
- * encrypted, so a batch of 100 x 1 KB (~105 KB) reaches the peer in four
- * pieces that it decrypts and parses while the rest is still being
- * encrypted here, instead of one piece after all of it. Hosts write until
- * the engine has nothing left, so a slice costs a send, not a wake-up.
- * Two full TLS records; with WebSocket framing, its frame header (8 bytes,
- * masked) fits in them too. */
-#define OUT_SLICE (32768 - 8)
-
 int sbusi_wire_tls_config(sbus_conn_t *c, const char *ca_file, int verify,
                           char *err, size_t errlen)
 {
@@ -73,9 +63,6 @@ typedef struct tls_layer {
     sbusi_tls_t *t;   /* the TLS state (owned) */
     int at_wire;      /* bottom of the stack: the host writes straight from
                          tls.c's queue (wire_data), down stays empty */
-    size_t plain_off; /* the stack's (wire-level) cut-through state: bytes
-                         at the head of c->plain already passed down; kept
-                         here because only stacks with TLS slice */
 } tls_layer_t;
 
 /* Moves what TLS has to send into down, as far as down has room. */
@@ -258,15 +245,6 @@ static void wire_consume(sbus_conn_t *c, size_t n)
         sbusi_tls_out_consume(((tls_layer_t *)b)->t, n);
 }
 
-/* The stack's TLS adapter, or NULL. */
-static tls_layer_t *stack_tls(sbus_conn_t *c)
-{
-    for (size_t i = 0; i < c->nlayers; i++)
-        if (c->layers[i]->ops == &g_tls_ops)
-            return (tls_layer_t *)c->layers[i];
-    return NULL;
-}
-
 int sbusi_wire_start(sbus_conn_t *c)
 {
     c->out.len = c->out_head = 0; /* what the old socket did not take */
@@ -302,17 +280,6 @@ static void free_layers(sbus_conn_t *c)
 void sbusi_wire_stop(sbus_conn_t *c)
 {
     sbusi_frame_reset(c->frame);
-    tls_layer_t *tl = stack_tls(c);
-    if (tl && tl->plain_off < c->plain.len &&
-        c->layers[0]->state != SBUSI_LAYER_ERROR) {
-        /* what cut-through held back goes down the stack now (no check:
-           the transport is ending anyway) */
-        size_t used;
-        sbusi_layer_t *top = c->layers[c->nlayers - 1];
-        if (sbusi_layer_output(top, c->plain.p + tl->plain_off,
-                               c->plain.len - tl->plain_off, &used) == 0)
-            sbusi_stack_pump(c->layers, c->nlayers);
-    }
     c->plain.len = 0;
     c->in_staged = 0;
     /* bytes for the wire the host has not taken yet (the AMQP close,
@@ -540,29 +507,17 @@ void sbus_conn_read_done(sbus_conn_t *c, size_t n)
     sbusi_process(c);
 }
 
-/* Passes c->plain down the stack, at most slice bytes of it when the
- * stack has TLS (cut-through: the rest waits at an offset, not moved). */
-static void stack_output(sbus_conn_t *c, size_t slice)
+/* Passes c->plain down the stack and what leaves the bottom to c->out. */
+static void stack_output(sbus_conn_t *c)
 {
     sbusi_layer_t *top = c->layers[c->nlayers - 1];
-    tls_layer_t *tl = stack_tls(c);
-    size_t off = tl ? tl->plain_off : 0;
-    size_t n = c->plain.len - off, used = 0;
-    if (tl && n > slice)
-        n = slice;
-    int rc = sbusi_layer_output(top, c->plain.p ? c->plain.p + off
-                                                : (uint8_t *)"",
-                                n, &used);
-    off += used;
-    if (off == c->plain.len) {
-        c->plain.len = off = 0;
-    } else if (!tl && off) {
-        memmove(c->plain.p, c->plain.p + off, c->plain.len - off);
-        c->plain.len -= off;
-        off = 0;
+    size_t used = 0;
+    int rc = sbusi_layer_output(top, c->plain.p ? c->plain.p : (uint8_t *)"",
+                                c->plain.len, &used);
+    if (used) {
+        memmove(c->plain.p, c->plain.p + used, c->plain.len - used);
+        c->plain.len -= used;
     }
-    if (tl)
-        tl->plain_off = off;
     if (rc == 0)
         rc = sbusi_stack_pump(c->layers, c->nlayers);
     check_layers(c, rc);
@@ -571,18 +526,14 @@ static void stack_output(sbus_conn_t *c, size_t slice)
 }
 
 /* Moves Proton's output through the frame filter (and the layers) into
- * c->out. With TLS, at most slice bytes go down the stack per call and
- * Proton's output is pulled only while less than that waits in c->plain
- * (cut-through, OUT_SLICE); the host's next sbus_conn_write_buffer()
- * passes the next slice. */
-static void pull_output_slice(sbus_conn_t *c, size_t slice)
+ * c->out. */
+static void pull_output(sbus_conn_t *c)
 {
     sbusi_buf_t *dst = c->nlayers ? &c->plain : &c->out;
-    tls_layer_t *tl = c->nlayers ? stack_tls(c) : NULL;
     if (c->have_driver)
         c->frame->max_frame =
             pn_transport_get_remote_max_frame(c->driver.transport);
-    while (c->have_driver && !(tl && dst->len - tl->plain_off >= slice)) {
+    while (c->have_driver) {
         pn_bytes_t wb = pn_connection_driver_write_buffer(&c->driver);
         if (!wb.size)
             break;
@@ -604,14 +555,7 @@ static void pull_output_slice(sbus_conn_t *c, size_t slice)
             sbusi_layer_shutdown(c->layers[i]);
     }
     if (c->have_driver && c->nlayers)
-        stack_output(c, slice);
-}
-
-/* All of Proton's output at once (the error paths, which end the
- * transport next). */
-static void pull_output(sbus_conn_t *c)
-{
-    pull_output_slice(c, (size_t)-1);
+        stack_output(c);
 }
 
 const uint8_t *sbus_conn_write_buffer(sbus_conn_t *c, size_t *len)
@@ -624,7 +568,7 @@ const uint8_t *sbus_conn_write_buffer(sbus_conn_t *c, size_t *len)
         c->out.len = c->out_head = 0;
         if (c->have_driver && c->nlayers)
             stack_to_proton(c); /* input left when Proton was full */
-        pull_output_slice(c, OUT_SLICE);
+        pull_output(c);
         sbusi_process(c);
     }
     /* with layers, out is empty until they stop: the bytes are handed out
