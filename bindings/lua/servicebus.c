@@ -161,6 +161,10 @@ static const udtype_t UT_CLIENT = {MT_CLIENT}, UT_SENDER = {MT_SENDER},
                       UT_RECEIVER = {MT_RECEIVER}, UT_MESSAGE = {MT_MESSAGE},
                       UT_BATCH = {MT_BATCH}, UT_OP = {MT_OP};
 
+/* Registry key of the table of the metatables of ops done with the result
+ * true, by kind (op_done_meta); its "methods" field holds the op methods. */
+static const char OPDONE_KEY = 0;
+
 /* The userdata at i if its metatable is t's, else NULL. */
 static void *test_ud(lua_State *L, int i, const udtype_t *t)
 {
@@ -736,7 +740,7 @@ static int get_env_field(lua_State *L, int i, const char *k)
  * client and, for a receiver, itself; a client's env its waiters (id ->
  * op), the shared env of its ops ({ [1] = client }) and the op metatable. */
 enum { ENV_CLIENT = 1, ENV_RX = 2 };
-enum { ENV_WAITERS = 1, ENV_OPENV = 2, ENV_OPMETA = 3 };
+enum { ENV_WAITERS = 1, ENV_OPENV = 2, ENV_OPMETA = 3, ENV_OPDONE = 4 };
 
 /* Pushes slot k of the uservalue table of the userdata at i. */
 static void get_env_slot(lua_State *L, int i, int k)
@@ -1492,9 +1496,14 @@ static size_t message_held_bytes(const sbus_message_t *m)
  * completed than Lua 5.4, whose own objects sit between the messages
  * (bindings/lua/STATUS.md). So on LuaJIT the client counts what it hands
  * out (gc_debt) and each operation started while GC_DEBT_STEP of it is
- * unpaid runs one basic GC step, as if Lua had allocated it: the steps
- * come when the program starts work, after it dropped the previous
- * batch, not while its stack still holds it. On Lua 5.4 the same steps
+ * unpaid runs the GC steps that GC_STEP_KB of Lua allocation would: the
+ * steps come when the program starts work, after it dropped the previous
+ * batch, not while its stack still holds it. (One basic step per 64 KiB
+ * was enough while each op was a table of ~180 bytes; ops are 48-byte
+ * userdata now, and with that step alone LuaJIT's faults doubled again:
+ * 8 KiB per 64 KiB brings them back to ~1,260 per 30,000 messages,
+ * against 1,500-1,800 before, without the CPU that paying the full
+ * 64 KiB costs.) On Lua 5.4 the same steps
  * only cost time (+2-3% instructions, same faults and peak RSS), so it
  * is left to its own pacing. Nothing happens while the program keeps the
  * GC stopped. */
@@ -1504,12 +1513,63 @@ static size_t message_held_bytes(const sbus_message_t *m)
 #define SBL_GC_PACE 0
 #endif
 #define GC_DEBT_STEP (64 * 1024)
+#define GC_STEP_KB 8
 
 static void gc_pay(lua_State *L, client_t *cl)
 {
     cl->gc_debt -= GC_DEBT_STEP;
     if (lua_gc(L, LUA_GCISRUNNING, 0))
-        lua_gc(L, LUA_GCSTEP, 0);
+        lua_gc(L, LUA_GCSTEP, GC_STEP_KB);
+}
+
+/* Pushes the metatable of ops of kind `what` done with the result true
+ * (the usual end of a completion, a send, an open, a close), from the
+ * table at ti (OPDONE_KEY), made on first use. Its __index is a plain
+ * table: { what, done = true, [1] = true, wait/result/is_done returning
+ * true, cancel, set_timeout }, so waiting on such an op, or reading
+ * op.done, runs no C and no __index function (LuaJIT keeps the caller's
+ * loop in one trace). */
+static void op_done_meta(lua_State *L, int ti, const char *what)
+{
+    int mi, ii;
+    if (lua_rawgetp(L, ti, what) != LUA_TNIL)
+        return;
+    lua_pop(L, 1);
+    lua_createtable(L, 0, 4);
+    mi = lua_gettop(L);
+    lua_createtable(L, 1, 8);
+    ii = lua_gettop(L);
+    lua_getfield(L, ti, "methods");
+    lua_pushnil(L);
+    while (lua_next(L, ii + 1)) {
+        lua_pushvalue(L, -2);
+        lua_insert(L, -2);
+        lua_rawset(L, ii);
+    }
+    lua_getfield(L, -1, "_true"); /* function() return true end */
+    lua_pushvalue(L, -1);
+    lua_setfield(L, ii, "wait");
+    lua_pushvalue(L, -1);
+    lua_setfield(L, ii, "result");
+    lua_setfield(L, ii, "is_done");
+    lua_pop(L, 1); /* methods */
+    lua_pushstring(L, what);
+    lua_setfield(L, ii, "what");
+    lua_pushboolean(L, 1);
+    lua_setfield(L, ii, "done");
+    lua_pushboolean(L, 1);
+    lua_rawseti(L, ii, 1);
+    lua_setfield(L, mi, "__index");
+    lua_pushstring(L, MT_OP);
+    lua_setfield(L, mi, "__name");
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &UT_OP);
+    lua_getfield(L, -1, "__tostring");
+    lua_setfield(L, mi, "__tostring");
+    lua_pop(L, 1);
+    lua_pushboolean(L, 1);
+    lua_rawsetp(L, mi, &UT_OP);
+    lua_pushvalue(L, mi);
+    lua_rawsetp(L, ti, what);
 }
 
 static void handle_done(lua_State *L, client_t *cl, int envi,
@@ -1584,6 +1644,10 @@ static void handle_done(lua_State *L, client_t *cl, int envi,
             break;
         default:
             o->state = OP_TRUE;
+            lua_rawgeti(L, envi, ENV_OPDONE);
+            op_done_meta(L, lua_gettop(L), o->what);
+            lua_setmetatable(L, opi);
+            lua_pop(L, 1);
             break;
         }
     }
@@ -1993,6 +2057,8 @@ static int l_new(lua_State *L)
     lua_rawseti(L, -2, ENV_OPENV);
     lua_rawgetp(L, LUA_REGISTRYINDEX, &UT_OP);
     lua_rawseti(L, -2, ENV_OPMETA);
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &OPDONE_KEY);
+    lua_rawseti(L, -2, ENV_OPDONE);
     lua_newtable(L);
     lua_setfield(L, -2, "renew");
     lua_getfield(L, 1, "logger");
@@ -2126,9 +2192,17 @@ static client_t *check_io_client(lua_State *L, int i)
     return cl;
 }
 
+/* The op at i, or raises. Ops have several metatables (op_done_meta):
+ * each carries the marker [&UT_OP] = true. */
 static op_t *check_op(lua_State *L, int i)
 {
-    return (op_t *)check_ud(L, i, &UT_OP);
+    void *p = lua_touserdata(L, i);
+    int ok = 0;
+    if (p && lua_getmetatable(L, i)) {
+        ok = lua_rawgetp(L, -1, &UT_OP) == LUA_TBOOLEAN;
+        lua_pop(L, 2);
+    }
+    return ok ? (op_t *)p : (op_t *)luaL_checkudata(L, i, MT_OP);
 }
 
 /* client:_iowait(op [, timeout_s]) -> done: runs the driver until op
@@ -3378,6 +3452,7 @@ static const char PRELUDE[] =
     /* op:wait([timeout]) -> the op's results, or nil, msg, "timeout";
      * is_done and result are C (no field lookups on the way) */
     "local op_done, op_result = Op.is_done, Op.result\n"
+    "function Op._true() return true end\n"
     "function Op:wait(timeout)\n"
     "  if not op_done(self) then\n"
     "    local c = self.client\n"
@@ -3765,6 +3840,12 @@ SBUS_API int luaopen_servicebus(lua_State *L)
     lua_pushvalue(L, om - 1);
     lua_pushcclosure(L, op_tostring, 1);
     lua_setfield(L, om - 1, "__tostring");
+    lua_pushboolean(L, 1);
+    lua_rawsetp(L, om - 1, &UT_OP);
+    lua_createtable(L, 0, 16); /* OPDONE_KEY */
+    lua_pushvalue(L, om);
+    lua_setfield(L, -2, "methods");
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &OPDONE_KEY);
 
     /* __close on 5.4 for client, sender, receiver */
     {
