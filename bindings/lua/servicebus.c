@@ -89,7 +89,13 @@ struct client {
     sbus_io_t *io;             /* POSIX driver; NULL in host mode */
     int host;                  /* 1: Lua owns the socket (OpenResty) */
     int trace_stderr;          /* logging on and no logger function */
-    lua_Integer next_id;       /* last operation id handed out */
+    /* An op's id (its engine token) is its slot in the waiters table,
+     * taken when the op starts and given back when it completes, so that
+     * the table stays an array (no hash insert and delete per op). Free
+     * slots hold false there and are listed in free_slots. */
+    lua_Integer nslots;        /* slots handed out so far */
+    lua_Integer *free_slots;   /* room for nslots entries */
+    size_t nfree;
     lua_Integer completed;     /* ops completed (step() reports deltas) */
     child_t children;          /* sentinel of the list of children */
     /* host mode: what the engine asked of the socket */
@@ -1589,8 +1595,9 @@ static void handle_done(lua_State *L, client_t *cl, int envi,
         return;
     }
     opi = lua_gettop(L);
-    lua_pushnil(L);
-    lua_rawseti(L, -3, id); /* waiters[id] = nil */
+    lua_pushboolean(L, 0);
+    lua_rawseti(L, -3, id); /* waiters[id] = false: a free slot */
+    cl->free_slots[cl->nfree++] = id;
     cl->completed++;
 
     if (ev->error) {
@@ -1842,8 +1849,18 @@ static lua_Integer op_new(lua_State *L, int ci, const char *what)
         tick_engine(cl);
     if (cl->gc_debt >= GC_DEBT_STEP)
         gc_pay(L, cl);
+    if (cl->nfree == 0 && (cl->nslots & (cl->nslots + 1)) == 0) {
+        /* nslots + 1 is a power of two: room for twice as many free slots
+         * (a completion never needs to allocate) */
+        size_t cap = 2 * (size_t)cl->nslots + 2;
+        lua_Integer *p = (lua_Integer *)realloc(cl->free_slots,
+                                                cap * sizeof *p);
+        if (!p)
+            luaL_error(L, "servicebus: out of memory");
+        cl->free_slots = p;
+    }
     o = (op_t *)sbl_newuserdata(L, sizeof *o);
-    o->id = ++cl->next_id;
+    o->id = cl->nfree ? cl->free_slots[--cl->nfree] : ++cl->nslots;
     o->what = what;
     o->done = 0;
     o->state = OP_PENDING;
@@ -1879,10 +1896,11 @@ static void op_set_extra(lua_State *L)
 static int op_accept(lua_State *L, int ci, int rc)
 {
     int opi = lua_gettop(L);
-    /* the op's id: op_new() just handed it out, nothing ran in between */
-    lua_Integer id = client_at(L, ci)->next_id;
+    lua_Integer id = ((op_t *)lua_touserdata(L, opi))->id;
     ci = lua_absindex(L, ci);
-    if (rc < 0) {
+    if (rc < 0) { /* no event will come: the slot is free again */
+        client_t *cl = client_at(L, ci);
+        cl->free_slots[cl->nfree++] = id;
         lua_pop(L, 1);
         return push_fail(L, rc, NULL);
     }
@@ -2118,7 +2136,11 @@ static int client_free_l(lua_State *L)
 
 static int client_gc(lua_State *L)
 {
-    client_free(to_client(L, 1));
+    client_t *cl = to_client(L, 1);
+    client_free(cl);
+    free(cl->free_slots);
+    cl->free_slots = NULL;
+    cl->nfree = 0;
     return 0;
 }
 
@@ -3271,7 +3293,10 @@ static int op_cancel(lua_State *L)
 {
     op_t *o = op_at(L, 1);
     client_t *cl = op_client(L, 1);
-    int rc = sbus_conn_cancel(cl->conn, TOKEN(o->id));
+    int rc;
+    if (o->done) /* its id may be another op's now */
+        return push_fail(L, SBUS_ENOENT, NULL);
+    rc = sbus_conn_cancel(cl->conn, TOKEN(o->id));
     if (rc < 0)
         return push_fail(L, rc, NULL);
     drain(L, lua_gettop(L));
@@ -3289,6 +3314,8 @@ static int op_set_timeout(lua_State *L)
     int64_t ms = secs_to_ms(luaL_checknumber(L, 2));
     client_t *cl = op_client(L, 1);
     int rc;
+    if (o->done) /* its id may be another op's now */
+        return push_fail(L, SBUS_ENOENT, NULL);
     tick_engine(cl); /* the timeout counts from now */
     rc = sbus_conn_set_op_timeout(cl->conn, TOKEN(o->id), ms);
     if (rc < 0)
