@@ -17,6 +17,7 @@
 #include "certgen.h"
 #include "config.h"
 #include "net.h"
+#include "admin.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -230,6 +231,7 @@ out:
   for (int i = 0; i < 2; i++)
     if (stop_pipe[i] >= 0) close(stop_pipe[i]);
   sbusi_tls_ctx_free(tls);
+  emu_admin_free(b);
   emu_broker_free(b);
   return rc;
 }

@@ -16,6 +16,7 @@
  * offered to the layer, and the layer's payload goes to Proton.
  */
 #include "net.h"
+#include "admin.h"
 
 /* WebSocket support needs the engine's ws layer (core/src/ws.c, proxy.c, alloc.c); builds
  * that link only the broker files (scripts/fuzz.sh) leave SBUS_EMU_WS undefined. */
@@ -427,15 +428,15 @@ static void flush_out(sock_t *s)
 
 /* ---------------------------------------------------------------- HTTP */
 
-static void http_respond(sock_t *s, int status, const emu_buf_t *body)
+static void http_respond(sock_t *s, int status, const char *ctype, const emu_buf_t *body)
 {
   const char *reason = status == 200 ? "OK" : status == 201 ? "Created" : status == 204 ? "No Content"
-                     : status == 400 ? "Bad Request" : status == 404 ? "Not Found"
+                     : status == 400 ? "Bad Request" : status == 401 ? "Unauthorized" : status == 404 ? "Not Found"
                      : status == 405 ? "Method Not Allowed" : status == 409 ? "Conflict" : "Error";
-  char hdr[256];
+  char hdr[320];
   int k = snprintf(hdr, sizeof hdr,
-                   "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n",
-                   status, reason, body->len);
+                   "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n",
+                   status, reason, ctype, body->len);
   buf_put(&s->out, hdr, (size_t)k);
   buf_put(&s->out, body->p, body->len);
   s->done = true;
@@ -456,8 +457,10 @@ static void http_try(emu_net_t *n, sock_t *s)
   char method[16] = "", path[1024] = "";
   sscanf(req, "%15s %1023s", method, path);
   emu_buf_t body = {0};
-  int status = emu_control_handle(n->b, method, path, req + hlen, clen, &body);
-  http_respond(s, status, &body);
+  emu_http_req_t hr = {method, path, req, hlen, req + hlen, clen};
+  const char *ctype = "application/json";
+  int status = emu_control_request(n->b, &hr, &body, &ctype);
+  http_respond(s, status, ctype, &body);
   buf_free(&body);
 }
 

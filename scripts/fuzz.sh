@@ -87,7 +87,7 @@ build() {
     case $name in
     ws) set=plain; srcs="core/src/ws.c core/src/proxy.c core/src/alloc.c"; libs="-lcrypto" ;;
     http) set=plain; srcs="core/src/proxy.c core/src/alloc.c"; libs="-lcrypto" ;;
-    config|sql|emu*) set=emu; srcs=$emu_srcs; libs="-lqpid-proton $JANSSON -lssl -lcrypto -lm" ;;
+    config|sql|emu*) set=emu; srcs=$emu_srcs; libs="-lqpid-proton $JANSSON -lexpat -lssl -lcrypto -lm" ;;
     *) set=core; srcs=$core_srcs; libs="-lqpid-proton -lssl -lcrypto" ;;
     esac
     for s in $srcs; do
