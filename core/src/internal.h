@@ -124,6 +124,10 @@ int sbusi_amqp_check(const void *p, size_t n);
 
 /* Reads one value (any type) and moves past it. Returns 0 or -1. */
 int sbusi_dec_item(sbusi_dec_t *d, sbusi_item_t *it);
+/* Reads one value as sbusi_dec_item() would and keeps only its `v` (same
+ * result, same checks): primitive items take a fast path without filling
+ * an item. Returns 0 or -1. */
+int sbusi_dec_value(sbusi_dec_t *d, sbus_value_t *v);
 /* A cursor over the items of a list/map item. */
 void sbusi_dec_enter(const sbusi_item_t *it, sbusi_dec_t *inner);
 /* Reads array element i-th in sequence from an array cursor. */

@@ -801,22 +801,33 @@ int sbusi_encode_payload(sbus_message_t *const *msgs, size_t n,
 
 /* Stores a string item as property `which` (ids of other types are
  * formatted as text). */
-static int dec_prop(sbus_message_t *m, int which, const sbusi_item_t *it)
+static int dec_prop(sbus_message_t *m, int which, const sbus_value_t *v)
 {
     char tmp[40];
-    switch (it->v.type) {
+    switch (v->type) {
     case SBUS_VAL_STRING:
-        return set_str(m, &m->props[which], it->v.u.s.ptr, it->v.u.s.len);
+        return set_str(m, &m->props[which], v->u.s.ptr, v->u.s.len);
     case SBUS_VAL_UINT:
-        snprintf(tmp, sizeof tmp, "%" PRIu64, it->v.u.u);
+        snprintf(tmp, sizeof tmp, "%" PRIu64, v->u.u);
         return set_str(m, &m->props[which], tmp, strlen(tmp));
     case SBUS_VAL_UUID:
-        sbus_uuid_format(it->v.u.uuid, tmp);
+        sbus_uuid_format(v->u.uuid, tmp);
         return set_str(m, &m->props[which], tmp, 36);
     case SBUS_VAL_BINARY:
-        return set_str(m, &m->props[which], it->v.u.s.ptr, it->v.u.s.len);
+        return set_str(m, &m->props[which], v->u.s.ptr, v->u.s.len);
     default:
         return 0;
+    }
+}
+
+/* sbusi_item_int() for a bare value. */
+static int value_int(const sbus_value_t *v, int64_t *out)
+{
+    switch (v->type) {
+    case SBUS_VAL_INT:
+    case SBUS_VAL_TIMESTAMP: *out = v->u.i; return 0;
+    case SBUS_VAL_UINT: *out = (int64_t)v->u.u; return 0;
+    default: return -1;
     }
 }
 
@@ -825,16 +836,16 @@ static int dec_header(sbus_message_t *m, const sbusi_item_t *list)
     sbusi_dec_t d;
     sbusi_dec_enter(list, &d);
     for (uint32_t i = 0; i < list->count; i++) {
-        sbusi_item_t it;
+        sbus_value_t it;
         int64_t v;
-        if (sbusi_dec_item(&d, &it) < 0)
+        if (sbusi_dec_value(&d, &it) < 0)
             return SBUS_EINVAL;
-        if (sbusi_item_int(&it, &v) < 0)
+        if (i != 2 && i != 4)
             continue;
-        if (i == 2)
-            set_field_raw(m, SBUS_FIELD_TIME_TO_LIVE, v);
-        else if (i == 4)
-            set_field_raw(m, SBUS_FIELD_DELIVERY_COUNT, v);
+        if (value_int(&it, &v) < 0)
+            continue;
+        set_field_raw(m, i == 2 ? SBUS_FIELD_TIME_TO_LIVE
+                                : SBUS_FIELD_DELIVERY_COUNT, v);
     }
     return 0;
 }
@@ -870,19 +881,19 @@ static int dec_annotations(sbus_message_t *m, const sbusi_item_t *map)
     sbusi_dec_t d;
     sbusi_dec_enter(map, &d);
     for (uint32_t i = 0; i < map->count; i += 2) {
-        sbusi_item_t k, v;
-        if (sbusi_dec_item(&d, &k) < 0 || sbusi_dec_item(&d, &v) < 0)
+        sbus_value_t k, v;
+        if (sbusi_dec_value(&d, &k) < 0 || sbusi_dec_value(&d, &v) < 0)
             return SBUS_EINVAL;
-        if (k.v.type != SBUS_VAL_STRING || k.v.u.s.len < 6 ||
-            memcmp(k.v.u.s.ptr, "x-opt-", 6) != 0)
+        if (k.type != SBUS_VAL_STRING || k.u.s.len < 6 ||
+            memcmp(k.u.s.ptr, "x-opt-", 6) != 0)
             continue; /* none of ours */
         for (size_t j = 0; j < sizeof g_annots / sizeof g_annots[0]; j++) {
-            if (k.v.u.s.len != g_annots[j].len ||
-                memcmp(k.v.u.s.ptr + 6, g_annots[j].key + 6,
+            if (k.u.s.len != g_annots[j].len ||
+                memcmp(k.u.s.ptr + 6, g_annots[j].key + 6,
                        g_annots[j].len - 6) != 0)
                 continue;
             int64_t x;
-            if (g_annots[j].field >= 0 && sbusi_item_int(&v, &x) == 0)
+            if (g_annots[j].field >= 0 && value_int(&v, &x) == 0)
                 set_field_raw(m, g_annots[j].field, x);
             else if (g_annots[j].prop >= 0 &&
                      dec_prop(m, g_annots[j].prop, &v) < 0)
@@ -910,8 +921,8 @@ static int dec_properties(sbus_message_t *m, const sbusi_item_t *list)
     sbusi_dec_t d;
     sbusi_dec_enter(list, &d);
     for (uint32_t i = 0; i < list->count && i < 13; i++) {
-        sbusi_item_t it;
-        if (sbusi_dec_item(&d, &it) < 0)
+        sbus_value_t it;
+        if (sbusi_dec_value(&d, &it) < 0)
             return SBUS_EINVAL;
         if (g_prop_slots[i] >= 0 && dec_prop(m, g_prop_slots[i], &it) < 0)
             return SBUS_ENOMEM;
@@ -947,7 +958,7 @@ static int dec_app_props(sbus_message_t *m, const sbusi_item_t *map)
             which = SBUS_PROP_DEAD_LETTER_REASON;
         else if (sym_is(&k, "DeadLetterErrorDescription"))
             which = SBUS_PROP_DEAD_LETTER_DESCRIPTION;
-        if (which >= 0 && dec_prop(m, which, &v) < 0)
+        if (which >= 0 && dec_prop(m, which, &v.v) < 0)
             return SBUS_ENOMEM;
     }
     return 0;
