@@ -388,10 +388,15 @@ void sbusi_receiver_pump(sbus_receiver_t *r)
 /* .NET GUID byte order (first three groups little-endian) -> RFC 4122. */
 static void lock_from_tag(const uint8_t *t, uint8_t out[16])
 {
-    static const int map[16] = {3, 2, 1, 0, 5, 4, 7, 6,
-                                8, 9, 10, 11, 12, 13, 14, 15};
-    for (int i = 0; i < 16; i++)
-        out[i] = t[map[i]];
+    out[0] = t[3];
+    out[1] = t[2];
+    out[2] = t[1];
+    out[3] = t[0];
+    out[4] = t[5];
+    out[5] = t[4];
+    out[6] = t[7];
+    out[7] = t[6];
+    memcpy(out + 8, t + 8, 8);
 }
 
 static void hand_over(sbus_receiver_t *r, sbus_message_t *m)
