@@ -1344,5 +1344,6 @@ void sbus_conn_free(sbus_conn_t *c)
         c->spare_ops = op->next;
         sbusi_free(op);
     }
+    sbusi_msgpool_close(c->msgpool);
     sbusi_free(c);
 }

@@ -180,6 +180,9 @@ struct sbus_message {
     size_t nsections;                    /* used entries of sections */
     sbusi_prop_t *aprops;                /* application properties */
     size_t naprops;                      /* used entries */
+    struct sbusi_msgpool *pool;          /* received: the connection's
+                                            pool the block returns to, or
+                                            NULL */
     void *blk;                           /* received: the payload and
                                             decoded strings, in the
                                             message's own allocation
@@ -217,8 +220,16 @@ int sbusi_message_decode(const uint8_t *p, size_t n, sbus_message_t **out);
 /* A received message in one allocation: returns an empty message with
  * room for an n-byte payload, which the caller writes to *payload and then
  * decodes in place with sbusi_message_decode_payload() (the body is not
- * copied again). NULL when out of memory. */
-sbus_message_t *sbusi_message_alloc_payload(size_t n, uint8_t **payload);
+ * copied again). NULL when out of memory. With poolp (a connection's
+ * pool, created on first use) the block comes from the pool when one fits
+ * and returns to it when the message is freed while the connection
+ * exists. */
+typedef struct sbusi_msgpool sbusi_msgpool_t;
+sbus_message_t *sbusi_message_alloc_payload(sbusi_msgpool_t **poolp,
+                                            size_t n, uint8_t **payload);
+/* The connection is going: frees the pool's blocks; the pool itself goes
+ * with the last message that came from it. */
+void sbusi_msgpool_close(sbusi_msgpool_t *pool);
 /* Decodes the first n bytes written to the payload of m (n at most the
  * size given to sbusi_message_alloc_payload()). On failure m is freed. */
 int sbusi_message_decode_payload(sbus_message_t *m, size_t n);
@@ -467,6 +478,8 @@ struct sbus_conn {
                                  next): a settle per received message
                                  then costs no allocation */
     size_t nspare_ops;        /* entries in spare_ops */
+    sbusi_msgpool_t *msgpool; /* blocks of received messages for reuse
+                                 (message.c), NULL until the first */
     sbusi_audience_t *auds;   /* token audiences */
     sbusi_cbs_t cbs;          /* CBS link pair */
     sbusi_mgmt_t *mgmts;      /* $management pairs */

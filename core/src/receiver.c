@@ -434,7 +434,7 @@ static void on_message(sbus_receiver_t *r, pn_delivery_t *d)
        one copy per message */
     uint8_t *payload;
     size_t n = pn_delivery_pending(d);
-    sbus_message_t *m = sbusi_message_alloc_payload(n, &payload);
+    sbus_message_t *m = sbusi_message_alloc_payload(&c->msgpool, n, &payload);
     if (!m)
         return; /* left buffered in Proton; tried again later */
     pn_link_t *l = pn_delivery_link(d);
