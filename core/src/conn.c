@@ -23,6 +23,7 @@
 #include <proton/event.h>
 #include <proton/logger.h>
 #include <proton/sasl.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -386,7 +387,15 @@ sbusi_op_t *sbusi_op_new(sbus_conn_t *c, sbus_op_t kind, void *token,
     if (op) {
         c->spare_ops = op->next;
         c->nspare_ops--;
-        memset(op, 0, sizeof *op);
+        /* All but the event's two error strings (416 of the op's ~900
+           bytes), which sbusi_error_set() writes whole before anything
+           points at them. */
+        size_t from = offsetof(sbusi_op_t, ev) + offsetof(sbusi_ev_t, cond);
+        size_t to = offsetof(sbusi_op_t, ev) + offsetof(sbusi_ev_t, queued);
+        memset(op, 0, from);
+        memset((char *)op + to, 0, sizeof *op - to);
+        op->ev.cond[0] = 0;
+        op->ev.desc[0] = 0;
     } else {
         op = sbusi_calloc(1, sizeof *op);
         if (!op)

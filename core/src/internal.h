@@ -282,7 +282,9 @@ typedef struct sbusi_ev {
     sbus_event_t e;             /* the public view */
     sbus_error_t err;           /* e.error points here when failed */
     char cond[SBUSI_COND_MAX];  /* err.condition storage */
-    char desc[SBUSI_DESC_MAX];  /* err.description storage */
+    char desc[SBUSI_DESC_MAX];  /* err.description storage (cond..desc
+                                   are not cleared when an op is reused:
+                                   keep them together, before `queued`) */
     int queued;                 /* 1 while in the queue */
     void (*release)(struct sbusi_ev *ev); /* after the host pulled it */
     void *owner;                /* what release frees */
