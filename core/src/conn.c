@@ -1105,7 +1105,8 @@ static void release_link(pn_link_t *l)
     pn_link_free(l);
 }
 
-static void on_link_event(sbus_conn_t *c, pn_event_t *e, pn_link_t *l)
+static void on_link_event(sbus_conn_t *c, pn_event_t *e, pn_link_t *l,
+                          pn_delivery_t *d)
 {
     sbusi_owner_t *o = link_owner(l);
     pn_event_type_t t = pn_event_type(e);
@@ -1114,16 +1115,17 @@ static void on_link_event(sbus_conn_t *c, pn_event_t *e, pn_link_t *l)
         if (detached) {
             release_link(l);
         } else if (t == PN_DELIVERY) {
-            pn_delivery_t *d = pn_event_delivery(e);
             if (d && !pn_link_is_sender(l) && !pn_delivery_partial(d))
                 pn_delivery_settle(d); /* for nobody: drop */
         }
         return;
     }
     switch (o->kind) {
-    case SBUSI_OWN_SENDER: sbusi_sender_on_event((sbus_sender_t *)o, e); break;
+    case SBUSI_OWN_SENDER:
+        sbusi_sender_on_event((sbus_sender_t *)o, e, l, d);
+        break;
     case SBUSI_OWN_RECEIVER:
-        sbusi_receiver_on_event((sbus_receiver_t *)o, e);
+        sbusi_receiver_on_event((sbus_receiver_t *)o, e, l, d);
         break;
     case SBUSI_OWN_CBS: sbusi_cbs_on_event(c, o, e); break;
     case SBUSI_OWN_MGMT: sbusi_mgmt_on_event(c, o, e); break;
@@ -1151,9 +1153,15 @@ static void dispatch(sbus_conn_t *c, pn_event_t *e)
     case PN_LINK_REMOTE_CLOSE:
     case PN_LINK_REMOTE_DETACH:
     case PN_LINK_FLOW:
-    case PN_DELIVERY:
-        on_link_event(c, e, pn_event_link(e));
+        on_link_event(c, e, pn_event_link(e), NULL);
         break;
+    case PN_DELIVERY: {
+        /* the delivery's link directly: pn_event_link() finds it through
+           the event's class, ~50 instructions a message */
+        pn_delivery_t *d = pn_event_delivery(e);
+        on_link_event(c, e, d ? pn_delivery_link(d) : NULL, d);
+        break;
+    }
     default: break;
     }
 }

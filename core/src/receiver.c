@@ -603,9 +603,9 @@ static void on_remote_close(sbus_receiver_t *r, pn_link_t *l)
         complete_opens(r, &r->own.last_err);
 }
 
-void sbusi_receiver_on_event(sbus_receiver_t *r, pn_event_t *e)
+void sbusi_receiver_on_event(sbus_receiver_t *r, pn_event_t *e, pn_link_t *l,
+                             pn_delivery_t *d)
 {
-    pn_link_t *l = pn_event_link(e);
     switch (pn_event_type(e)) {
     case PN_LINK_REMOTE_OPEN:
         if (r->own.state != SBUSI_L_ATTACHING ||
@@ -629,7 +629,7 @@ void sbusi_receiver_on_event(sbus_receiver_t *r, pn_event_t *e)
         }
         break;
     case PN_DELIVERY:
-        on_delivery(r, pn_event_delivery(e));
+        on_delivery(r, d);
         break;
     default: break;
     }
