@@ -292,11 +292,15 @@ static void on_readable(sock_t *s)
     pn_rwbytes_t rb = {0, NULL};
     bool discard = s->kind == NET_AMQP && pn_connection_driver_read_closed(&s->conn->driver);
     unsigned char *tin = NULL; /* TLS: the filter's input queue, read into in place */
+    bool staged = false;       /* WebSocket: read straight into the staging buffer */
     if (s->kind == NET_AMQP && !discard) {
       rb = pn_connection_driver_read_buffer(&s->conn->driver);
       r = recv(s->fd, rb.start, rb.size, 0);
     } else if (s->tls && (tin = sbusi_tls_feed_buffer(s->tls, sizeof buf))) {
       r = recv(s->fd, tin, sizeof buf, 0);
+    } else if (s->ws && !s->tls && buf_reserve(&s->wsin, sizeof buf) == 0) {
+      staged = true;
+      r = recv(s->fd, s->wsin.p + s->wsin.len, sizeof buf, 0);
     } else {
       r = recv(s->fd, buf, sizeof buf, 0);
     }
@@ -318,7 +322,8 @@ static void on_readable(sock_t *s)
       if (fed == 0) tls_pump_in(s);
       else pn_connection_driver_close(&s->conn->driver);
     } else if (s->ws) {
-      buf_put(&s->wsin, buf, (size_t)r);
+      if (staged) s->wsin.len += (size_t)r;
+      else buf_put(&s->wsin, buf, (size_t)r);
       ws_pump(s);
     } else {
       emu_conn_read_done(s->conn, rb.start, (size_t)r);

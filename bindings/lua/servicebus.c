@@ -89,7 +89,13 @@ struct client {
     sbus_io_t *io;             /* POSIX driver; NULL in host mode */
     int host;                  /* 1: Lua owns the socket (OpenResty) */
     int trace_stderr;          /* logging on and no logger function */
-    lua_Integer next_id;       /* last operation id handed out */
+    /* An op's id (its engine token) is its slot in the waiters table,
+     * taken when the op starts and given back when it completes, so that
+     * the table stays an array (no hash insert and delete per op). Free
+     * slots hold false there and are listed in free_slots. */
+    lua_Integer nslots;        /* slots handed out so far */
+    lua_Integer *free_slots;   /* room for nslots entries */
+    size_t nfree;
     lua_Integer completed;     /* ops completed (step() reports deltas) */
     child_t children;          /* sentinel of the list of children */
     /* host mode: what the engine asked of the socket */
@@ -118,6 +124,34 @@ typedef struct batch {
     sbus_batch_t *b;           /* owned */
 } batch_t;
 
+/* An operation: a small userdata, no table of its own while it runs.
+ * Its user value is the client's shared op env { [1] = client } until
+ * it needs room of its own (a receive's receiver env, a renewed
+ * message, a result other than true, an error): then a table of its own,
+ * slots OPENV_*. A completed settle, send, open or close never gets one:
+ * one allocation per op, no finalizer. */
+typedef struct op {
+    lua_Integer id;            /* the engine token */
+    const char *what;          /* a string constant: "complete", ... */
+    unsigned char done;        /* 1 once completed */
+    unsigned char state;       /* OP_PENDING until done */
+    unsigned char own_env;     /* the user value is this op's own table */
+} op_t;
+
+enum { OP_PENDING, OP_TRUE, OP_VALUE, OP_FAILED };
+
+/* Slots of an op's env table. */
+enum {
+    OPENV_CLIENT = 1, /* the client (also in the shared env) */
+    OPENV_R1 = 2,     /* results 1..3 (OP_VALUE: R1; OP_FAILED: R2, R3) */
+    OPENV_R2 = 3,
+    OPENV_R3 = 4,
+    OPENV_EXTRA = 5,  /* receive/peek: the receiver env; settle: the
+                         message while it is renewed */
+    OPENV_ERROR = 6,  /* OP_FAILED: the error table */
+    OPENV_SIZE = 6
+};
+
 /* ------------------------------------------------------------------ */
 /* Type checks                                                         */
 /* ------------------------------------------------------------------ */
@@ -131,7 +165,11 @@ typedef struct udtype {
 
 static const udtype_t UT_CLIENT = {MT_CLIENT}, UT_SENDER = {MT_SENDER},
                       UT_RECEIVER = {MT_RECEIVER}, UT_MESSAGE = {MT_MESSAGE},
-                      UT_BATCH = {MT_BATCH};
+                      UT_BATCH = {MT_BATCH}, UT_OP = {MT_OP};
+
+/* Registry key of the table of the metatables of ops done with the result
+ * true, by kind (op_done_meta); its "methods" field holds the op methods. */
+static const char OPDONE_KEY = 0;
 
 /* The userdata at i if its metatable is t's, else NULL. */
 static void *test_ud(lua_State *L, int i, const udtype_t *t)
@@ -143,6 +181,20 @@ static void *test_ud(lua_State *L, int i, const udtype_t *t)
     lua_rawgetp(L, LUA_REGISTRYINDEX, t);
     same = lua_rawequal(L, -1, -2);
     lua_pop(L, 2);
+    return same ? p : NULL;
+}
+
+/* The userdata at i if its metatable is upvalue u of the running C
+ * function, else NULL: the type check of the per-message methods, one
+ * comparison instead of a registry lookup. */
+static void *test_ud_up(lua_State *L, int i, int u)
+{
+    void *p = lua_touserdata(L, i);
+    int same;
+    if (!p || !lua_getmetatable(L, i))
+        return NULL;
+    same = lua_rawequal(L, -1, lua_upvalueindex(u));
+    lua_pop(L, 1);
     return same ? p : NULL;
 }
 
@@ -672,6 +724,14 @@ static message_t *check_message(lua_State *L, int i)
     return (message_t *)check_ud(L, i, &UT_MESSAGE);
 }
 
+/* The message at i, in a function that has the message metatable as
+ * upvalue u (the message methods, __index, __gc): one comparison. */
+static message_t *message_at(lua_State *L, int i, int u)
+{
+    message_t *mu = (message_t *)test_ud_up(L, i, u);
+    return mu ? mu : check_message(L, i);
+}
+
 /* Pushes field `k` of the uservalue table of the userdata at i. */
 static int get_env_field(lua_State *L, int i, const char *k)
 {
@@ -683,8 +743,10 @@ static int get_env_field(lua_State *L, int i, const char *k)
 
 /* Hot slots of the uservalue tables, by integer (no string lookups):
  * a sender's or receiver's env (also every received message's) holds its
- * client and, for a receiver, itself; a client's env its waiters. */
-enum { ENV_CLIENT = 1, ENV_RX = 2, ENV_WAITERS = 1 };
+ * client and, for a receiver, itself; a client's env its waiters (id ->
+ * op), the shared env of its ops ({ [1] = client }) and the op metatable. */
+enum { ENV_CLIENT = 1, ENV_RX = 2 };
+enum { ENV_WAITERS = 1, ENV_OPENV = 2, ENV_OPMETA = 3, ENV_OPDONE = 4 };
 
 /* Pushes slot k of the uservalue table of the userdata at i. */
 static void get_env_slot(lua_State *L, int i, int k)
@@ -757,18 +819,31 @@ static void client_free(client_t *cl)
 }
 
 /* Wraps an engine message (transfers to the new userdata). parent: stack
- * index of the receiver env table, or 0 for none. */
-static message_t *push_message(lua_State *L, sbus_message_t *m, int parent)
+ * index of the receiver env table, or 0 for none; mt: stack index of the
+ * message metatable. */
+static message_t *push_message_mt(lua_State *L, sbus_message_t *m,
+                                  int parent, int mt)
 {
     message_t *mu = (message_t *)sbl_newuserdata(L, sizeof *mu);
     mu->m = m;
     mu->renewing = 0;
-    set_type(L, &UT_MESSAGE);
+    lua_pushvalue(L, mt);
+    lua_setmetatable(L, -2);
     if (parent)
         lua_pushvalue(L, parent);
     else
         lua_getfield(L, LUA_REGISTRYINDEX, REG_NOPARENT);
     lua_setuservalue(L, -2);
+    return mu;
+}
+
+/* As push_message_mt, the message metatable taken from the registry. */
+static message_t *push_message(lua_State *L, sbus_message_t *m, int parent)
+{
+    message_t *mu;
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &UT_MESSAGE);
+    mu = push_message_mt(L, m, parent, lua_gettop(L));
+    lua_remove(L, -2);
     return mu;
 }
 
@@ -1327,16 +1402,35 @@ static void call_callback(lua_State *L, int nargs, const char *what)
     }
 }
 
-/* Records an error result in the op table at opi. */
-static void op_set_error(lua_State *L, int opi, const sbus_error_t *e)
+/* Pushes the env table of the op at opi, first giving the op one of its
+ * own (a copy of the shared { [1] = client }) if it has none. */
+static void op_own_env(lua_State *L, int opi, op_t *o)
 {
-    lua_pushnil(L);
-    lua_rawseti(L, opi, 1);
+    if (o->own_env) {
+        lua_getuservalue(L, opi);
+        return;
+    }
+    lua_createtable(L, OPENV_SIZE, 0);
+    lua_getuservalue(L, opi);
+    lua_rawgeti(L, -1, OPENV_CLIENT);
+    lua_rawseti(L, -3, OPENV_CLIENT);
+    lua_pop(L, 1);
+    lua_pushvalue(L, -1);
+    lua_setuservalue(L, opi);
+    o->own_env = 1;
+}
+
+/* Records an error result in the op at opi. */
+static void op_set_error(lua_State *L, int opi, op_t *o, const sbus_error_t *e)
+{
+    int ei;
+    op_own_env(L, opi, o);
+    ei = lua_gettop(L);
     lua_pushstring(L, e->description ? e->description
                                      : sbus_strerror(e->code));
-    lua_rawseti(L, opi, 2);
+    lua_rawseti(L, ei, OPENV_R2);
     lua_pushstring(L, sbus_errname(e->code));
-    lua_rawseti(L, opi, 3);
+    lua_rawseti(L, ei, OPENV_R3);
     lua_createtable(L, 0, 6);
     lua_pushinteger(L, e->code);
     lua_setfield(L, -2, "errno");
@@ -1346,19 +1440,25 @@ static void op_set_error(lua_State *L, int opi, const sbus_error_t *e)
         lua_pushstring(L, e->condition);
         lua_setfield(L, -2, "condition");
     }
-    lua_rawgeti(L, opi, 2);
+    lua_rawgeti(L, ei, OPENV_R2);
     lua_setfield(L, -2, "message");
     lua_pushboolean(L, e->retriable);
     lua_setfield(L, -2, "retriable");
     lua_pushboolean(L, e->fatal);
     lua_setfield(L, -2, "fatal");
-    lua_setfield(L, opi, "error");
+    lua_rawseti(L, ei, OPENV_ERROR);
+    lua_pop(L, 1);
+    o->state = OP_FAILED;
 }
 
-/* The value at the top of the stack is the op's one result. */
-static void op_set_result1(lua_State *L, int opi)
+/* The value at the top of the stack (popped) is the op's one result. */
+static void op_set_result1(lua_State *L, int opi, op_t *o)
 {
-    lua_rawseti(L, opi, 1);
+    op_own_env(L, opi, o);
+    lua_insert(L, -2);
+    lua_rawseti(L, -2, OPENV_R1);
+    lua_pop(L, 1);
+    o->state = OP_VALUE;
 }
 
 /* Clears the automatic-renewal anchor env.renew[key] (envi: client env). */
@@ -1402,9 +1502,14 @@ static size_t message_held_bytes(const sbus_message_t *m)
  * completed than Lua 5.4, whose own objects sit between the messages
  * (bindings/lua/STATUS.md). So on LuaJIT the client counts what it hands
  * out (gc_debt) and each operation started while GC_DEBT_STEP of it is
- * unpaid runs one basic GC step, as if Lua had allocated it: the steps
- * come when the program starts work, after it dropped the previous
- * batch, not while its stack still holds it. On Lua 5.4 the same steps
+ * unpaid runs the GC steps that GC_STEP_KB of Lua allocation would: the
+ * steps come when the program starts work, after it dropped the previous
+ * batch, not while its stack still holds it. (One basic step per 64 KiB
+ * was enough while each op was a table of ~180 bytes; ops are 48-byte
+ * userdata now, and with that step alone LuaJIT's faults doubled again:
+ * 8 KiB per 64 KiB brings them back to ~1,260 per 30,000 messages,
+ * against 1,500-1,800 before, without the CPU that paying the full
+ * 64 KiB costs.) On Lua 5.4 the same steps
  * only cost time (+2-3% instructions, same faults and peak RSS), so it
  * is left to its own pacing. Nothing happens while the program keeps the
  * GC stopped. */
@@ -1414,55 +1519,112 @@ static size_t message_held_bytes(const sbus_message_t *m)
 #define SBL_GC_PACE 0
 #endif
 #define GC_DEBT_STEP (64 * 1024)
+#define GC_STEP_KB 8
 
 static void gc_pay(lua_State *L, client_t *cl)
 {
     cl->gc_debt -= GC_DEBT_STEP;
     if (lua_gc(L, LUA_GCISRUNNING, 0))
-        lua_gc(L, LUA_GCSTEP, 0);
+        lua_gc(L, LUA_GCSTEP, GC_STEP_KB);
+}
+
+/* Pushes the metatable of ops of kind `what` done with the result true
+ * (the usual end of a completion, a send, an open, a close), from the
+ * table at ti (OPDONE_KEY), made on first use. Its __index is a plain
+ * table: { what, done = true, [1] = true, wait/result/is_done returning
+ * true, cancel, set_timeout }, so waiting on such an op, or reading
+ * op.done, runs no C and no __index function (LuaJIT keeps the caller's
+ * loop in one trace). */
+static void op_done_meta(lua_State *L, int ti, const char *what)
+{
+    int mi, ii;
+    if (lua_rawgetp(L, ti, what) != LUA_TNIL)
+        return;
+    lua_pop(L, 1);
+    lua_createtable(L, 0, 4);
+    mi = lua_gettop(L);
+    lua_createtable(L, 1, 8);
+    ii = lua_gettop(L);
+    lua_getfield(L, ti, "methods");
+    lua_pushnil(L);
+    while (lua_next(L, ii + 1)) {
+        lua_pushvalue(L, -2);
+        lua_insert(L, -2);
+        lua_rawset(L, ii);
+    }
+    lua_getfield(L, -1, "_true"); /* function() return true end */
+    lua_pushvalue(L, -1);
+    lua_setfield(L, ii, "wait");
+    lua_pushvalue(L, -1);
+    lua_setfield(L, ii, "result");
+    lua_setfield(L, ii, "is_done");
+    lua_pop(L, 1); /* methods */
+    lua_pushstring(L, what);
+    lua_setfield(L, ii, "what");
+    lua_pushboolean(L, 1);
+    lua_setfield(L, ii, "done");
+    lua_pushboolean(L, 1);
+    lua_rawseti(L, ii, 1);
+    lua_setfield(L, mi, "__index");
+    lua_pushstring(L, MT_OP);
+    lua_setfield(L, mi, "__name");
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &UT_OP);
+    lua_getfield(L, -1, "__tostring");
+    lua_setfield(L, mi, "__tostring");
+    lua_pop(L, 1);
+    lua_pushboolean(L, 1);
+    lua_rawsetp(L, mi, &UT_OP);
+    lua_pushvalue(L, mi);
+    lua_rawsetp(L, ti, what);
 }
 
 static void handle_done(lua_State *L, client_t *cl, int envi,
                         const sbus_event_t *ev)
 {
     lua_Integer id = TOKEN_ID(ev->token);
+    op_t *o;
     int opi;
     size_t i;
 
     lua_rawgeti(L, envi, ENV_WAITERS);
     lua_rawgeti(L, -1, id);
-    if (lua_isnil(L, -1)) { /* not ours (cannot happen): free what it holds */
+    o = (op_t *)lua_touserdata(L, -1);
+    if (!o) { /* not ours (cannot happen): free what it holds */
         free_event_messages(ev);
         lua_pop(L, 2);
         return;
     }
     opi = lua_gettop(L);
-    lua_pushinteger(L, id);
-    lua_pushnil(L);
-    lua_rawset(L, -4); /* waiters[id] = nil */
+    lua_pushboolean(L, 0);
+    lua_rawseti(L, -3, id); /* waiters[id] = false: a free slot */
+    cl->free_slots[cl->nfree++] = id;
     cl->completed++;
 
     if (ev->error) {
         free_event_messages(ev);
-        op_set_error(L, opi, ev->error);
+        op_set_error(L, opi, o, ev->error);
     } else {
         switch (ev->op) {
         case SBUS_OP_RECEIVE:
         case SBUS_OP_PEEK:
         case SBUS_OP_RECEIVE_DEFERRED: {
-            int parent;
+            int parent, mt;
             size_t held = 0;
-            lua_getfield(L, opi, "rxenv");
+            op_own_env(L, opi, o);
+            lua_rawgeti(L, -1, OPENV_EXTRA);
             parent = lua_istable(L, -1) ? lua_gettop(L) : 0;
+            lua_rawgetp(L, LUA_REGISTRYINDEX, &UT_MESSAGE);
+            mt = lua_gettop(L);
             lua_createtable(L, (int)ev->count, 0);
             for (i = 0; i < ev->count; i++) {
                 if (SBL_GC_PACE)
                     held += message_held_bytes(ev->messages[i]);
-                push_message(L, ev->messages[i], parent);
+                push_message_mt(L, ev->messages[i], parent, mt);
                 lua_rawseti(L, -2, (lua_Integer)i + 1);
             }
-            op_set_result1(L, opi);
-            lua_pop(L, 1); /* rxenv */
+            lua_rawseti(L, mt - 2, OPENV_R1);
+            o->state = OP_VALUE;
+            lua_pop(L, 3); /* metatable, rxenv, env */
             if (SBL_GC_PACE)
                 cl->gc_debt += held;
             break;
@@ -1473,40 +1635,48 @@ static void handle_done(lua_State *L, client_t *cl, int envi,
                 lua_pushinteger(L, (lua_Integer)ev->seqs[i]);
                 lua_rawseti(L, -2, (lua_Integer)i + 1);
             }
-            op_set_result1(L, opi);
+            op_set_result1(L, opi, o);
             break;
         case SBUS_OP_RENEW_LOCK:
         case SBUS_OP_SESSION_RENEW_LOCK:
             push_ms_as_secs(L, ev->time_ms);
-            op_set_result1(L, opi);
+            op_set_result1(L, opi, o);
             break;
         case SBUS_OP_SESSION_GET_STATE:
             if (ev->data)
                 lua_pushlstring(L, (const char *)ev->data, ev->len);
             else
                 lua_pushnil(L);
-            op_set_result1(L, opi);
+            op_set_result1(L, opi, o);
             break;
         default:
-            lua_pushboolean(L, 1);
-            op_set_result1(L, opi);
+            o->state = OP_TRUE;
+            lua_rawgeti(L, envi, ENV_OPDONE);
+            op_done_meta(L, lua_gettop(L), o->what);
+            lua_setmetatable(L, opi);
+            lua_pop(L, 1);
             break;
         }
     }
 
-    /* A settled message is no longer renewed by the engine. */
-    if (ev->op == SBUS_OP_SETTLE) {
-        lua_getfield(L, opi, "msg");
+    /* A settled message is no longer renewed by the engine. Only a
+     * message renewed when its settlement started has an anchor to drop
+     * (the engine refuses to renew a message being settled), and only
+     * such a settle op holds its message (OPENV_EXTRA). */
+    if (ev->op == SBUS_OP_SETTLE && o->own_env) {
+        lua_getuservalue(L, opi);
+        lua_rawgeti(L, -1, OPENV_EXTRA);
         message_t *mu = (message_t *)test_ud(L, -1, &UT_MESSAGE);
         if (mu && !ev->error && mu->renewing) {
             mu->renewing = 0;
             unanchor(L, envi, mu->m);
         }
-        lua_pop(L, 1);
+        lua_pushnil(L);
+        lua_rawseti(L, -3, OPENV_EXTRA); /* the op no longer holds it */
+        lua_pop(L, 2);
     }
 
-    lua_pushboolean(L, 1);
-    lua_setfield(L, opi, "done");
+    o->done = 1;
     lua_pop(L, 2); /* op, waiters */
 }
 
@@ -1668,53 +1838,51 @@ static void tick_host(client_t *cl)
         tick_engine(cl);
 }
 
-/* Pushes the metatable of ops of kind `what` (a string constant: its
- * address is the registry key): __index is a table { what = what, done =
- * false } whose own __index is the op methods. So an op table holds only
- * what differs per op, and one op costs one small table. */
-static void push_op_meta(lua_State *L, const char *what)
-{
-    if (lua_rawgetp(L, LUA_REGISTRYINDEX, what) != LUA_TNIL)
-        return;
-    lua_pop(L, 1);
-    lua_createtable(L, 0, 2); /* the metatable */
-    lua_createtable(L, 0, 2); /* its __index: the defaults */
-    lua_pushstring(L, what);
-    lua_setfield(L, -2, "what");
-    lua_pushboolean(L, 0);
-    lua_setfield(L, -2, "done");
-    luaL_getmetatable(L, MT_OP); /* { __index = op methods } */
-    lua_setmetatable(L, -2);
-    lua_setfield(L, -2, "__index");
-    lua_pushstring(L, MT_OP);
-    lua_setfield(L, -2, "__name");
-    lua_pushvalue(L, -1);
-    lua_rawsetp(L, LUA_REGISTRYINDEX, what);
-}
-
-/* Pushes a new op table for the client at stack index ci; returns its id.
- * The op is registered as a waiter only once the engine accepts it.
- * Fields: client, id (here), msg / rxenv (the caller), done = true and
- * the results [1..3] (completion), error (failure); what and done = false
- * come from the kind's metatable. */
+/* Pushes a new op for the client at stack index ci; returns its id. The
+ * op is registered as a waiter only once the engine accepts it. */
 static lua_Integer op_new(lua_State *L, int ci, const char *what)
 {
     client_t *cl = client_at(L, ci);
-    lua_Integer id;
+    op_t *o;
     ci = lua_absindex(L, ci);
     if (sbus_io_mono_ms() != cl->tick_ms) /* else the engine knows now */
         tick_engine(cl);
     if (cl->gc_debt >= GC_DEBT_STEP)
         gc_pay(L, cl);
-    lua_createtable(L, 1, 4);
-    push_op_meta(L, what);
-    lua_setmetatable(L, -2);
-    lua_pushvalue(L, ci);
-    lua_setfield(L, -2, "client");
-    id = ++cl->next_id;
-    lua_pushinteger(L, id);
-    lua_setfield(L, -2, "id");
-    return id;
+    if (cl->nfree == 0 && (cl->nslots & (cl->nslots + 1)) == 0) {
+        /* nslots + 1 is a power of two: room for twice as many free slots
+         * (a completion never needs to allocate) */
+        size_t cap = 2 * (size_t)cl->nslots + 2;
+        lua_Integer *p = (lua_Integer *)realloc(cl->free_slots,
+                                                cap * sizeof *p);
+        if (!p)
+            luaL_error(L, "servicebus: out of memory");
+        cl->free_slots = p;
+    }
+    o = (op_t *)sbl_newuserdata(L, sizeof *o);
+    o->id = cl->nfree ? cl->free_slots[--cl->nfree] : ++cl->nslots;
+    o->what = what;
+    o->done = 0;
+    o->state = OP_PENDING;
+    o->own_env = 0;
+    lua_getuservalue(L, ci);
+    lua_rawgeti(L, -1, ENV_OPMETA);
+    lua_setmetatable(L, -3);
+    lua_rawgeti(L, -1, ENV_OPENV);
+    lua_setuservalue(L, -3);
+    lua_pop(L, 1);
+    return o->id;
+}
+
+/* Stores the value at the top of the stack (popped) in the OPENV_EXTRA
+ * slot of the op just below it. */
+static void op_set_extra(lua_State *L)
+{
+    int opi = lua_gettop(L) - 1;
+    op_own_env(L, opi, (op_t *)lua_touserdata(L, opi));
+    lua_insert(L, -2);
+    lua_rawseti(L, -2, OPENV_EXTRA);
+    lua_pop(L, 1);
 }
 
 /* Finishes a start_* call: rc is what the engine answered for the op at
@@ -1728,10 +1896,11 @@ static lua_Integer op_new(lua_State *L, int ci, const char *what)
 static int op_accept(lua_State *L, int ci, int rc)
 {
     int opi = lua_gettop(L);
-    /* the op's id: op_new() just handed it out, nothing ran in between */
-    lua_Integer id = client_at(L, ci)->next_id;
+    lua_Integer id = ((op_t *)lua_touserdata(L, opi))->id;
     ci = lua_absindex(L, ci);
-    if (rc < 0) {
+    if (rc < 0) { /* no event will come: the slot is free again */
+        client_t *cl = client_at(L, ci);
+        cl->free_slots[cl->nfree++] = id;
         lua_pop(L, 1);
         return push_fail(L, rc, NULL);
     }
@@ -1897,9 +2066,17 @@ static int l_new(lua_State *L)
     set_type(L, &UT_CLIENT);
     ci = lua_gettop(L);
 
-    lua_createtable(L, 0, 6);
+    lua_createtable(L, 3, 3);
     lua_newtable(L);
     lua_rawseti(L, -2, ENV_WAITERS);
+    lua_createtable(L, 1, 0); /* the shared op env */
+    lua_pushvalue(L, ci);
+    lua_rawseti(L, -2, OPENV_CLIENT);
+    lua_rawseti(L, -2, ENV_OPENV);
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &UT_OP);
+    lua_rawseti(L, -2, ENV_OPMETA);
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &OPDONE_KEY);
+    lua_rawseti(L, -2, ENV_OPDONE);
     lua_newtable(L);
     lua_setfield(L, -2, "renew");
     lua_getfield(L, 1, "logger");
@@ -1959,7 +2136,11 @@ static int client_free_l(lua_State *L)
 
 static int client_gc(lua_State *L)
 {
-    client_free(to_client(L, 1));
+    client_t *cl = to_client(L, 1);
+    client_free(cl);
+    free(cl->free_slots);
+    cl->free_slots = NULL;
+    cl->nfree = 0;
     return 0;
 }
 
@@ -2033,13 +2214,17 @@ static client_t *check_io_client(lua_State *L, int i)
     return cl;
 }
 
-static int op_is_done(lua_State *L, int opi)
+/* The op at i, or raises. Ops have several metatables (op_done_meta):
+ * each carries the marker [&UT_OP] = true. */
+static op_t *check_op(lua_State *L, int i)
 {
-    int d;
-    lua_getfield(L, opi, "done");
-    d = lua_toboolean(L, -1);
-    lua_pop(L, 1);
-    return d;
+    void *p = lua_touserdata(L, i);
+    int ok = 0;
+    if (p && lua_getmetatable(L, i)) {
+        ok = lua_rawgetp(L, -1, &UT_OP) == LUA_TBOOLEAN;
+        lua_pop(L, 2);
+    }
+    return ok ? (op_t *)p : (op_t *)luaL_checkudata(L, i, MT_OP);
 }
 
 /* client:_iowait(op [, timeout_s]) -> done: runs the driver until op
@@ -2047,16 +2232,15 @@ static int op_is_done(lua_State *L, int opi)
 static int client_iowait(lua_State *L)
 {
     client_t *cl = to_client(L, 1);
+    op_t *o = check_op(L, 2);
     int64_t limit, deadline;
-    luaL_checktype(L, 2, LUA_TTABLE);
     limit = opt_secs_ms(L, 3, -1);
     deadline = limit < 0 ? -1 : sbus_io_mono_ms() + limit;
     for (;;) {
         int64_t wait = -1;
         int rc;
-        if (op_is_done(L, 2) || !cl->conn) {
+        if (o->done || !cl->conn)
             break;
-        }
         if (!cl->io)
             return luaL_error(L, "servicebus: a host-mode client cannot "
                                  "block; use its host adapter");
@@ -2071,7 +2255,7 @@ static int client_iowait(lua_State *L)
             return luaL_error(L, "servicebus: driver: %s", sbus_strerror(rc));
         drain(L, 1);
     }
-    lua_pushboolean(L, op_is_done(L, 2));
+    lua_pushboolean(L, o->done);
     return 1;
 }
 
@@ -2559,7 +2743,7 @@ static int receiver_start_receive(lua_State *L)
     ei = push_rxenv(L, 1);
     id = op_new(L, ci, "receive");
     lua_pushvalue(L, ei);
-    lua_setfield(L, -2, "rxenv");
+    op_set_extra(L);
     return op_accept(L, ci, sbus_receiver_receive(rv->r, (uint32_t)max, wait,
                                                   TOKEN(id)));
 }
@@ -2578,7 +2762,7 @@ static int receiver_start_peek(lua_State *L)
     ei = push_rxenv(L, 1);
     id = op_new(L, ci, "peek");
     lua_pushvalue(L, ei);
-    lua_setfield(L, -2, "rxenv");
+    op_set_extra(L);
     return op_accept(L, ci, sbus_receiver_peek(rv->r, (uint32_t)max,
                                                (int64_t)from, TOKEN(id)));
 }
@@ -2598,7 +2782,7 @@ static int receiver_start_receive_deferred(lua_State *L)
     seqs = collect_seqs(L, 2, &n);
     id = op_new(L, ci, "receive_deferred");
     lua_pushvalue(L, ei);
-    lua_setfield(L, -2, "rxenv");
+    op_set_extra(L);
     return op_accept(L, ci, sbus_receiver_receive_deferred(rv->r, seqs, n,
                                                            TOKEN(id)));
 }
@@ -2791,7 +2975,7 @@ static receiver_t *settle_receiver(lua_State *L, int mi)
 static int message_start_settle(lua_State *L, sbus_outcome_t outcome,
                                 const char *what)
 {
-    message_t *mu = check_message(L, 1);
+    message_t *mu = message_at(L, 1, 1);
     const char *reason = NULL, *desc = NULL;
     receiver_t *rv;
     int ri, ci;
@@ -2809,8 +2993,10 @@ static int message_start_settle(lua_State *L, sbus_outcome_t outcome,
                                           "is closed");
     ci = push_parent_client(L, ri);
     id = op_new(L, ci, what);
-    lua_pushvalue(L, 1);
-    lua_setfield(L, -2, "msg");
+    if (mu->renewing) { /* its anchor is dropped when the settle is done */
+        lua_pushvalue(L, 1);
+        op_set_extra(L);
+    }
     return op_accept(L, ci, sbus_receiver_settle(rv->r, mu->m, outcome,
                                                  reason, desc, TOKEN(id)));
 }
@@ -2929,7 +3115,7 @@ static int message_to_table(lua_State *L)
 }
 
 /* The message __index in C: upvalue 1 is the methods table, upvalue 2
- * maps each field name to its index in FIELDS. A method is returned
+ * maps each field name to its index in FIELDS, upvalue 3 the metatable. A method is returned
  * without looking at the message; a field is read from the engine message
  * when asked (nothing is converted at receive time). The PRELUDE puts a
  * Lua __index in front that finds methods itself (LuaJIT compiles it) and
@@ -2942,7 +3128,7 @@ static int message_index(lua_State *L)
     lua_rawget(L, lua_upvalueindex(1));
     if (!lua_isnil(L, -1))
         return 1;
-    mu = check_message(L, 1);
+    mu = message_at(L, 1, 3);
     lua_pushvalue(L, 2);
     lua_rawget(L, lua_upvalueindex(2));
     fi = lua_tointeger(L, -1);
@@ -2965,7 +3151,7 @@ static int message_newindex(lua_State *L)
 
 static int message_gc(lua_State *L)
 {
-    message_t *mu = check_message(L, 1);
+    message_t *mu = message_at(L, 1, 1);
     if (!mu->m)
         return 0;
     if (mu->renewing) { /* the engine must forget m before it is freed */
@@ -2993,20 +3179,124 @@ static int message_tostring(lua_State *L)
 
 /* --- ops ------------------------------------------------------------ */
 
+/* The op at i. The op methods have the op metatable as upvalue 1: one
+ * comparison; anything else takes the registry check (and its error). */
+static op_t *op_at(lua_State *L, int i)
+{
+    op_t *o = (op_t *)test_ud_up(L, i, 1);
+    return o ? o : check_op(L, i);
+}
+
+/* Pushes the client of the op at opi (checked open; raises if closed). */
+static client_t *op_client(lua_State *L, int opi)
+{
+    lua_getuservalue(L, opi);
+    lua_rawgeti(L, -1, OPENV_CLIENT);
+    lua_remove(L, -2);
+    return check_client(L, -1);
+}
+
+/* Pushes what the blocking method returns for the completed op at opi:
+ * its result, or nil, message, code. */
+static int op_push_results(lua_State *L, int opi, const op_t *o)
+{
+    switch (o->state) {
+    case OP_TRUE:
+        lua_pushboolean(L, 1);
+        return 1;
+    case OP_VALUE:
+        lua_getuservalue(L, opi);
+        lua_rawgeti(L, -1, OPENV_R1);
+        lua_remove(L, -2);
+        return 1;
+    case OP_FAILED:
+        lua_getuservalue(L, opi);
+        lua_pushnil(L);
+        lua_rawgeti(L, -2, OPENV_R2);
+        lua_rawgeti(L, -3, OPENV_R3);
+        lua_remove(L, -4);
+        return 3;
+    default:
+        lua_pushnil(L);
+        return 1;
+    }
+}
+
+/* op:result() -> the op's results, or nil, "<what>: pending", "pending" */
+static int op_result(lua_State *L)
+{
+    op_t *o = op_at(L, 1);
+    if (!o->done) {
+        lua_pushnil(L);
+        lua_pushfstring(L, "%s: pending", o->what);
+        lua_pushliteral(L, "pending");
+        return 3;
+    }
+    return op_push_results(L, 1, o);
+}
+
+/* op:is_done() -> boolean */
+static int op_is_done(lua_State *L)
+{
+    lua_pushboolean(L, op_at(L, 1)->done);
+    return 1;
+}
+
+/* The fields of an op (the PRELUDE's __index finds the methods first):
+ * done, what, error, client, id, and [1], [2], [3] (the results). */
+static int op_index(lua_State *L)
+{
+    op_t *o = op_at(L, 1);
+    if (lua_type(L, 2) == LUA_TSTRING) {
+        const char *k = lua_tostring(L, 2);
+        if (strcmp(k, "done") == 0) {
+            lua_pushboolean(L, o->done);
+        } else if (strcmp(k, "what") == 0) {
+            lua_pushstring(L, o->what);
+        } else if (strcmp(k, "error") == 0) {
+            if (o->state != OP_FAILED)
+                return 0;
+            lua_getuservalue(L, 1);
+            lua_rawgeti(L, -1, OPENV_ERROR);
+        } else if (strcmp(k, "client") == 0) {
+            lua_getuservalue(L, 1);
+            lua_rawgeti(L, -1, OPENV_CLIENT);
+        } else if (strcmp(k, "id") == 0) {
+            lua_pushinteger(L, o->id);
+        } else {
+            return 0;
+        }
+        return 1;
+    }
+    if (lua_isinteger(L, 2) && o->done) {
+        lua_Integer k = lua_tointeger(L, 2);
+        int n = op_push_results(L, 1, o);
+        if (k >= 1 && k <= n) {
+            lua_pushvalue(L, -n + (int)k - 1);
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static int op_tostring(lua_State *L)
+{
+    op_t *o = op_at(L, 1);
+    lua_pushfstring(L, "servicebus.op (%s, %s)", o->what,
+                    o->done ? "done" : "pending");
+    return 1;
+}
+
 /* op:cancel() -> true, or nil, msg, code (the op then completes with
  * "cancelled"). */
 static int op_cancel(lua_State *L)
 {
-    client_t *cl;
-    lua_Integer id;
+    op_t *o = op_at(L, 1);
+    client_t *cl = op_client(L, 1);
     int rc;
-    luaL_checktype(L, 1, LUA_TTABLE);
-    lua_getfield(L, 1, "client");
-    cl = check_client(L, -1);
-    lua_getfield(L, 1, "id");
-    id = lua_tointeger(L, -1);
-    lua_pop(L, 1);
-    rc = sbus_conn_cancel(cl->conn, TOKEN(id));
+    if (o->done) /* its id may be another op's now */
+        return push_fail(L, SBUS_ENOENT, NULL);
+    rc = sbus_conn_cancel(cl->conn, TOKEN(o->id));
     if (rc < 0)
         return push_fail(L, rc, NULL);
     drain(L, lua_gettop(L));
@@ -3020,19 +3310,14 @@ static int op_cancel(lua_State *L)
  * link (sbus_conn_set_op_timeout): max_wait still decides when it returns. */
 static int op_set_timeout(lua_State *L)
 {
-    client_t *cl;
-    lua_Integer id;
-    int64_t ms;
+    op_t *o = op_at(L, 1);
+    int64_t ms = secs_to_ms(luaL_checknumber(L, 2));
+    client_t *cl = op_client(L, 1);
     int rc;
-    luaL_checktype(L, 1, LUA_TTABLE);
-    ms = secs_to_ms(luaL_checknumber(L, 2));
-    lua_getfield(L, 1, "client");
-    cl = check_client(L, -1);
-    lua_getfield(L, 1, "id");
-    id = lua_tointeger(L, -1);
-    lua_pop(L, 1);
+    if (o->done) /* its id may be another op's now */
+        return push_fail(L, SBUS_ENOENT, NULL);
     tick_engine(cl); /* the timeout counts from now */
-    rc = sbus_conn_set_op_timeout(cl->conn, TOKEN(id), ms);
+    rc = sbus_conn_set_op_timeout(cl->conn, TOKEN(o->id), ms);
     if (rc < 0)
         return push_fail(L, rc, NULL);
     lua_pushboolean(L, 1);
@@ -3170,7 +3455,7 @@ static int l_engine_version(lua_State *L)
 /* ------------------------------------------------------------------ */
 
 static const char PRELUDE[] =
-    "local M, Client, Sender, Receiver, Message, Op, MessageMT = ...\n"
+    "local M, Client, Sender, Receiver, Message, Op, MessageMT, OpMT = ...\n"
     /* message methods are found by a Lua __index (LuaJIT compiles it into
      * the caller's trace; the C one would end the trace); fields by C */
     "do\n"
@@ -3180,30 +3465,32 @@ static const char PRELUDE[] =
     "    if f ~= nil then return f end\n"
     "    return field(m, k)\n"
     "  end\n"
+    "  local opfield = OpMT.__index\n"
+    "  OpMT.__index = function(o, k)\n"
+    "    local f = Op[k]\n"
+    "    if f ~= nil then return f end\n"
+    "    return opfield(o, k)\n"
+    "  end\n"
     "end\n"
     "local Error = {}\n"
     "Error.__index = Error\n"
     "Error.__tostring = function(e) return 'servicebus: ' .. tostring(e.message) .. ' (' .. tostring(e.code) .. ')' end\n"
     "function M.error(message, code) return setmetatable({ message = message, code = code }, Error) end\n"
-    /* op:wait([timeout]) -> the op's results, or nil, msg, "timeout" */
+    /* op:wait([timeout]) -> the op's results, or nil, msg, "timeout";
+     * is_done and result are C (no field lookups on the way) */
+    "local op_done, op_result = Op.is_done, Op.result\n"
+    "function Op._true() return true end\n"
     "function Op:wait(timeout)\n"
-    "  if not self.done then\n"
+    "  if not op_done(self) then\n"
     "    local c = self.client\n"
     "    local pump = c:_hostwait()\n"
     "    if pump then pump(c, self, timeout) else c:_iowait(self, timeout) end\n"
-    "    if not self.done then\n"
+    "    if not op_done(self) then\n"
     "      return nil, self.what .. ': still pending after ' .. tostring(timeout) .. ' s', 'timeout'\n"
     "    end\n"
     "  end\n"
-    "  if self.error then return nil, self[2], self[3] end\n"
-    "  return self[1]\n"
+    "  return op_result(self)\n"
     "end\n"
-    "function Op:result()\n"
-    "  if not self.done then return nil, self.what .. ': pending', 'pending' end\n"
-    "  if self.error then return nil, self[2], self[3] end\n"
-    "  return self[1]\n"
-    "end\n"
-    "function Op:is_done() return self.done end\n"
     "local function blocking(start)\n"
     "  return function(...)\n"
     "    local op, err, code = start(...)\n"
@@ -3424,6 +3711,8 @@ static const luaL_Reg BATCH_METHODS[] = {
 static const luaL_Reg OP_METHODS[] = {
     {"cancel", op_cancel},
     {"set_timeout", op_set_timeout},
+    {"result", op_result},
+    {"is_done", op_is_done},
     {NULL, NULL},
 };
 
@@ -3523,10 +3812,16 @@ SBUS_API int luaopen_servicebus(lua_State *L)
     lua_setfield(L, -2, "__len");
     lua_pop(L, 2);
 
-    /* message: __index is a function (methods first, then fields) */
-    new_meta(L, &UT_MESSAGE, message_gc);
+    /* message: __index is a function (methods first, then fields); the
+     * methods, __index and __gc have the metatable as upvalue (their type
+     * check, test_ud_up) */
+    new_meta(L, &UT_MESSAGE, NULL);
+    lua_pushvalue(L, -1);
+    lua_pushcclosure(L, message_gc, 1);
+    lua_setfield(L, -2, "__gc");
     lua_newtable(L);
-    luaL_setfuncs(L, MESSAGE_METHODS, 0);
+    lua_pushvalue(L, -2);
+    luaL_setfuncs(L, MESSAGE_METHODS, 1);
     mm = lua_gettop(L);
     lua_pushvalue(L, mm);
     lua_createtable(L, 0, (int)(sizeof FIELDS / sizeof FIELDS[0]));
@@ -3534,7 +3829,8 @@ SBUS_API int luaopen_servicebus(lua_State *L)
         lua_pushinteger(L, i + 1);
         lua_setfield(L, -2, FIELDS[i].name);
     }
-    lua_pushcclosure(L, message_index, 2);
+    lua_pushvalue(L, mm - 1);
+    lua_pushcclosure(L, message_index, 3);
     lua_setfield(L, mm - 1, "__index");
     lua_pushcfunction(L, message_newindex);
     lua_setfield(L, mm - 1, "__newindex");
@@ -3558,13 +3854,25 @@ SBUS_API int luaopen_servicebus(lua_State *L)
         lua_rawsetp(L, LUA_REGISTRYINDEX, &UT_MSGPOOL);
     }
 
-    /* op: a metatable for plain tables */
-    luaL_newmetatable(L, MT_OP);
+    /* op: a userdata; methods, __index and __tostring have the metatable
+     * as upvalue (no __gc: an op holds no C resource) */
+    new_meta(L, &UT_OP, NULL);
     lua_newtable(L);
-    luaL_setfuncs(L, OP_METHODS, 0);
+    lua_pushvalue(L, -2);
+    luaL_setfuncs(L, OP_METHODS, 1);
     om = lua_gettop(L);
-    lua_pushvalue(L, om);
+    lua_pushvalue(L, om - 1);
+    lua_pushcclosure(L, op_index, 1);
     lua_setfield(L, om - 1, "__index");
+    lua_pushvalue(L, om - 1);
+    lua_pushcclosure(L, op_tostring, 1);
+    lua_setfield(L, om - 1, "__tostring");
+    lua_pushboolean(L, 1);
+    lua_rawsetp(L, om - 1, &UT_OP);
+    lua_createtable(L, 0, 16); /* OPDONE_KEY */
+    lua_pushvalue(L, om);
+    lua_setfield(L, -2, "methods");
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &OPDONE_KEY);
 
     /* __close on 5.4 for client, sender, receiver */
     {
@@ -3586,7 +3894,8 @@ SBUS_API int luaopen_servicebus(lua_State *L)
     lua_pushvalue(L, mm);
     lua_pushvalue(L, om);
     lua_pushvalue(L, mm - 1);
-    lua_call(L, 7, 0);
+    lua_pushvalue(L, om - 1);
+    lua_call(L, 8, 0);
 
     lua_pushvalue(L, mod);
     return 1;
