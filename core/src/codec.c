@@ -215,13 +215,13 @@ static int need(sbusi_dec_t *d, size_t n)
     return 0;
 }
 
-static uint32_t rd32(const uint8_t *p)
+static inline uint32_t rd32(const uint8_t *p)
 {
     return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 |
            p[3];
 }
 
-static uint64_t rd64(const uint8_t *p)
+static inline uint64_t rd64(const uint8_t *p)
 {
     return (uint64_t)rd32(p) << 32 | rd32(p + 4);
 }
@@ -368,8 +368,54 @@ static void item_clear(sbusi_item_t *it)
     it->stop = NULL;
 }
 
+/* The fast path of sbusi_dec_item() for what every section and
+ * performative is: a smallulong descriptor (00 53 xx) and a list, map or
+ * binary with an 8- or 32-bit size. Returns 1 when it read the item, 0
+ * when the general path must (which then also finds any fault). */
+static int dec_described_fast(sbusi_dec_t *d, sbusi_item_t *it)
+{
+    const uint8_t *p = d->p;
+    size_t left = (size_t)(d->end - p);
+    if (d->bad || left < 5 || p[0] != 0x00 || p[1] != 0x53)
+        return 0;
+    uint8_t code = p[3];
+    size_t lenw = (code & 0x10) ? 4 : 1;
+    if (code != 0xc0 && code != 0xc1 && code != 0xd0 && code != 0xd1 &&
+        code != 0xa0 && code != 0xb0)
+        return 0;
+    if (left - 4 < lenw)
+        return 0;
+    size_t size = lenw == 1 ? p[4] : rd32(p + 4);
+    const uint8_t *body = p + 4 + lenw;
+    if (left - 4 - lenw < size)
+        return 0;
+    item_clear(it);
+    it->start = p;
+    it->described = 1;
+    it->descriptor = p[2];
+    it->code = code;
+    if (code == 0xa0 || code == 0xb0) {
+        it->v.type = SBUS_VAL_BINARY;
+        it->v.u.s.ptr = (const char *)body;
+        it->v.u.s.len = size;
+    } else {
+        if (size < lenw)
+            return 0;
+        it->count = lenw == 1 ? body[0] : rd32(body);
+        it->body = body + lenw;
+        it->size = size - lenw;
+        if (it->count > it->size) /* plausible_count() */
+            return 0;
+    }
+    d->p = body + size;
+    it->stop = d->p;
+    return 1;
+}
+
 int sbusi_dec_item(sbusi_dec_t *d, sbusi_item_t *it)
 {
+    if (dec_described_fast(d, it))
+        return 0;
     item_clear(it);
     if (need(d, 1) < 0)
         return -1;
@@ -410,6 +456,50 @@ int sbusi_dec_item(sbusi_dec_t *d, sbusi_item_t *it)
     }
     int rc = dec_body(d, code, it);
     it->stop = d->p;
+    return rc;
+}
+
+int sbusi_dec_value(sbusi_dec_t *d, sbus_value_t *v)
+{
+    /* The fast path: one primitive item (a fixed-width scalar, or a
+       string, symbol or binary), read without filling an item. The bytes
+       are checked exactly as dec_body() checks them. */
+    const uint8_t *p = d->p;
+    size_t left = (size_t)(d->end - p);
+    if (!d->bad && left >= 1) {
+        uint8_t code = p[0];
+        uint8_t hi = code >> 4;
+        if (hi >= 0x4 && hi <= 0x9) {
+            int w = fixed_width(code);
+            if (left - 1 < (size_t)w) {
+                d->bad = 1;
+                return -1;
+            }
+            fixed_value(code, p + 1, v);
+            d->p = p + 1 + w;
+            return 0;
+        }
+        if (hi == 0xa || hi == 0xb) {
+            size_t lenw = hi == 0xa ? 1 : 4;
+            if (left - 1 < lenw) {
+                d->bad = 1;
+                return -1;
+            }
+            size_t size = lenw == 1 ? p[1] : rd32(p + 1);
+            if (left - 1 - lenw < size) {
+                d->bad = 1;
+                return -1;
+            }
+            v->type = (code & 0x0f) == 0 ? SBUS_VAL_BINARY : SBUS_VAL_STRING;
+            v->u.s.ptr = (const char *)p + 1 + lenw;
+            v->u.s.len = size;
+            d->p = p + 1 + lenw + size;
+            return 0;
+        }
+    }
+    sbusi_item_t it;
+    int rc = sbusi_dec_item(d, &it);
+    *v = it.v;
     return rc;
 }
 

@@ -23,9 +23,13 @@
 #include <proton/event.h>
 #include <proton/logger.h>
 #include <proton/sasl.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
+#ifdef __linux__
+#include <sys/random.h>
+#endif
 
 /* ------------------------------------------------------------------ */
 /* Options and creation                                                */
@@ -111,8 +115,14 @@ static char *make_container_id(void)
 {
     uint8_t r[8];
     char buf[32];
-    if (RAND_bytes(r, sizeof r) != 1)
-        memset(r, 0x5a, sizeof r);
+    /* A name, not a secret: the kernel's random bytes do. OpenSSL's
+       generator costs ~8 M instructions to seed on its first use, which a
+       plain connection would otherwise pay only for this. */
+#ifdef __linux__
+    if (getrandom(r, sizeof r, GRND_NONBLOCK) != (ssize_t)sizeof r)
+#endif
+        if (RAND_bytes(r, sizeof r) != 1)
+            memset(r, 0x5a, sizeof r);
     snprintf(buf, sizeof buf, "sbus-%02x%02x%02x%02x%02x%02x%02x%02x", r[0],
              r[1], r[2], r[3], r[4], r[5], r[6], r[7]);
     return sbusi_strdup(buf);
@@ -377,7 +387,15 @@ sbusi_op_t *sbusi_op_new(sbus_conn_t *c, sbus_op_t kind, void *token,
     if (op) {
         c->spare_ops = op->next;
         c->nspare_ops--;
-        memset(op, 0, sizeof *op);
+        /* All but the event's two error strings (416 of the op's ~900
+           bytes), which sbusi_error_set() writes whole before anything
+           points at them. */
+        size_t from = offsetof(sbusi_op_t, ev) + offsetof(sbusi_ev_t, cond);
+        size_t to = offsetof(sbusi_op_t, ev) + offsetof(sbusi_ev_t, queued);
+        memset(op, 0, from);
+        memset((char *)op + to, 0, sizeof *op - to);
+        op->ev.cond[0] = 0;
+        op->ev.desc[0] = 0;
     } else {
         op = sbusi_calloc(1, sizeof *op);
         if (!op)
@@ -1087,7 +1105,8 @@ static void release_link(pn_link_t *l)
     pn_link_free(l);
 }
 
-static void on_link_event(sbus_conn_t *c, pn_event_t *e, pn_link_t *l)
+static void on_link_event(sbus_conn_t *c, pn_event_t *e, pn_link_t *l,
+                          pn_delivery_t *d)
 {
     sbusi_owner_t *o = link_owner(l);
     pn_event_type_t t = pn_event_type(e);
@@ -1096,16 +1115,17 @@ static void on_link_event(sbus_conn_t *c, pn_event_t *e, pn_link_t *l)
         if (detached) {
             release_link(l);
         } else if (t == PN_DELIVERY) {
-            pn_delivery_t *d = pn_event_delivery(e);
             if (d && !pn_link_is_sender(l) && !pn_delivery_partial(d))
                 pn_delivery_settle(d); /* for nobody: drop */
         }
         return;
     }
     switch (o->kind) {
-    case SBUSI_OWN_SENDER: sbusi_sender_on_event((sbus_sender_t *)o, e); break;
+    case SBUSI_OWN_SENDER:
+        sbusi_sender_on_event((sbus_sender_t *)o, e, l, d);
+        break;
     case SBUSI_OWN_RECEIVER:
-        sbusi_receiver_on_event((sbus_receiver_t *)o, e);
+        sbusi_receiver_on_event((sbus_receiver_t *)o, e, l, d);
         break;
     case SBUSI_OWN_CBS: sbusi_cbs_on_event(c, o, e); break;
     case SBUSI_OWN_MGMT: sbusi_mgmt_on_event(c, o, e); break;
@@ -1133,9 +1153,15 @@ static void dispatch(sbus_conn_t *c, pn_event_t *e)
     case PN_LINK_REMOTE_CLOSE:
     case PN_LINK_REMOTE_DETACH:
     case PN_LINK_FLOW:
-    case PN_DELIVERY:
-        on_link_event(c, e, pn_event_link(e));
+        on_link_event(c, e, pn_event_link(e), NULL);
         break;
+    case PN_DELIVERY: {
+        /* the delivery's link directly: pn_event_link() finds it through
+           the event's class, ~50 instructions a message */
+        pn_delivery_t *d = pn_event_delivery(e);
+        on_link_event(c, e, d ? pn_delivery_link(d) : NULL, d);
+        break;
+    }
     default: break;
     }
 }
@@ -1335,5 +1361,6 @@ void sbus_conn_free(sbus_conn_t *c)
         c->spare_ops = op->next;
         sbusi_free(op);
     }
+    sbusi_msgpool_close(c->msgpool);
     sbusi_free(c);
 }

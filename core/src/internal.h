@@ -124,6 +124,10 @@ int sbusi_amqp_check(const void *p, size_t n);
 
 /* Reads one value (any type) and moves past it. Returns 0 or -1. */
 int sbusi_dec_item(sbusi_dec_t *d, sbusi_item_t *it);
+/* Reads one value as sbusi_dec_item() would and keeps only its `v` (same
+ * result, same checks): primitive items take a fast path without filling
+ * an item. Returns 0 or -1. */
+int sbusi_dec_value(sbusi_dec_t *d, sbus_value_t *v);
 /* A cursor over the items of a list/map item. */
 void sbusi_dec_enter(const sbusi_item_t *it, sbusi_dec_t *inner);
 /* Reads array element i-th in sequence from an array cursor. */
@@ -176,6 +180,9 @@ struct sbus_message {
     size_t nsections;                    /* used entries of sections */
     sbusi_prop_t *aprops;                /* application properties */
     size_t naprops;                      /* used entries */
+    struct sbusi_msgpool *pool;          /* received: the connection's
+                                            pool the block returns to, or
+                                            NULL */
     void *blk;                           /* received: the payload and
                                             decoded strings, in the
                                             message's own allocation
@@ -213,8 +220,16 @@ int sbusi_message_decode(const uint8_t *p, size_t n, sbus_message_t **out);
 /* A received message in one allocation: returns an empty message with
  * room for an n-byte payload, which the caller writes to *payload and then
  * decodes in place with sbusi_message_decode_payload() (the body is not
- * copied again). NULL when out of memory. */
-sbus_message_t *sbusi_message_alloc_payload(size_t n, uint8_t **payload);
+ * copied again). NULL when out of memory. With poolp (a connection's
+ * pool, created on first use) the block comes from the pool when one fits
+ * and returns to it when the message is freed while the connection
+ * exists. */
+typedef struct sbusi_msgpool sbusi_msgpool_t;
+sbus_message_t *sbusi_message_alloc_payload(sbusi_msgpool_t **poolp,
+                                            size_t n, uint8_t **payload);
+/* The connection is going: frees the pool's blocks; the pool itself goes
+ * with the last message that came from it. */
+void sbusi_msgpool_close(sbusi_msgpool_t *pool);
 /* Decodes the first n bytes written to the payload of m (n at most the
  * size given to sbusi_message_alloc_payload()). On failure m is freed. */
 int sbusi_message_decode_payload(sbus_message_t *m, size_t n);
@@ -267,7 +282,9 @@ typedef struct sbusi_ev {
     sbus_event_t e;             /* the public view */
     sbus_error_t err;           /* e.error points here when failed */
     char cond[SBUSI_COND_MAX];  /* err.condition storage */
-    char desc[SBUSI_DESC_MAX];  /* err.description storage */
+    char desc[SBUSI_DESC_MAX];  /* err.description storage (cond..desc
+                                   are not cleared when an op is reused:
+                                   keep them together, before `queued`) */
     int queued;                 /* 1 while in the queue */
     void (*release)(struct sbusi_ev *ev); /* after the host pulled it */
     void *owner;                /* what release frees */
@@ -463,6 +480,8 @@ struct sbus_conn {
                                  next): a settle per received message
                                  then costs no allocation */
     size_t nspare_ops;        /* entries in spare_ops */
+    sbusi_msgpool_t *msgpool; /* blocks of received messages for reuse
+                                 (message.c), NULL until the first */
     sbusi_audience_t *auds;   /* token audiences */
     sbusi_cbs_t cbs;          /* CBS link pair */
     sbusi_mgmt_t *mgmts;      /* $management pairs */
@@ -672,8 +691,13 @@ void sbusi_receiver_forget(sbus_receiver_t *r, sbusi_op_t *op);
 /* Kind-specific hooks called by conn.c. */
 void sbusi_op_requeue(sbusi_op_t *op);  /* backoff over: try again */
 void sbusi_op_timeout(sbusi_op_t *op);  /* deadline passed */
-void sbusi_sender_on_event(sbus_sender_t *s, pn_event_t *e);
-void sbusi_receiver_on_event(sbus_receiver_t *r, pn_event_t *e);
+/* A link event for a sender/receiver: l is its link, d its delivery
+ * (PN_DELIVERY) or NULL; the dispatcher has both at hand, and asking
+ * Proton again (pn_event_link()) costs ~50 instructions per event. */
+void sbusi_sender_on_event(sbus_sender_t *s, pn_event_t *e, pn_link_t *l,
+                           pn_delivery_t *d);
+void sbusi_receiver_on_event(sbus_receiver_t *r, pn_event_t *e, pn_link_t *l,
+                             pn_delivery_t *d);
 void sbusi_receiver_cancel(sbus_receiver_t *r, sbusi_op_t *op);
 /* Gives receive op on r an operation timeout of ms (see
  * sbus_conn_set_op_timeout). */

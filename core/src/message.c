@@ -109,6 +109,95 @@ static int add_section(sbus_message_t *m, const void *p, size_t n)
     return 0;
 }
 
+/* ------------------------- blocks of received messages ------------- */
+
+/* Received messages are one allocation each (the message, its payload,
+ * its decoded strings), of ~1.8 KB for a 1 KB body: past the C library's
+ * per-thread cache, so that malloc and free of one cost ~600 instructions
+ * a message. A connection keeps the blocks of freed messages for the next
+ * ones (a stack, up to POOL_MAX blocks and POOL_BYTES bytes); a message
+ * that outlives its connection frees its block, and the last one frees
+ * the pool. Messages received on a connection are used by its thread
+ * (sbus.h THREADS), so the pool needs no lock. None under
+ * AddressSanitizer, so that a use of a freed message still shows. */
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define SBUSI_MSG_ASAN 1
+#endif
+#endif
+#if defined(__SANITIZE_ADDRESS__) || defined(SBUSI_MSG_ASAN)
+#define POOL_MAX 0
+#else
+#define POOL_MAX 320
+#endif
+#define POOL_BYTES ((size_t)1 << 20)
+#define POOL_BLOCK_MAX ((size_t)64 << 10) /* larger ones are not kept */
+#define POOL_ROUND 256 /* block sizes rounded up to this */
+
+struct sbusi_msgpool {
+    size_t refs;  /* the connection's, and one per message from the pool */
+    int live;     /* the connection exists */
+    size_t n;     /* blocks kept */
+    size_t bytes; /* their sizes added up */
+    struct {
+        void *p;
+        size_t size;
+    } blk[POOL_MAX > 0 ? POOL_MAX : 1];
+};
+
+static sbusi_msgpool_t *pool_get(sbusi_msgpool_t **poolp)
+{
+    if (POOL_MAX == 0 || !poolp)
+        return NULL;
+    if (!*poolp) {
+        sbusi_msgpool_t *pool = sbusi_calloc(1, sizeof *pool);
+        if (!pool)
+            return NULL; /* then plain allocations */
+        pool->refs = 1;
+        pool->live = 1;
+        *poolp = pool;
+    }
+    return *poolp;
+}
+
+static void pool_unref(sbusi_msgpool_t *pool)
+{
+    if (--pool->refs == 0)
+        sbusi_free(pool);
+}
+
+void sbusi_msgpool_close(sbusi_msgpool_t *pool)
+{
+    if (!pool)
+        return;
+    pool->live = 0;
+    while (pool->n > 0)
+        sbusi_free(pool->blk[--pool->n].p);
+    pool->bytes = 0;
+    pool_unref(pool);
+}
+
+/* Frees the allocation of m (m itself), or gives it back to its pool. */
+static void release_block(sbus_message_t *m)
+{
+    sbusi_msgpool_t *pool = m->pool;
+    if (!pool) {
+        sbusi_free(m);
+        return;
+    }
+    size_t size = (size_t)((uint8_t *)m->blk - (uint8_t *)m) + m->blk_cap;
+    if (pool->live && pool->n < POOL_MAX && size <= POOL_BLOCK_MAX &&
+        pool->bytes + size <= POOL_BYTES) {
+        pool->blk[pool->n].p = m;
+        pool->blk[pool->n].size = size;
+        pool->n++;
+        pool->bytes += size;
+    } else {
+        sbusi_free(m);
+    }
+    pool_unref(pool);
+}
+
 static sbus_message_t *message_alloc(void)
 {
     sbus_message_t *m = sbusi_calloc(1, sizeof *m);
@@ -154,7 +243,7 @@ void sbus_message_free(sbus_message_t *m)
         value_free(&m->aprops[i].v);
     }
     sbusi_free(m->aprops);
-    sbusi_free(m);
+    release_block(m);
 }
 
 void sbusi_message_unref_op(sbus_message_t *m, sbusi_op_t *op)
@@ -801,22 +890,33 @@ int sbusi_encode_payload(sbus_message_t *const *msgs, size_t n,
 
 /* Stores a string item as property `which` (ids of other types are
  * formatted as text). */
-static int dec_prop(sbus_message_t *m, int which, const sbusi_item_t *it)
+static int dec_prop(sbus_message_t *m, int which, const sbus_value_t *v)
 {
     char tmp[40];
-    switch (it->v.type) {
+    switch (v->type) {
     case SBUS_VAL_STRING:
-        return set_str(m, &m->props[which], it->v.u.s.ptr, it->v.u.s.len);
+        return set_str(m, &m->props[which], v->u.s.ptr, v->u.s.len);
     case SBUS_VAL_UINT:
-        snprintf(tmp, sizeof tmp, "%" PRIu64, it->v.u.u);
+        snprintf(tmp, sizeof tmp, "%" PRIu64, v->u.u);
         return set_str(m, &m->props[which], tmp, strlen(tmp));
     case SBUS_VAL_UUID:
-        sbus_uuid_format(it->v.u.uuid, tmp);
+        sbus_uuid_format(v->u.uuid, tmp);
         return set_str(m, &m->props[which], tmp, 36);
     case SBUS_VAL_BINARY:
-        return set_str(m, &m->props[which], it->v.u.s.ptr, it->v.u.s.len);
+        return set_str(m, &m->props[which], v->u.s.ptr, v->u.s.len);
     default:
         return 0;
+    }
+}
+
+/* sbusi_item_int() for a bare value. */
+static int value_int(const sbus_value_t *v, int64_t *out)
+{
+    switch (v->type) {
+    case SBUS_VAL_INT:
+    case SBUS_VAL_TIMESTAMP: *out = v->u.i; return 0;
+    case SBUS_VAL_UINT: *out = (int64_t)v->u.u; return 0;
+    default: return -1;
     }
 }
 
@@ -825,16 +925,16 @@ static int dec_header(sbus_message_t *m, const sbusi_item_t *list)
     sbusi_dec_t d;
     sbusi_dec_enter(list, &d);
     for (uint32_t i = 0; i < list->count; i++) {
-        sbusi_item_t it;
+        sbus_value_t it;
         int64_t v;
-        if (sbusi_dec_item(&d, &it) < 0)
+        if (sbusi_dec_value(&d, &it) < 0)
             return SBUS_EINVAL;
-        if (sbusi_item_int(&it, &v) < 0)
+        if (i != 2 && i != 4)
             continue;
-        if (i == 2)
-            set_field_raw(m, SBUS_FIELD_TIME_TO_LIVE, v);
-        else if (i == 4)
-            set_field_raw(m, SBUS_FIELD_DELIVERY_COUNT, v);
+        if (value_int(&it, &v) < 0)
+            continue;
+        set_field_raw(m, i == 2 ? SBUS_FIELD_TIME_TO_LIVE
+                                : SBUS_FIELD_DELIVERY_COUNT, v);
     }
     return 0;
 }
@@ -870,19 +970,19 @@ static int dec_annotations(sbus_message_t *m, const sbusi_item_t *map)
     sbusi_dec_t d;
     sbusi_dec_enter(map, &d);
     for (uint32_t i = 0; i < map->count; i += 2) {
-        sbusi_item_t k, v;
-        if (sbusi_dec_item(&d, &k) < 0 || sbusi_dec_item(&d, &v) < 0)
+        sbus_value_t k, v;
+        if (sbusi_dec_value(&d, &k) < 0 || sbusi_dec_value(&d, &v) < 0)
             return SBUS_EINVAL;
-        if (k.v.type != SBUS_VAL_STRING || k.v.u.s.len < 6 ||
-            memcmp(k.v.u.s.ptr, "x-opt-", 6) != 0)
+        if (k.type != SBUS_VAL_STRING || k.u.s.len < 6 ||
+            memcmp(k.u.s.ptr, "x-opt-", 6) != 0)
             continue; /* none of ours */
         for (size_t j = 0; j < sizeof g_annots / sizeof g_annots[0]; j++) {
-            if (k.v.u.s.len != g_annots[j].len ||
-                memcmp(k.v.u.s.ptr + 6, g_annots[j].key + 6,
+            if (k.u.s.len != g_annots[j].len ||
+                memcmp(k.u.s.ptr + 6, g_annots[j].key + 6,
                        g_annots[j].len - 6) != 0)
                 continue;
             int64_t x;
-            if (g_annots[j].field >= 0 && sbusi_item_int(&v, &x) == 0)
+            if (g_annots[j].field >= 0 && value_int(&v, &x) == 0)
                 set_field_raw(m, g_annots[j].field, x);
             else if (g_annots[j].prop >= 0 &&
                      dec_prop(m, g_annots[j].prop, &v) < 0)
@@ -910,8 +1010,8 @@ static int dec_properties(sbus_message_t *m, const sbusi_item_t *list)
     sbusi_dec_t d;
     sbusi_dec_enter(list, &d);
     for (uint32_t i = 0; i < list->count && i < 13; i++) {
-        sbusi_item_t it;
-        if (sbusi_dec_item(&d, &it) < 0)
+        sbus_value_t it;
+        if (sbusi_dec_value(&d, &it) < 0)
             return SBUS_EINVAL;
         if (g_prop_slots[i] >= 0 && dec_prop(m, g_prop_slots[i], &it) < 0)
             return SBUS_ENOMEM;
@@ -947,7 +1047,7 @@ static int dec_app_props(sbus_message_t *m, const sbusi_item_t *map)
             which = SBUS_PROP_DEAD_LETTER_REASON;
         else if (sym_is(&k, "DeadLetterErrorDescription"))
             which = SBUS_PROP_DEAD_LETTER_DESCRIPTION;
-        if (which >= 0 && dec_prop(m, which, &v) < 0)
+        if (which >= 0 && dec_prop(m, which, &v.v) < 0)
             return SBUS_ENOMEM;
     }
     return 0;
@@ -995,12 +1095,29 @@ static const uint8_t *value_start(const sbusi_item_t *it)
  * allocation of their own. */
 #define BLOCK_STR_ROOM 192
 
-sbus_message_t *sbusi_message_alloc_payload(size_t n, uint8_t **payload)
+sbus_message_t *sbusi_message_alloc_payload(sbusi_msgpool_t **poolp,
+                                            size_t n, uint8_t **payload)
 {
     size_t head = (sizeof(sbus_message_t) + 15) & ~(size_t)15;
-    if (n > SIZE_MAX - head - BLOCK_STR_ROOM)
+    if (n > SIZE_MAX - head - BLOCK_STR_ROOM - POOL_ROUND)
         return NULL;
-    sbus_message_t *m = sbusi_malloc(head + n + BLOCK_STR_ROOM);
+    size_t want = head + n + BLOCK_STR_ROOM, size = want;
+    sbusi_msgpool_t *pool = pool_get(poolp);
+    sbus_message_t *m = NULL;
+    if (pool) {
+        /* the block freed last, if it fits without wasting half of it */
+        if (pool->n > 0 && pool->blk[pool->n - 1].size >= want &&
+            pool->blk[pool->n - 1].size / 2 <= want) {
+            pool->n--;
+            m = pool->blk[pool->n].p;
+            size = pool->blk[pool->n].size;
+            pool->bytes -= size;
+        } else {
+            size = (want + POOL_ROUND - 1) / POOL_ROUND * POOL_ROUND;
+        }
+    }
+    if (!m)
+        m = sbusi_malloc(size);
     if (!m)
         return NULL;
     memset(m, 0, sizeof *m);
@@ -1008,8 +1125,12 @@ sbus_message_t *sbusi_message_alloc_payload(size_t n, uint8_t **payload)
     m->sections = &m->section0;
     m->capsections = 1;
     m->blk = (uint8_t *)m + head;
-    m->blk_cap = n + BLOCK_STR_ROOM;
+    m->blk_cap = size - head;
     m->blk_used = n;
+    if (pool) {
+        m->pool = pool;
+        pool->refs++;
+    }
     *payload = m->blk;
     return m;
 }
@@ -1017,7 +1138,7 @@ sbus_message_t *sbusi_message_alloc_payload(size_t n, uint8_t **payload)
 int sbusi_message_decode(const uint8_t *p, size_t n, sbus_message_t **out)
 {
     uint8_t *q;
-    sbus_message_t *m = sbusi_message_alloc_payload(n, &q);
+    sbus_message_t *m = sbusi_message_alloc_payload(NULL, n, &q);
     if (!m)
         return SBUS_ENOMEM;
     if (n)

@@ -388,10 +388,15 @@ void sbusi_receiver_pump(sbus_receiver_t *r)
 /* .NET GUID byte order (first three groups little-endian) -> RFC 4122. */
 static void lock_from_tag(const uint8_t *t, uint8_t out[16])
 {
-    static const int map[16] = {3, 2, 1, 0, 5, 4, 7, 6,
-                                8, 9, 10, 11, 12, 13, 14, 15};
-    for (int i = 0; i < 16; i++)
-        out[i] = t[map[i]];
+    out[0] = t[3];
+    out[1] = t[2];
+    out[2] = t[1];
+    out[3] = t[0];
+    out[4] = t[5];
+    out[5] = t[4];
+    out[6] = t[7];
+    out[7] = t[6];
+    memcpy(out + 8, t + 8, 8);
 }
 
 static void hand_over(sbus_receiver_t *r, sbus_message_t *m)
@@ -429,7 +434,7 @@ static void on_message(sbus_receiver_t *r, pn_delivery_t *d)
        one copy per message */
     uint8_t *payload;
     size_t n = pn_delivery_pending(d);
-    sbus_message_t *m = sbusi_message_alloc_payload(n, &payload);
+    sbus_message_t *m = sbusi_message_alloc_payload(&c->msgpool, n, &payload);
     if (!m)
         return; /* left buffered in Proton; tried again later */
     pn_link_t *l = pn_delivery_link(d);
@@ -598,9 +603,9 @@ static void on_remote_close(sbus_receiver_t *r, pn_link_t *l)
         complete_opens(r, &r->own.last_err);
 }
 
-void sbusi_receiver_on_event(sbus_receiver_t *r, pn_event_t *e)
+void sbusi_receiver_on_event(sbus_receiver_t *r, pn_event_t *e, pn_link_t *l,
+                             pn_delivery_t *d)
 {
-    pn_link_t *l = pn_event_link(e);
     switch (pn_event_type(e)) {
     case PN_LINK_REMOTE_OPEN:
         if (r->own.state != SBUSI_L_ATTACHING ||
@@ -624,7 +629,7 @@ void sbusi_receiver_on_event(sbus_receiver_t *r, pn_event_t *e)
         }
         break;
     case PN_DELIVERY:
-        on_delivery(r, pn_event_delivery(e));
+        on_delivery(r, d);
         break;
     default: break;
     }

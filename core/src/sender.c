@@ -277,9 +277,9 @@ static void on_outcome(sbus_sender_t *s, pn_delivery_t *d)
         op->dlv = NULL;
 }
 
-void sbusi_sender_on_event(sbus_sender_t *s, pn_event_t *e)
+void sbusi_sender_on_event(sbus_sender_t *s, pn_event_t *e, pn_link_t *l,
+                           pn_delivery_t *d)
 {
-    pn_link_t *l = pn_event_link(e);
     switch (pn_event_type(e)) {
     case PN_LINK_REMOTE_OPEN:
         if (s->own.state != SBUSI_L_ATTACHING)
@@ -314,7 +314,7 @@ void sbusi_sender_on_event(sbus_sender_t *s, pn_event_t *e)
             complete_opens(s, &s->own.last_err);
         break;
     case PN_DELIVERY:
-        on_outcome(s, pn_event_delivery(e));
+        on_outcome(s, d);
         break;
     default: break;
     }

@@ -45,7 +45,9 @@
  *
  * THREADS
  *   None inside. A connection and everything made from it (senders,
- *   receivers, messages received on it) are used by one thread at a time.
+ *   receivers, messages received on it) are used by one thread at a time;
+ *   that includes freeing received messages, also after the connection is
+ *   freed (their blocks return to a pool the connection keeps).
  *   Messages created by sbus_message_new() belong to no connection.
  *
  * OWNERSHIP WORDS
