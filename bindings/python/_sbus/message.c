@@ -230,6 +230,18 @@ static int body_section(MessageObject *self, PyObject *o, int first)
     Py_buffer view;
     PyObject *enc = NULL;
     int rc;
+    if (PyBytes_CheckExact(o)) { /* the usual case: no buffer protocol */
+        rc = first ? sbus_message_set_body(self->msg, PyBytes_AS_STRING(o),
+                                           (size_t)PyBytes_GET_SIZE(o))
+                   : sbus_message_add_body_section(
+                         self->msg, PyBytes_AS_STRING(o),
+                         (size_t)PyBytes_GET_SIZE(o));
+        if (rc < 0) {
+            sbpy_raise(SBUS_OP_NONE, rc);
+            return -1;
+        }
+        return 0;
+    }
     if (PyUnicode_Check(o)) {
         enc = PyUnicode_AsUTF8String(o);
         if (!enc)
@@ -488,9 +500,222 @@ static PyObject *msg_new(PyTypeObject *type, PyObject *args, PyObject *kw)
     return (PyObject *)self;
 }
 
+/* ---------------------------------------------------------------- */
+/* Message.__init__(body=None, *, encoding="UTF-8", application_properties,
+ * properties, session_id, message_id, scheduled_enqueue_time_utc,
+ * time_to_live, content_type, correlation_id, subject, label,
+ * partition_key, via_partition_key, to, reply_to, reply_to_session_id).
+ *
+ * In C because it runs once per message sent: `Message(body)` is one C
+ * call with no Python frame. The body is set directly (unless a subclass
+ * overrides the `body` attribute); every other keyword given and not None
+ * is assigned with setattr, in the order the Python __init__ used, so the
+ * package's properties (label, time_to_live, scheduled_enqueue_time_utc,
+ * ...) and any subclass override apply exactly as before. */
+
+enum {
+    K_BODY, K_ENCODING, K_APPLICATION_PROPERTIES, K_PROPERTIES, K_SESSION_ID,
+    K_MESSAGE_ID, K_CONTENT_TYPE, K_CORRELATION_ID, K_SUBJECT, K_LABEL,
+    K_PARTITION_KEY, K_VIA_PARTITION_KEY, K_TO, K_REPLY_TO,
+    K_REPLY_TO_SESSION_ID, K_SCHEDULED_ENQUEUE_TIME_UTC, K_TIME_TO_LIVE,
+    K__COUNT
+};
+
+static const char *const init_kw_names[K__COUNT] = {
+    "body", "encoding", "application_properties", "properties", "session_id",
+    "message_id", "content_type", "correlation_id", "subject", "label",
+    "partition_key", "via_partition_key", "to", "reply_to",
+    "reply_to_session_id", "scheduled_enqueue_time_utc", "time_to_live"};
+
+static PyObject *init_kw[K__COUNT]; /* interned names, made once */
+static PyObject *body_descr;        /* our `body` getset descriptor */
+
+static int init_names(void)
+{
+    for (int i = 0; i < K__COUNT; i++) {
+        if (init_kw[i])
+            continue;
+        init_kw[i] = PyUnicode_InternFromString(init_kw_names[i]);
+        if (!init_kw[i])
+            return -1;
+    }
+    if (!body_descr) {
+        /* the type's dict holds it for the life of the interpreter */
+        body_descr = PyDict_GetItemWithError(SbpyMessage_Type.tp_dict,
+                                             init_kw[K_BODY]);
+        if (!body_descr) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_SystemError, "Message.body missing");
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Sorted, comma-separated names of the keywords __init__ does not take. */
+static void unexpected_keywords(PyObject *kw)
+{
+    PyObject *bad = PyList_New(0), *key, *val, *sep = NULL, *text = NULL;
+    Py_ssize_t pos = 0;
+    if (!bad)
+        return;
+    while (PyDict_Next(kw, &pos, &key, &val)) {
+        int known = 0;
+        for (int i = 0; i < K__COUNT && !known; i++)
+            known = key == init_kw[i] ||
+                    (PyUnicode_Check(key) &&
+                     PyUnicode_Compare(key, init_kw[i]) == 0);
+        if (!known && PyList_Append(bad, key) < 0)
+            goto out;
+    }
+    if (PyList_Sort(bad) < 0 || !(sep = PyUnicode_FromString(", ")) ||
+        !(text = PyUnicode_Join(sep, bad)))
+        goto out;
+    PyErr_Format(PyExc_TypeError, "unexpected keyword argument(s): %U", text);
+out:
+    Py_XDECREF(text);
+    Py_XDECREF(sep);
+    Py_DECREF(bad);
+}
+
+/* 1 when `enc` names UTF-8 (any case, with or without the dash). */
+static int is_utf8_name(PyObject *enc, int *is_utf8)
+{
+    Py_ssize_t n;
+    const char *s = PyUnicode_AsUTF8AndSize(enc, &n);
+    char norm[8];
+    Py_ssize_t j = 0;
+    if (!s)
+        return -1;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (s[i] == '-')
+            continue;
+        if (j == (Py_ssize_t)sizeof norm - 1) {
+            *is_utf8 = 0;
+            return 0;
+        }
+        char c = s[i];
+        norm[j++] = (char)(c >= 'a' && c <= 'z' ? c - 'a' + 'A' : c);
+    }
+    norm[j] = 0;
+    *is_utf8 = strcmp(norm, "UTF8") == 0;
+    return 0;
+}
+
 static int msg_init(PyObject *self, PyObject *args, PyObject *kw)
 {
-    return 0; /* subclasses set their fields in __init__ */
+    PyObject *val[K__COUNT] = {NULL};
+    Py_ssize_t nargs = PyTuple_GET_SIZE(args);
+    if (!init_kw[K__COUNT - 1] || !body_descr) {
+        if (init_names() < 0)
+            return -1;
+    }
+    if (nargs > 1) {
+        PyErr_Format(PyExc_TypeError,
+                     "Message.__init__() takes from 1 to 2 positional "
+                     "arguments but %zd were given",
+                     nargs + 1);
+        return -1;
+    }
+    if (nargs == 1)
+        val[K_BODY] = PyTuple_GET_ITEM(args, 0);
+    if (kw && PyDict_GET_SIZE(kw) > 0) {
+        PyObject *key, *v;
+        Py_ssize_t pos = 0;
+        while (PyDict_Next(kw, &pos, &key, &v)) {
+            int k = 0;
+            while (k < K__COUNT && key != init_kw[k])
+                k++;
+            if (k == K__COUNT) { /* not interned: compare the text */
+                k = 0;
+                while (k < K__COUNT && !(PyUnicode_Check(key) &&
+                                         PyUnicode_Compare(key, init_kw[k]) == 0))
+                    k++;
+                if (PyErr_Occurred())
+                    return -1;
+            }
+            if (k == K__COUNT) {
+                unexpected_keywords(kw);
+                return -1;
+            }
+            if (k == K_BODY && nargs == 1) {
+                PyErr_SetString(PyExc_TypeError,
+                                "Message.__init__() got multiple values for "
+                                "argument 'body'");
+                return -1;
+            }
+            val[k] = v;
+        }
+    }
+
+    /* the body, encoded first when a str with another encoding */
+    PyObject *body = val[K_BODY] ? val[K_BODY] : Py_None;
+    PyObject *enc = val[K_ENCODING];
+    PyObject *encoded = NULL;
+    if (enc && PyUnicode_Check(body)) {
+        int utf8;
+        if (!PyUnicode_Check(enc)) {
+            PyErr_Format(PyExc_TypeError, "encoding must be str, not %.100s",
+                         Py_TYPE(enc)->tp_name);
+            return -1;
+        }
+        if (is_utf8_name(enc, &utf8) < 0)
+            return -1;
+        if (!utf8) {
+            encoded = PyUnicode_AsEncodedString(body, PyUnicode_AsUTF8(enc),
+                                                NULL);
+            if (!encoded)
+                return -1;
+            body = encoded;
+        }
+    }
+    int rc;
+    PyTypeObject *tp = Py_TYPE(self);
+    if (tp->tp_setattro == PyObject_GenericSetAttr &&
+        _PyType_Lookup(tp, init_kw[K_BODY]) == body_descr)
+        rc = msg_set_body((MessageObject *)self, body, NULL);
+    else
+        rc = PyObject_SetAttr(self, init_kw[K_BODY], body);
+    Py_XDECREF(encoded);
+    if (rc < 0)
+        return -1;
+    if (!kw)
+        return 0;
+
+    /* the rest, when given and not None: (keyword, attribute) in order */
+    static const int order[][2] = {
+        {K_APPLICATION_PROPERTIES, K_APPLICATION_PROPERTIES},
+        {K_PROPERTIES, K_APPLICATION_PROPERTIES},
+        {K_SESSION_ID, K_SESSION_ID},
+        {K_MESSAGE_ID, K_MESSAGE_ID},
+        {K_CONTENT_TYPE, K_CONTENT_TYPE},
+        {K_CORRELATION_ID, K_CORRELATION_ID},
+        {K_SUBJECT, K_SUBJECT},
+        {K_LABEL, K_SUBJECT},
+        {K_PARTITION_KEY, K_PARTITION_KEY},
+        {K_VIA_PARTITION_KEY, K_VIA_PARTITION_KEY},
+        {K_TO, K_TO},
+        {K_REPLY_TO, K_REPLY_TO},
+        {K_REPLY_TO_SESSION_ID, K_REPLY_TO_SESSION_ID},
+        {K_SCHEDULED_ENQUEUE_TIME_UTC, K_SCHEDULED_ENQUEUE_TIME_UTC},
+        {K_TIME_TO_LIVE, K_TIME_TO_LIVE},
+    };
+    int have_props = 0, have_subject = 0;
+    for (size_t i = 0; i < sizeof order / sizeof order[0]; i++) {
+        int k = order[i][0], attr = order[i][1];
+        PyObject *v = val[k];
+        if (!v || v == Py_None)
+            continue;
+        /* application_properties wins over properties, subject over
+         * label (the 7.x spelling over the 7.0 alias) */
+        if (attr == K_APPLICATION_PROPERTIES && have_props++)
+            continue;
+        if (attr == K_SUBJECT && have_subject++)
+            continue;
+        if (PyObject_SetAttr(self, init_kw[attr], v) < 0)
+            return -1;
+    }
+    return 0;
 }
 
 static int msg_traverse(MessageObject *self, visitproc visit, void *arg)
