@@ -55,6 +55,10 @@ typedef struct ConnObject {
     int closed;               /* close() or abort() was called */
     int flush_soon;           /* a _flush is scheduled (call_soon) */
     PyObject *cb_batch;       /* the open batch of done callbacks (future.c) */
+    int in_callbacks;         /* a batch of done callbacks is running */
+    int cb_pumped;            /* ... and an operation it started was pumped */
+    int cb_dirty;             /* ... and operations started after that one
+                                 wait for the pump at the batch's end */
     char scratch[4096];       /* read target when the engine has no room */
     int use_scratch;          /* get_buffer handed out `scratch` */
     PyObject *weakreflist;
@@ -165,7 +169,11 @@ void sbpy_opfut_set_conn(PyObject *fut, PyObject *conn);
  * has started running). 0, or -1 with an exception set (asyncio's
  * set_result refused: the Future was done or cancelled). */
 int sbpy_opfut_complete(PyObject *fut, PyObject *value, int is_error,
-                        PyObject *loop, PyObject **batch);
+                        ConnObject *conn, PyObject **batch);
+/* Around a batch of done callbacks of conn's Futures (future.c): operations
+ * started by the callbacks are pumped as one (see pump_after_op). */
+void sbpy_conn_callbacks_begin(ConnObject *c);
+void sbpy_conn_callbacks_end(ConnObject *c);
 
 /* message.c */
 /* Wraps an engine message (transfers) in an instance of `type`. */
