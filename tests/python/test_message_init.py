@@ -5,6 +5,7 @@ import copy
 import datetime
 import inspect
 import pickle
+import sys
 
 import pytest
 
@@ -174,3 +175,29 @@ def test_batch_add_in_c() -> None:
     batch2 = BatchMessage(None)
     batch2.add(m)
     assert batch2.size_in_bytes > BatchMessage(None).size_in_bytes
+
+
+def test_a_bytes_body_is_referenced_not_copied() -> None:
+    # The engine message refers to the bytes object (sbus_message_set_body_ref);
+    # the Message holds it exactly as long as it needs it.
+    body = bytes(range(256)) * 4
+    base = sys.getrefcount(body)
+    m = Message(body)
+    assert sys.getrefcount(body) == base + 1
+    assert m.body == body and m.size_in_bytes > len(body)
+    m.body = b"other"  # replaced: released
+    assert sys.getrefcount(body) == base and m.body == b"other"
+    m.body = body
+    m.body = "text"  # replaced by a copy: kept until the message goes
+    assert m.body == b"text"
+    del m
+    assert sys.getrefcount(body) == base
+    m = Message([body, b"tail"])  # the first section refers, the others copy
+    assert m.body == [body, b"tail"]
+    c = m._copy()  # a copy owns its bytes
+    del m
+    assert sys.getrefcount(body) == base and c.body == [body, b"tail"]
+    b = bytearray(b"mutable")  # not bytes: copied, later changes do not leak in
+    m = Message(b)
+    b[:] = b"changed"
+    assert m.body == b"mutable"

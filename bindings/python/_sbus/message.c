@@ -230,12 +230,23 @@ static int body_section(MessageObject *self, PyObject *o, int first)
     Py_buffer view;
     PyObject *enc = NULL;
     int rc;
-    if (PyBytes_CheckExact(o)) { /* the usual case: no buffer protocol */
-        rc = first ? sbus_message_set_body(self->msg, PyBytes_AS_STRING(o),
-                                           (size_t)PyBytes_GET_SIZE(o))
-                   : sbus_message_add_body_section(
-                         self->msg, PyBytes_AS_STRING(o),
-                         (size_t)PyBytes_GET_SIZE(o));
+    if (PyBytes_CheckExact(o)) {
+        /* the usual case: bytes are immutable, so the first section refers
+         * to them instead of copying; body_ref keeps them alive as long as
+         * the engine message (a previous one is kept too, harmlessly, until
+         * the message goes: the engine may still point at it on failure) */
+        if (first) {
+            rc = sbus_message_set_body_ref(self->msg, PyBytes_AS_STRING(o),
+                                           (size_t)PyBytes_GET_SIZE(o));
+            if (rc == 0) {
+                PyObject *old = self->body_ref;
+                self->body_ref = Py_NewRef(o);
+                Py_XDECREF(old);
+            }
+        } else {
+            rc = sbus_message_add_body_section(self->msg, PyBytes_AS_STRING(o),
+                                               (size_t)PyBytes_GET_SIZE(o));
+        }
         if (rc < 0) {
             sbpy_raise(SBUS_OP_NONE, rc);
             return -1;
@@ -602,6 +613,40 @@ static int is_utf8_name(PyObject *enc, int *is_utf8)
     return 0;
 }
 
+/* Sets the body `body` (a str first encoded with `enc` unless that names
+ * UTF-8; enc NULL: UTF-8) directly, or through setattr when the instance's
+ * class overrides `body`. 0 / -1. */
+static int init_body(PyObject *self, PyObject *body, PyObject *enc)
+{
+    PyObject *encoded = NULL;
+    if (enc && PyUnicode_Check(body)) {
+        int utf8;
+        if (!PyUnicode_Check(enc)) {
+            PyErr_Format(PyExc_TypeError, "encoding must be str, not %.100s",
+                         Py_TYPE(enc)->tp_name);
+            return -1;
+        }
+        if (is_utf8_name(enc, &utf8) < 0)
+            return -1;
+        if (!utf8) {
+            encoded = PyUnicode_AsEncodedString(body, PyUnicode_AsUTF8(enc),
+                                                NULL);
+            if (!encoded)
+                return -1;
+            body = encoded;
+        }
+    }
+    int rc;
+    PyTypeObject *tp = Py_TYPE(self);
+    if (tp->tp_setattro == PyObject_GenericSetAttr &&
+        _PyType_Lookup(tp, init_kw[K_BODY]) == body_descr)
+        rc = msg_set_body((MessageObject *)self, body, NULL);
+    else
+        rc = PyObject_SetAttr(self, init_kw[K_BODY], body);
+    Py_XDECREF(encoded);
+    return rc;
+}
+
 static int msg_init(PyObject *self, PyObject *args, PyObject *kw)
 {
     PyObject *val[K__COUNT] = {NULL};
@@ -648,36 +693,7 @@ static int msg_init(PyObject *self, PyObject *args, PyObject *kw)
         }
     }
 
-    /* the body, encoded first when a str with another encoding */
-    PyObject *body = val[K_BODY] ? val[K_BODY] : Py_None;
-    PyObject *enc = val[K_ENCODING];
-    PyObject *encoded = NULL;
-    if (enc && PyUnicode_Check(body)) {
-        int utf8;
-        if (!PyUnicode_Check(enc)) {
-            PyErr_Format(PyExc_TypeError, "encoding must be str, not %.100s",
-                         Py_TYPE(enc)->tp_name);
-            return -1;
-        }
-        if (is_utf8_name(enc, &utf8) < 0)
-            return -1;
-        if (!utf8) {
-            encoded = PyUnicode_AsEncodedString(body, PyUnicode_AsUTF8(enc),
-                                                NULL);
-            if (!encoded)
-                return -1;
-            body = encoded;
-        }
-    }
-    int rc;
-    PyTypeObject *tp = Py_TYPE(self);
-    if (tp->tp_setattro == PyObject_GenericSetAttr &&
-        _PyType_Lookup(tp, init_kw[K_BODY]) == body_descr)
-        rc = msg_set_body((MessageObject *)self, body, NULL);
-    else
-        rc = PyObject_SetAttr(self, init_kw[K_BODY], body);
-    Py_XDECREF(encoded);
-    if (rc < 0)
+    if (init_body(self, val[K_BODY] ? val[K_BODY] : Py_None, val[K_ENCODING]) < 0)
         return -1;
     if (!kw)
         return 0;
@@ -738,6 +754,7 @@ static void msg_dealloc(MessageObject *self)
     msg_clear(self);
     sbus_message_free(self->msg);
     self->msg = NULL;
+    Py_CLEAR(self->body_ref); /* after the engine message that refers to it */
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 

@@ -85,6 +85,9 @@ typedef struct {
     sbus_message_t *msg;      /* owned */
     PyObject *receiver;       /* ReceiverObject it came from, or NULL */
     PyObject *props;          /* application properties dict (lazy) */
+    PyObject *body_ref;       /* the bytes object msg's body section refers
+                                 to (sbus_message_set_body_ref): released
+                                 only after msg is freed, never by tp_clear */
 } MessageObject;
 
 typedef struct {
