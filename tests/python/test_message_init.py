@@ -201,3 +201,27 @@ def test_a_bytes_body_is_referenced_not_copied() -> None:
     m = Message(b)
     b[:] = b"changed"
     assert m.body == b"mutable"
+
+
+def test_calling_the_message_class_directly_keeps_type_call_semantics() -> None:
+    # Message(...) of the package's own class skips type.__call__'s argument
+    # tuple (_install_vectorcall); everything type.__call__ did still holds.
+    assert Message().body is None and Message(b"v").body == b"v"
+    assert Message(body=b"k", message_id="i").message_id == "i"
+    with pytest.raises(TypeError, match="positional"):
+        Message(b"a", b"b", b"c")  # type: ignore[misc]
+    seen = []
+
+    def init(self: Message, *args: object, **kwargs: object) -> None:
+        seen.append((args, kwargs))
+        _C_INIT(self, b"patched")
+
+    _C_INIT = Message.__init__
+    Message.__init__ = init  # type: ignore[method-assign]
+    try:
+        m = Message(b"x")  # a replaced __init__ is called, as by type.__call__
+        assert seen == [((b"x",), {})] and m.body == b"patched"
+    finally:
+        del Message.__init__  # type: ignore[misc]
+    assert Message(b"y").body == b"y" and len(seen) == 1
+    assert type(Plain(b"p")) is Plain and type(Message(b"m")) is Message

@@ -734,6 +734,59 @@ static int msg_init(PyObject *self, PyObject *args, PyObject *kw)
     return 0;
 }
 
+/* Calling the package's Message class (_install_vectorcall): Message(body)
+ * without an argument tuple and type.__call__'s generic path - the same as
+ * tp_new + tp_init (checked on every call, so a class whose __new__ or
+ * __init__ was replaced later takes the generic path); anything but at
+ * most one positional argument goes the generic way. */
+static PyObject *msg_vectorcall(PyObject *callable, PyObject *const *args,
+                                size_t nargsf, PyObject *kwnames)
+{
+    PyTypeObject *tp = (PyTypeObject *)callable;
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    if (tp->tp_new == msg_new && tp->tp_init == msg_init && nargs <= 1 &&
+        nkw == 0 && (body_descr || init_names() == 0)) {
+        PyObject *self = msg_new(tp, NULL, NULL);
+        if (self && init_body(self, nargs ? args[0] : Py_None, NULL) < 0)
+            Py_CLEAR(self);
+        return self;
+    }
+    if (PyErr_Occurred())
+        return NULL;
+    PyObject *t = PyTuple_New(nargs), *kw = NULL, *r = NULL;
+    if (!t)
+        return NULL;
+    for (Py_ssize_t i = 0; i < nargs; i++)
+        PyTuple_SET_ITEM(t, i, Py_NewRef(args[i]));
+    if (nkw) {
+        if (!(kw = PyDict_New()))
+            goto out;
+        for (Py_ssize_t i = 0; i < nkw; i++)
+            if (PyDict_SetItem(kw, PyTuple_GET_ITEM(kwnames, i),
+                               args[nargs + i]) < 0)
+                goto out;
+    }
+    r = PyType_Type.tp_call(callable, t, kw);
+out:
+    Py_DECREF(t);
+    Py_XDECREF(kw);
+    return r;
+}
+
+/* _install_vectorcall(cls): calls of cls (a subclass of Message) take
+ * msg_vectorcall. A class's tp_vectorcall is not inherited. */
+static PyObject *msg_install_vectorcall(PyObject *unused, PyObject *cls)
+{
+    if (!PyType_Check(cls) ||
+        !PyType_IsSubtype((PyTypeObject *)cls, &SbpyMessage_Type)) {
+        PyErr_SetString(PyExc_TypeError, "expected a Message class");
+        return NULL;
+    }
+    ((PyTypeObject *)cls)->tp_vectorcall = msg_vectorcall;
+    Py_RETURN_NONE;
+}
+
 static int msg_traverse(MessageObject *self, visitproc visit, void *arg)
 {
     Py_VISIT(self->receiver);
@@ -840,6 +893,10 @@ static PyMethodDef msg_methods[] = {
      METH_FASTCALL,
      "_start_settle(outcome[, reason, description]) -> Future, or None when "
      "the message came from no receiver"},
+    {"_install_vectorcall", (PyCFunction)msg_install_vectorcall,
+     METH_O | METH_STATIC,
+     "_install_vectorcall(cls): Message(body) calls of cls skip the "
+     "argument tuple"},
     {"_copy", (PyCFunction)msg_copy, METH_VARARGS,
      "_copy([type]) -> a new outgoing message with the same content"},
     {NULL, NULL, 0, NULL}};

@@ -173,6 +173,10 @@ class Message(_sbus.Message):
         )
 
 
+# Message(body) without type.__call__'s argument tuple (its own class only;
+# subclasses are called the usual way).
+_sbus.Message._install_vectorcall(Message)
+
 ServiceBusMessage = Message
 
 
