@@ -225,3 +225,33 @@ def test_calling_the_message_class_directly_keeps_type_call_semantics() -> None:
         del Message.__init__  # type: ignore[misc]
     assert Message(b"y").body == b"y" and len(seen) == 1
     assert type(Plain(b"p")) is Plain and type(Message(b"m")) is Message
+
+
+def test_a_dropped_message_leaves_nothing_to_the_next() -> None:
+    # Engine messages of dropped Messages are reset and reused (a pool in
+    # _sbus/message.c): a new Message must not see anything of an old one.
+    when = datetime.datetime(2031, 1, 1, tzinfo=UTC)
+    for _ in range(3):
+        old = [
+            Message(
+                [b"a" * 300, b"b"],
+                application_properties={"k": [1, 2], "s": "x" * 300},
+                session_id="s",
+                message_id="m",
+                subject="subj",
+                to="t",
+                time_to_live=datetime.timedelta(seconds=5),
+                scheduled_enqueue_time_utc=when,
+            )
+            for _ in range(300)
+        ]
+        for m in old:
+            m._encoded_size()  # the properties dict written into the engine message
+        del old, m
+        fresh = [Message(b"new") for _ in range(300)]
+        for m in fresh:
+            assert m.body == b"new" and m.application_properties == {}
+            assert (m.session_id, m.message_id, m.subject, m.to) == (None, None, None, None)
+            assert m.time_to_live is None and m.scheduled_enqueue_time_utc is None
+        assert len({m._encoded_size() for m in fresh}) == 1
+        assert Message()._encoded_size() < fresh[0]._encoded_size()

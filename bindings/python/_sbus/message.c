@@ -497,11 +497,43 @@ static PyObject *msg_copy(MessageObject *self, PyObject *args)
     return sbpy_message_wrap((PyTypeObject *)type, m, NULL);
 }
 
+/* Engine messages of dropped outgoing Messages, made new again with
+ * sbus_message_reset for the next Message(...): a batch of 100 otherwise
+ * allocates 100 in a row, past malloc's fast path. Received messages (and
+ * any an operation still refers to) are refused by the reset and freed.
+ * Emptied by sbpy_message_pool_free when the module goes. */
+#define MSG_POOL_MAX 256
+static sbus_message_t *msg_pool[MSG_POOL_MAX];
+static int msg_pool_n;
+static int msg_pool_closed;
+
+static void release_engine_message(sbus_message_t *m)
+{
+    if (!m)
+        return;
+    if (!msg_pool_closed && msg_pool_n < MSG_POOL_MAX &&
+        sbus_message_reset(m) == 0)
+        msg_pool[msg_pool_n++] = m;
+    else
+        sbus_message_free(m);
+}
+
+void sbpy_message_pool_free(void)
+{
+    msg_pool_closed = 1;
+    while (msg_pool_n > 0)
+        sbus_message_free(msg_pool[--msg_pool_n]);
+}
+
 static PyObject *msg_new(PyTypeObject *type, PyObject *args, PyObject *kw)
 {
     MessageObject *self = (MessageObject *)type->tp_alloc(type, 0);
     if (!self)
         return NULL;
+    if (msg_pool_n > 0) {
+        self->msg = msg_pool[--msg_pool_n];
+        return (PyObject *)self;
+    }
     int rc = sbus_message_new(&self->msg);
     if (rc < 0) {
         self->msg = NULL;
@@ -805,7 +837,7 @@ static void msg_dealloc(MessageObject *self)
 {
     PyObject_GC_UnTrack(self);
     msg_clear(self);
-    sbus_message_free(self->msg);
+    release_engine_message(self->msg);
     self->msg = NULL;
     Py_CLEAR(self->body_ref); /* after the engine message that refers to it */
     Py_TYPE(self)->tp_free((PyObject *)self);

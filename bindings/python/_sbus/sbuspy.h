@@ -184,5 +184,7 @@ PyObject *sbpy_message_wrap(PyTypeObject *type, sbus_message_t *m,
                             PyObject *receiver);
 /* Writes a cached application-properties dict back into the message. */
 int sbpy_message_sync(MessageObject *m);
+/* Frees the pooled engine messages and stops pooling (module teardown). */
+void sbpy_message_pool_free(void);
 
 #endif /* SBUSPY_H */
