@@ -95,7 +95,12 @@ class ServiceBusSender(BaseHandler):
         if isinstance(message, (list, tuple)):
             if not message:
                 return
-            await with_timeout(lambda: handle.send(list(message)), kwargs)
+            # The engine encodes the messages during the call (no copy of
+            # the list needed); no closure without timeout=.
+            if not kwargs:
+                await handle.send(message)
+            else:
+                await with_timeout(lambda: handle.send(message), kwargs)
             return
         raise TypeError("send_messages expects a Message, a list of Messages or a BatchMessage")
 
