@@ -567,7 +567,7 @@ static void on_message(emu_link_t *l, pn_delivery_t *d, uint32_t format)
   if (l->rx_oversize) {
     char desc[256];
     snprintf(desc, sizeof desc, "The received message (delivery-id:%u, size:%zu bytes) exceeds the limit (%llu bytes) currently allowed on the link.",
-             0u, l->rx.len, (unsigned long long)b->opt.max_message_size);
+             0u, l->rx_total, (unsigned long long)b->opt.max_message_size);
     reject(d, "amqp:link:message-size-exceeded", desc);
     return;
   }
@@ -618,6 +618,7 @@ static bool incoming_one(emu_link_t *l, pn_delivery_t *d)
     ssize_t r = pn_link_recv(pl, (char *)l->rx.p + l->rx.len, l->rx.cap - l->rx.len);
     if (r <= 0) break;
     l->rx.len += (size_t)r;
+    l->rx_total += (size_t)r;
     if (l->kind == LINK_PRODUCER && l->rx.len > max + 4096) {
       l->rx_oversize = true;
       l->rx.len = 0;
@@ -640,6 +641,7 @@ static bool incoming_one(emu_link_t *l, pn_delivery_t *d)
   /* every path above settled d, and settling the current delivery advances the link */
   l->rx.len = 0;
   l->rx_oversize = false;
+  l->rx_total = 0;
   if (l->rx.cap > (1u << 20)) buf_free(&l->rx);
   return true;
 }
@@ -761,47 +763,24 @@ static void on_flow(emu_link_t *l)
   finish_drain(l);
 }
 
-/* Apply a map of property changes (modified annotations or rejected info) to m. */
-static void apply_props(emu_msg_t *m, pn_data_t *map, const char **reason, const char **desc,
-                        char *rbuf, char *dbuf, size_t n)
+/* Apply a map of property changes (a modified outcome's annotations or a rejected outcome's
+ * info) to m. Proton holds the map decoded; it is encoded again so that each value is kept as
+ * it was sent. */
+static void apply_props(emu_msg_t *m, pn_data_t *map, char *reason, char *desc, size_t n)
 {
   if (!map) return;
   pn_data_rewind(map);
   if (!pn_data_next(map) || pn_data_type(map) != PN_MAP) return;
-  size_t count = pn_data_get_map(map);
-  pn_data_enter(map);
-  pn_data_t *one = pn_data(4);
-  char enc[4096];
-  for (size_t i = 0; i < count / 2; i++) {
-    if (!pn_data_next(map)) break;
-    pn_type_t kt = pn_data_type(map);
-    pn_bytes_t k = kt == PN_SYMBOL ? pn_data_get_symbol(map) : kt == PN_STRING ? pn_data_get_string(map) : pn_bytes(0, NULL);
-    char key[256];
-    size_t kl = k.size < sizeof key - 1 ? k.size : sizeof key - 1;
-    if (kl) memcpy(key, k.start, kl);
-    key[kl] = 0;
-    if (!pn_data_next(map)) break;
-    pn_type_t vt = pn_data_type(map);
-    if (reason && (strcmp(key, "DeadLetterReason") == 0 || strcmp(key, "DeadLetterErrorDescription") == 0)) {
-      char *dst = key[10] == 'R' ? rbuf : dbuf;
-      if (vt == PN_STRING) {
-        pn_bytes_t s = pn_data_get_string(map);
-        size_t sl = s.size < n - 1 ? s.size : n - 1;
-        memcpy(dst, s.start, sl);
-        dst[sl] = 0;
-        if (key[10] == 'R') *reason = rbuf;
-        else *desc = dbuf;
-      }
-      continue;
-    }
-    if (!kl || vt == PN_NULL) continue;
-    pn_data_clear(one);
-    pn_data_appendn(one, map, 1);
-    ssize_t el = pn_data_encode(one, enc, sizeof enc);
-    if (el > 0) msg_app_set(m, key, (unsigned char *)enc, (size_t)el);
+  emu_buf_t enc = {0};
+  ssize_t el;
+  for (;;) {
+    if (buf_reserve(&enc, enc.cap ? enc.cap * 2 : 4096) != 0) abort();
+    el = pn_data_encode(map, (char *)enc.p, enc.cap);
+    if (el != PN_OVERFLOW) break;
   }
-  pn_data_free(one);
-  pn_data_exit(map);
+  amqp_val_t v;
+  if (el > 0 && amqp_decode(enc.p, (size_t)el, &v) > 0) msg_app_merge(m, &v, reason, desc, n);
+  buf_free(&enc);
 }
 
 static void delayed_push(emu_conn_t *c, pn_delivery_t *d, uint64_t state)
@@ -819,21 +798,20 @@ static void delayed_push(emu_conn_t *c, pn_delivery_t *d, uint64_t state)
 static const char *apply_outcome(emu_broker_t *b, emu_msg_t *m, pn_delivery_t *d, uint64_t st)
 {
   pn_disposition_t *rd = pn_delivery_remote(d);
-  char rbuf[1024], dbuf[4096];
-  const char *reason = NULL, *desc = NULL;
+  char reason[4096] = "", desc[4096] = "";
   switch (st) {
   case PN_ACCEPTED:
     emu_remove(b, m);
     break;
   case PN_MODIFIED:
-    apply_props(m, pn_disposition_annotations(rd), NULL, NULL, rbuf, dbuf, sizeof rbuf);
+    apply_props(m, pn_disposition_annotations(rd), NULL, NULL, 0);
     if (pn_disposition_is_undeliverable(rd)) emu_defer(b, m);
     else emu_abandon(b, m);
     break;
   case PN_REJECTED: {
     pn_condition_t *pc = pn_disposition_condition(rd);
-    apply_props(m, pn_condition_info(pc), &reason, &desc, rbuf, dbuf, sizeof rbuf);
-    emu_deadletter(b, m, reason, desc);
+    apply_props(m, pn_condition_info(pc), reason, desc, sizeof desc);
+    emu_deadletter(b, m, reason[0] ? reason : NULL, desc[0] ? desc : NULL);
     break;
   }
   default: /* released, or settled without an outcome */

@@ -43,10 +43,11 @@ static int get_entities(emu_broker_t *b, emu_buf_t *resp)
     if (e->kind == ENT_DLQ) continue;
     emu_sweep_expired(b, e);
     emu_counts_t c = e->counts;
-    size_t dl = e->dlq ? e->dlq->counts.total : 0;
-    json_object_set_new(o, e->name, json_pack("{s:s,s:I,s:I,s:I,s:I,s:I,s:I}", "kind", kind_name(e->kind),
+    size_t dl = e->dlq ? e->dlq->counts.total : 0, tdl = e->tdlq ? e->tdlq->counts.total : 0;
+    json_object_set_new(o, e->name, json_pack("{s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "kind", kind_name(e->kind),
                                               "active", (json_int_t)c.active, "scheduled", (json_int_t)c.scheduled,
                                               "deferred", (json_int_t)c.deferred, "dead_lettered", (json_int_t)dl,
+                                              "transfer_dead_lettered", (json_int_t)tdl,
                                               "locked", (json_int_t)c.locked, "total", (json_int_t)c.total));
   }
   return answer(resp, 200, o);

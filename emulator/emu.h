@@ -180,6 +180,7 @@ struct emu_entity {
   emu_kind_t kind;           /* what it is */
   emu_entity_t *parent;      /* subscription: topic; DLQ: its entity */
   emu_entity_t *dlq;         /* dead-letter sub-queue (queues, subscriptions) */
+  emu_entity_t *tdlq;        /* transfer dead-letter sub-queue, made on first use (emu_tdlq) */
   emu_props_t props;         /* settings */
   emu_policy_t *policies;    /* entity-level SAS policies */
   int64_t next_seq;          /* next sequence number (queues, topics, DLQs) */
@@ -260,6 +261,7 @@ struct emu_link {
   emu_sess_t *sess;          /* consumer holding a session lock */
   emu_buf_t rx;              /* bytes of the incoming delivery in progress */
   bool rx_oversize;          /* the delivery in progress exceeded the limit */
+  size_t rx_total;           /* bytes of the delivery in progress read so far */
   uint64_t tags;             /* counter for delivery tags */
   int64_t active_ms;         /* emulator ms of the last transfer, flow or disposition */
   emu_wlink_t *wl;           /* what the frame scanner saw of this link (receiving links), or NULL */
@@ -369,6 +371,11 @@ emu_entity_t *emu_entity_add(emu_broker_t *b, emu_kind_t kind, const char *name,
                              emu_entity_t *parent, const emu_props_t *props);
 void emu_entity_remove(emu_broker_t *b, emu_entity_t *e);
 emu_entity_t *emu_entity_find(emu_broker_t *b, const char *path);
+/* The transfer dead-letter sub-queue of a queue or subscription (`<path>/$Transfer/$DeadLetterQueue`),
+ * where messages that auto-forwarding could not deliver go; made on first use, so that configs
+ * that never need one keep their entity list. NULL for other kinds. emu_entity_find makes it
+ * too when a client names it. */
+emu_entity_t *emu_tdlq(emu_broker_t *b, emu_entity_t *e);
 void emu_props_default(emu_props_t *p);
 void emu_props_free(emu_props_t *p);
 void emu_rule_free(emu_rule_t *r);
@@ -386,6 +393,12 @@ bool msg_prop(const emu_msg_t *m, int field, amqp_val_t *v);
 bool msg_app_prop(const emu_msg_t *m, const char *name, amqp_val_t *v);
 /* Replace application properties entries: set (name -> encoded value) or remove (value NULL). */
 void msg_app_set(emu_msg_t *m, const char *name, const unsigned char *val, size_t vlen);
+/* Merge a map of property changes (a modified outcome's message-annotations, a rejected
+ * outcome's error info, or a management properties-to-modify) into m's application properties:
+ * each string- or symbol-keyed entry with a non-null value replaces that property, encoded as it
+ * came. With reason and desc given, DeadLetterReason and DeadLetterErrorDescription string
+ * entries are copied there (NUL-terminated, cut to n bytes) instead of being set. */
+void msg_app_merge(emu_msg_t *m, const amqp_val_t *map, char *reason, char *desc, size_t n);
 void msg_props_set(emu_msg_t *m, int field, const unsigned char *val, size_t vlen);
 /* Encode for the wire. mode: 0 delivery, 1 peek/browse, 2 receive-by-sequence (locked). */
 void msg_encode(emu_broker_t *b, const emu_msg_t *m, emu_buf_t *out, int mode);

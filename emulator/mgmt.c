@@ -380,15 +380,8 @@ static void op_receive_by_seq(mgmt_ctx_t *x)
 /* Apply a properties-to-modify map (string keys) to m's application properties. */
 static void apply_modify(mgmt_ctx_t *x, emu_msg_t *m)
 {
-  amqp_val_t map, k, v;
-  if (!get_key(x, "properties-to-modify", &map) || !amqp_is_map(&map)) return;
-  amqp_iter_t it;
-  amqp_iter_init(&it, &map);
-  while (amqp_iter_next(&it, &k) && amqp_iter_next(&it, &v)) {
-    char *name = amqp_dup_str(&k);
-    if (name && !amqp_is_null(&v)) msg_app_set(m, name, v.start, v.total);
-    free(name);
-  }
+  amqp_val_t map;
+  if (get_key(x, "properties-to-modify", &map)) msg_app_merge(m, &map, NULL, NULL, 0);
 }
 
 static void op_update_disposition(mgmt_ctx_t *x)

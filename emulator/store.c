@@ -326,6 +326,18 @@ static emu_entity_t *entity_alloc(emu_broker_t *b, emu_kind_t kind, const char *
   return e;
 }
 
+/* A dead-letter sub-queue of e: its own messages and sequence, e's lock duration. */
+static emu_entity_t *sub_queue(emu_broker_t *b, emu_entity_t *e, const char *suffix)
+{
+  char dl[1024];
+  snprintf(dl, sizeof dl, "%s/%s", e->name, suffix);
+  emu_props_t dp;
+  emu_props_default(&dp);
+  dp.lock_ms = e->props.lock_ms;
+  dp.max_delivery = e->props.max_delivery;
+  return entity_alloc(b, ENT_DLQ, dl, e, &dp);
+}
+
 emu_entity_t *emu_entity_add(emu_broker_t *b, emu_kind_t kind, const char *name,
                              emu_entity_t *parent, const emu_props_t *props)
 {
@@ -335,16 +347,15 @@ emu_entity_t *emu_entity_add(emu_broker_t *b, emu_kind_t kind, const char *name,
     if (!parent->subs) abort();
     parent->subs[parent->nsubs++] = e;
   }
-  if (kind == ENT_QUEUE || kind == ENT_SUBSCRIPTION) {
-    char dl[1024];
-    snprintf(dl, sizeof dl, "%s/$DeadLetterQueue", name);
-    emu_props_t dp;
-    emu_props_default(&dp);
-    dp.lock_ms = e->props.lock_ms;
-    dp.max_delivery = e->props.max_delivery;
-    e->dlq = entity_alloc(b, ENT_DLQ, dl, e, &dp);
-  }
+  if (kind == ENT_QUEUE || kind == ENT_SUBSCRIPTION) e->dlq = sub_queue(b, e, "$DeadLetterQueue");
   return e;
+}
+
+emu_entity_t *emu_tdlq(emu_broker_t *b, emu_entity_t *e)
+{
+  if (e->kind != ENT_QUEUE && e->kind != ENT_SUBSCRIPTION) return NULL;
+  if (!e->tdlq) e->tdlq = sub_queue(b, e, "$Transfer/$DeadLetterQueue");
+  return e->tdlq;
 }
 
 static void entity_free_messages(emu_broker_t *b, emu_entity_t *e)
@@ -408,9 +419,11 @@ void emu_entity_remove(emu_broker_t *b, emu_entity_t *e)
       }
     }
   }
-  if (e->dlq) {
-    unlink_entity(b, e->dlq);
-    entity_free(b, e->dlq);
+  emu_entity_t *subq[2] = {e->dlq, e->tdlq};
+  for (int i = 0; i < 2; i++) {
+    if (!subq[i]) continue;
+    unlink_entity(b, subq[i]);
+    entity_free(b, subq[i]);
   }
   unlink_entity(b, e);
   entity_free(b, e);
@@ -442,7 +455,14 @@ emu_entity_t *emu_entity_find(emu_broker_t *b, const char *path)
 {
   for (emu_entity_t *e = b->entities; e; e = e->next)
     if (strcasecmp(e->lname, path) == 0) return e;
-  return NULL;
+  static const char tsuffix[] = "/$transfer/$deadletterqueue";
+  size_t n = strlen(path), sl = sizeof tsuffix - 1;
+  if (n <= sl || strcasecmp(path + n - sl, tsuffix) != 0) return NULL;
+  char *owner = strndup(path, n - sl);
+  if (!owner) abort();
+  emu_entity_t *e = emu_entity_find(b, owner);
+  free(owner);
+  return e ? emu_tdlq(b, e) : NULL;
 }
 
 /* ---------------------------------------------------------------- messages */
@@ -644,6 +664,35 @@ static void rebuild_keep_ann(emu_msg_t *m, const void *props, size_t pl, const v
   msg_assemble(m, &ann, props, pl, app, al, body.p, body.len);
   buf_free(&ann);
   buf_free(&body);
+}
+
+void msg_app_merge(emu_msg_t *m, const amqp_val_t *map, char *reason, char *desc, size_t n)
+{
+  if (!amqp_is_map(map)) return;
+  amqp_iter_t it;
+  amqp_val_t k, v;
+  amqp_iter_init(&it, map);
+  while (amqp_iter_next(&it, &k) && amqp_iter_next(&it, &v)) {
+    char *name = amqp_dup_str(&k);
+    if (!name || !name[0] || amqp_is_null(&v)) {
+      free(name);
+      continue;
+    }
+    char *dst = !reason ? NULL : !strcmp(name, "DeadLetterReason") ? reason
+              : !strcmp(name, "DeadLetterErrorDescription") ? desc : NULL;
+    const char *s;
+    size_t sl;
+    if (dst) {
+      if (amqp_get_str(&v, &s, &sl)) {
+        if (sl > n - 1) sl = n - 1;
+        memcpy(dst, s, sl);
+        dst[sl] = 0;
+      }
+    } else {
+      msg_app_set(m, name, v.start, v.total);
+    }
+    free(name);
+  }
 }
 
 void msg_app_set(emu_msg_t *m, const char *name, const unsigned char *val, size_t vlen)
@@ -1066,18 +1115,37 @@ static bool dup_seen(emu_broker_t *b, emu_entity_t *e, const emu_msg_t *m)
 static int enqueue_local(emu_broker_t *b, emu_entity_t *e, emu_msg_t *m, int64_t seq,
                          const char **cond, char *desc, size_t dlen);
 
-static int forward(emu_broker_t *b, const char *to, emu_msg_t *m, const char **cond, char *desc, size_t dlen)
+static void set_str_app(emu_msg_t *m, const char *name, const char *val);
+
+/* Auto-forward m (owned) to the entity named `to`. A message that has passed through four
+ * entities already, or whose destination does not exist, goes to from's transfer dead-letter
+ * queue instead (DOC-DLQ "Dead-lettering in auto forward scenarios"). */
+static int forward(emu_broker_t *b, emu_entity_t *from, const char *to, emu_msg_t *m,
+                   const char **cond, char *desc, size_t dlen)
 {
   emu_entity_t *t = emu_entity_find(b, to);
-  if (!t) {
+  const char *reason = NULL, *why = NULL;
+  char what[512];
+  if (!t || t->kind == ENT_DLQ) {
+    reason = "MessagingEntityNotFound";
+    snprintf(what, sizeof what, "The auto-forward destination '%s' could not be found.", to);
+    why = what;
+  } else if (++m->hops > 4) {
+    reason = "MaxTransferHopCountExceeded";
+    why = "Maximum transfer hop count exceeded.";
+  }
+  if (!reason) return emu_enqueue(b, t, m, cond, desc, dlen);
+  m->hops = 0;
+  emu_entity_t *q = emu_tdlq(b, from);
+  if (!q) {
     msg_free(m);
-    return 0; /* the service keeps it; here a missing target just drops it */
+    return 0;
   }
-  if (++m->hops > 4) {
-    m->hops = 0;
-    return -2; /* caller dead-letters */
-  }
-  return emu_enqueue(b, t, m, cond, desc, dlen);
+  set_str_app(m, "DeadLetterReason", reason);
+  set_str_app(m, "DeadLetterErrorDescription", why);
+  m->state = MSG_ACTIVE;
+  store(b, q, m);
+  return 0;
 }
 
 static int enqueue_local(emu_broker_t *b, emu_entity_t *e, emu_msg_t *m, int64_t seq,
@@ -1092,12 +1160,8 @@ static int enqueue_local(emu_broker_t *b, emu_entity_t *e, emu_msg_t *m, int64_t
   }
   if (e->props.forward_to && e->kind != ENT_DLQ) {
     m->enq_seq = seq;
-    int r = forward(b, e->props.forward_to, m, cond, desc, dlen);
-    if (r != -2) return r;
     m->seq = seq;
-    store(b, e, m);
-    emu_deadletter(b, m, "MaxTransferHopCountExceeded", "Maximum transfer hop count exceeded.");
-    return 0;
+    return forward(b, e, e->props.forward_to, m, cond, desc, dlen);
   }
   m->seq = seq;
   store(b, e, m);
@@ -1255,7 +1319,7 @@ void emu_deadletter(emu_broker_t *b, emu_msg_t *m, const char *reason, const cha
     free(m->dl_source);
     m->dl_source = strdup(e->name);
     m->enq_seq = m->seq;
-    forward(b, e->props.forward_dlq_to, m, &c, d, sizeof d);
+    forward(b, e, e->props.forward_dlq_to, m, &c, d, sizeof d);
     return;
   }
   store(b, e->dlq, m);

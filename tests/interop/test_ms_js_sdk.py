@@ -54,3 +54,30 @@ def test_js_sdk_rule_manager(emulator):
     assert after["corr"]["filter"]["correlationId"] == "c-1"
     assert after["corr"]["filter"]["applicationProperties"] == {"k": "v"}
     assert sorted(out["received"]) == [["c", None], ["r", "yes"]]
+
+
+@pytest.mark.skipif(not shutil.which("node") or not os.path.isdir(os.path.join(MODULES, "@azure", "service-bus")),
+                    reason="node or @azure/service-bus not installed")
+def test_js_sdk_settles_with_property_changes(emulator):
+    """abandon/defer with propertiesToModify (a modified outcome's annotations), dead-letter with
+    extra properties (a rejected outcome's info) and the management path for a deferred message:
+    each change lands as its own application property; the oversized refusal names the size."""
+    queue = emulator.create_queue(LockDuration="PT30S", MaxDeliveryCount=5)
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "js", "settle.mjs")
+    p = subprocess.run(["node", script, MODULES, emulator.amqp, queue], capture_output=True, text=True, timeout=120)
+    lines = [l for l in p.stdout.splitlines() if l.startswith("{")]
+    assert lines, p.stdout + p.stderr
+    out = json.loads(lines[-1])
+    assert out["ok"], (emulator.amqp, out)
+    # rhea hands an AMQP timestamp in application properties back as milliseconds
+    first = {"keep": "k", "n": 2, "added": "yes", "when": 86400000}
+    assert out["abandoned"] == {"body": "a", "count": 1, "props": first}
+    assert out["deferred"] == dict(first, deferred=True)
+    assert out["deferredAbandoned"] == dict(first, deferred=True, again=3.5)
+    assert out["deadLettered"] == {"body": "b", "reason": "why", "desc": "because",
+                                   "props": {"extra": "x", "DeadLetterReason": "why",
+                                             "DeadLetterErrorDescription": "because"}}
+    assert out["oversized"]["code"] == "MessageSizeExceeded"
+    size = int(out["oversized"]["message"].split("size:")[1].split(" ")[0])
+    assert 300 * 1024 < size < 300 * 1024 + 512, out["oversized"]
+    assert emulator.wait_count(queue, "total", 0) == 0

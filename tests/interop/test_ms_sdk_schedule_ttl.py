@@ -90,6 +90,45 @@ async def test_auto_forward_keeps_the_original_sequence_number(client, emulator)
             assert [g.enqueued_sequence_number for g in got] == [1, 2]
 
 
+async def test_fifth_forward_goes_to_the_transfer_dead_letter_queue(client, emulator):
+    """A message may pass through four chained entities; the one that would forward it a fifth
+    time keeps it in its transfer dead-letter queue (DOC-DLQ), which clients reach as
+    `<queue>/$Transfer/$DeadLetterQueue`."""
+    chain = [emulator.create_queue()]
+    for _ in range(5):
+        chain.insert(0, emulator.create_queue(ForwardTo=chain[0]))
+    async with client:
+        async with client.get_queue_sender(chain[0]) as s:
+            await s.send_messages(ServiceBusMessage("hop"))
+        ents = emulator.entities()
+        assert [ents[q]["transfer_dead_lettered"] for q in chain] == [0, 0, 0, 0, 1, 0]
+        assert ents[chain[5]]["total"] == 0
+        async with client.get_queue_receiver(chain[4], sub_queue=ServiceBusSubQueue.TRANSFER_DEAD_LETTER) as r:
+            got = await r.receive_messages(max_message_count=2, max_wait_time=5)
+            assert [str(g) for g in got] == ["hop"]
+            assert got[0].dead_letter_reason == "MaxTransferHopCountExceeded"
+            await r.complete_message(got[0])
+        # an empty transfer dead-letter queue is there to receive from, like the service's
+        async with client.get_queue_receiver(chain[5], sub_queue=ServiceBusSubQueue.TRANSFER_DEAD_LETTER) as r:
+            assert await r.receive_messages(max_message_count=1, max_wait_time=1) == []
+    assert emulator.entities()[chain[4]]["transfer_dead_lettered"] == 0
+
+
+async def test_forward_to_a_deleted_queue_goes_to_the_transfer_dead_letter_queue(client, emulator):
+    target = emulator.create_queue()
+    source = emulator.create_queue(ForwardTo=target)
+    assert emulator.call("DELETE", "/entities/" + target)[0] in (200, 204)
+    async with client:
+        async with client.get_queue_sender(source) as s:
+            await s.send_messages(ServiceBusMessage("lost?"))
+        async with client.get_queue_receiver(source, sub_queue=ServiceBusSubQueue.TRANSFER_DEAD_LETTER) as r:
+            got = await r.receive_messages(max_message_count=2, max_wait_time=5)
+            assert [str(g) for g in got] == ["lost?"]
+            assert got[0].dead_letter_reason == "MessagingEntityNotFound"
+            assert target in got[0].dead_letter_error_description
+            await r.complete_message(got[0])
+
+
 async def test_topic_schedule_and_cancel_reach_every_subscription(client, emulator):
     topic = emulator.create_topic(subscriptions=[{"Name": "a"}, {"Name": "b"}])
     async with client:

@@ -2,18 +2,7 @@
 // subscription's $management node, protocol.md §8.11) against sbus-emulator.
 // Usage: node rules.mjs <node_modules dir> <amqp host:port> <topic> <subscription>
 // Prints one JSON line with what it observed; test_ms_js_sdk.py asserts on it.
-import { createRequire } from "node:module";
-import path from "node:path";
-
-const [modules, address, topic, sub] = process.argv.slice(2);
-const require = createRequire(path.join(modules, "noop.js"));
-const { ServiceBusClient } = require("@azure/service-bus");
-
-// the host too: the interop fixture moves off 127.0.0.1 when its port 5671 is taken
-const conn = `Endpoint=sb://${address};SharedAccessKeyName=RootManageSharedAccessKey;` +
-  "SharedAccessKey=SAS_KEY_VALUE;UseDevelopmentEmulator=true;";
-const out = {};
-const client = new ServiceBusClient(conn);
+import { run } from "./scenario.mjs";
 
 async function list(rm) {
   const rules = [];
@@ -22,7 +11,7 @@ async function list(rm) {
     .sort((a, b) => a.name.localeCompare(b.name));
 }
 
-try {
+await run(async (sdk, client, [topic, sub], out) => {
   const rm = client.createRuleManager(topic, sub);
   out.before = (await list(rm)).map((r) => r.name);
   await rm.createRule("red", { sqlExpression: "color = 'red'" }, { sqlExpression: "SET routed = 'yes'" });
@@ -38,11 +27,4 @@ try {
   for (let i = 0; i < 5 && got.length < 2; i++)
     got.push(...await receiver.receiveMessages(5, { maxWaitTimeInMs: 1000 }));
   out.received = got.map((m) => [m.body, (m.applicationProperties || {}).routed || null]);
-  out.ok = true;
-} catch (e) {
-  out.ok = false;
-  out.error = String(e && e.stack || e);
-} finally {
-  await client.close();
-}
-console.log(JSON.stringify(out));
+});

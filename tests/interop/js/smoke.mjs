@@ -2,19 +2,9 @@
 // AMQP with UseDevelopmentEmulator=true (SASL ANONYMOUS, audience with the port, drain).
 // Usage: node smoke.mjs <node_modules dir> <amqp host:port> <queue> <session queue>
 // Prints one JSON line with what it observed; test_ms_js_sdk.py asserts on it.
-import { createRequire } from "node:module";
-import path from "node:path";
+import { run } from "./scenario.mjs";
 
-const [modules, address, queue, squeue] = process.argv.slice(2);
-const require = createRequire(path.join(modules, "noop.js"));
-const { ServiceBusClient } = require("@azure/service-bus");
-
-// the host too: the interop fixture moves off 127.0.0.1 when its port 5671 is taken
-const conn = `Endpoint=sb://${address};SharedAccessKeyName=RootManageSharedAccessKey;` +
-  "SharedAccessKey=SAS_KEY_VALUE;UseDevelopmentEmulator=true;";
-const out = {};
-const client = new ServiceBusClient(conn);
-try {
+await run(async (sdk, client, [queue, squeue], out) => {
   const sender = client.createSender(queue);
   await sender.sendMessages([{ body: "j1", messageId: "id-1", applicationProperties: { k: "v" } },
                              { body: "j2" }, { body: "j3" }]);
@@ -45,11 +35,4 @@ try {
   out.session = { id: sr.sessionId, bodies: sm.map((m) => m.body), state: String(await sr.getSessionState()) };
   for (const m of sm) await sr.completeMessage(m);
   await sr.close();
-  out.ok = true;
-} catch (e) {
-  out.ok = false;
-  out.error = `${e.name}: ${e.message}`;
-} finally {
-  await client.close();
-}
-console.log(JSON.stringify(out));
+});
