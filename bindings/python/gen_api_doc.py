@@ -34,6 +34,7 @@ def signature(obj: object) -> str:
         return "(...)"
     sig = re.sub(r"servicebus(\.\w+)*\.(?=[A-Z])", "", sig)
     sig = sig.replace("asyncio.events.", "asyncio.").replace("NoneType", "None")
+    sig = sig.replace("(self, /, ", "(")  # a method in C
     return sig.replace("(self, ", "(").replace("(self)", "()").replace("(cls, ", "(")
 
 
@@ -50,7 +51,11 @@ def members(cls: type) -> List[str]:
             kind = "property"
             doc = first_paragraph(static.__doc__ or "")
             out.append("- `%s` (%s) — %s" % (name, kind, doc))
-        elif isinstance(static, (classmethod, staticmethod)) or inspect.isfunction(static):
+        elif (
+            isinstance(static, (classmethod, staticmethod))
+            or inspect.isfunction(static)
+            or inspect.ismethoddescriptor(static)  # a method in C (BatchMessage.add)
+        ):
             fn = getattr(cls, name)
             prefix = "async " if inspect.iscoroutinefunction(fn) else ""
             if isinstance(static, classmethod):

@@ -211,6 +211,9 @@ struct sbus_message {
     int via_mgmt;                        /* received by sequence number:
                                             settle over $management */
     sbus_message_t *qnext;               /* receiver prefetch queue link */
+    const void *body_ref;                /* a section the host lent
+                                            (sbus_message_set_body_ref):
+                                            never freed here */
 };
 
 /* Encodes m as a complete AMQP message. */

@@ -59,7 +59,7 @@ static int in_block(const sbus_message_t *m, const void *p)
 /* Frees bytes the message owns (a no-op for bytes in its block). */
 static void own_free(const sbus_message_t *m, void *p)
 {
-    if (!in_block(m, p))
+    if (!in_block(m, p) && (const void *)p != m->body_ref)
         sbusi_free(p);
 }
 
@@ -68,6 +68,7 @@ static void clear_sections(sbus_message_t *m)
     for (size_t i = 0; i < m->nsections; i++)
         own_free(m, m->sections[i].p);
     m->nsections = 0;
+    m->body_ref = NULL;
 }
 
 /* Makes room for one more section entry. */
@@ -347,6 +348,15 @@ int sbus_message_set_body(sbus_message_t *m, const void *p, size_t n)
     if (n && !(q = sbusi_memdup(p, n)))
         return SBUS_ENOMEM;
     return replace_body(m, SBUS_BODY_DATA, q, n);
+}
+
+int sbus_message_set_body_ref(sbus_message_t *m, const void *p, size_t n)
+{
+    if (!m || (!p && n))
+        return SBUS_EINVAL;
+    replace_body(m, SBUS_BODY_DATA, n ? (uint8_t *)p : NULL, n);
+    m->body_ref = n ? p : NULL;
+    return 0;
 }
 
 int sbus_message_reset(sbus_message_t *m)

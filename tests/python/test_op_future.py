@@ -221,6 +221,42 @@ def test_system_exit_in_a_callback_propagates_and_the_rest_run_later(connection_
         loop.close()
 
 
+async def test_operations_started_by_done_callbacks_need_no_flush_turn(connection_string: str, queue: str) -> None:
+    # A Task resumed by an operation Future runs inside the batch of done
+    # callbacks: the first operation it starts is written at once, the
+    # others when the batch ends - no `_flush` scheduled for a later turn.
+    loop = asyncio.get_running_loop()
+    async with ServiceBusClient.from_connection_string(connection_string) as client:
+        await _fill(client, queue, 10)
+        async with client.get_queue_receiver(queue, prefetch_count=10) as receiver, client.get_queue_sender(
+            queue
+        ) as sender:
+            msgs = await _receive(receiver, 10)
+            await sender.send_messages(Message(b"x"))  # resumed by the send's Future
+            scheduled: List[str] = []
+            real = loop.call_soon
+
+            def spy(cb: Any, *args: Any, **kwargs: Any) -> Any:
+                scheduled.append(getattr(cb, "__name__", ""))
+                return real(cb, *args, **kwargs)
+
+            try:
+                loop.call_soon = spy  # type: ignore[method-assign]
+            except AttributeError:
+                pytest.skip("this loop's call_soon cannot be observed")
+            try:
+                futs = [receiver.complete_message(m) for m in msgs]
+            finally:
+                del loop.call_soon  # type: ignore[method-assign]
+            assert "_flush" not in scheduled
+            await asyncio.wait_for(asyncio.gather(*futs), 10)
+            # the same from a task started by call_soon (no callbacks around it)
+            await _fill(client, queue, 2)
+            msgs = await _receive(receiver, 2)
+            await asyncio.sleep(0)
+            await asyncio.wait_for(asyncio.gather(*(receiver.complete_message(m) for m in msgs)), 10)
+
+
 async def test_total_refcount_is_stable_on_debug_builds(connection_string: str, queue: str) -> None:
     """The batching paths keep reference counts exact (python3.11-dbg)."""
     import gc

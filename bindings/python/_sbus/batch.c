@@ -10,7 +10,8 @@
 static PyObject *batch_add(BatchObject *self, PyObject *mo)
 {
     if (!PyObject_TypeCheck(mo, &SbpyMessage_Type)) {
-        PyErr_Format(PyExc_TypeError, "expected a Message, got %.100s",
+        PyErr_Format(PyExc_TypeError,
+                     "BatchMessage.add expects a Message, got %.100s",
                      Py_TYPE(mo)->tp_name);
         return NULL;
     }
@@ -84,6 +85,17 @@ static void batch_dealloc(BatchObject *self)
 }
 
 static PyMethodDef batch_methods[] = {
+    /* add / add_message are the public BatchMessage methods, here in C:
+     * they run once per message batched. */
+    {"add", (PyCFunction)batch_add, METH_O,
+     "add($self, message)\n--\n\n"
+     "Add a message to the batch.\n\n"
+     ":raises MessageContentTooLarge: (a ValueError) if it does not fit;\n"
+     "    the batch is unchanged.\n"
+     ":raises TypeError: if it is not a Message."},
+    {"add_message", (PyCFunction)batch_add, METH_O,
+     "add_message($self, message)\n--\n\n"
+     "Add a message (azure-servicebus 7.x spelling of :meth:`add`)."},
     {"_add", (PyCFunction)batch_add, METH_O,
      "_add(message): copy it in; raises when it does not fit."},
     {NULL, NULL, 0, NULL}};

@@ -15,7 +15,8 @@
  * output and re-arms the timer. Every entry point that calls the engine
  * ends with a pump, or (operations started after the first one of a loop
  * iteration, see pump_after_op) leaves it to the `_flush` already
- * scheduled for that iteration. Pumps do not nest: a pump asked for from
+ * scheduled for that iteration, or for operations started by the done
+ * callbacks of our Futures, to the end of that batch of callbacks. Pumps do not nest: a pump asked for from
  * inside one (a log handler calling back, say) is folded into the running
  * one.
  *
@@ -306,7 +307,7 @@ static void on_done(ConnObject *self, const sbus_event_t *ev)
      * rare case, so it is checked only then, not before every completion. */
     if (sbpy_opfut_type && Py_TYPE(fut) == sbpy_opfut_type) {
         /* its done callbacks join this drain's batch: one call_soon */
-        if (sbpy_opfut_complete(fut, value, is_error, self->loop,
+        if (sbpy_opfut_complete(fut, value, is_error, self,
                                 &self->cb_batch) == 0)
             r = Py_NewRef(Py_None);
     } else {
@@ -549,6 +550,19 @@ static void pump_after_op(ConnObject *self)
 {
     if (self->flush_soon)
         return;
+    if (self->in_callbacks) {
+        /* started by a done callback (a Task resumed by its Future): the
+         * first is pumped at once, the others when the batch of callbacks
+         * ends (sbpy_conn_callbacks_end) - the same iteration, no
+         * `_flush` turn of the loop */
+        if (self->cb_pumped) {
+            self->cb_dirty = 1;
+        } else {
+            self->cb_pumped = 1;
+            pump(self, 1);
+        }
+        return;
+    }
     if (self->transport_state != TS_UP) {
         pump(self, 1);
         return;
@@ -564,6 +578,26 @@ static void pump_after_op(ConnObject *self)
     Py_DECREF(h);
     self->flush_soon = 1;
     pump(self, 1);
+}
+
+void sbpy_conn_callbacks_begin(ConnObject *c)
+{
+    if (c->in_callbacks++ == 0)
+        c->cb_pumped = c->cb_dirty = 0;
+}
+
+void sbpy_conn_callbacks_end(ConnObject *c)
+{
+    if (--c->in_callbacks > 0)
+        return;
+    int dirty = c->cb_dirty;
+    c->cb_pumped = c->cb_dirty = 0;
+    if (dirty && !c->flush_soon) {
+        PyObject *t, *e, *tb;
+        PyErr_Fetch(&t, &e, &tb); /* a callback's SystemExit, say */
+        pump(c, 1);
+        PyErr_Restore(t, e, tb);
+    }
 }
 
 /* ---------------------------------------------------------------- */

@@ -59,6 +59,7 @@ typedef struct {
 typedef struct {
     PyObject_HEAD
     PyObject *loop;
+    ConnObject *conn; /* whose Futures these are (strong) */
     cb_entry *v;
     size_t n, cap;
     int ran; /* started running: a new completion needs a new batch */
@@ -70,6 +71,7 @@ static PyObject *batch_call(BatchCbObject *self, PyObject *args,
 static int batch_traverse(BatchCbObject *self, visitproc visit, void *arg)
 {
     Py_VISIT(self->loop);
+    Py_VISIT(self->conn);
     for (size_t i = 0; i < self->n; i++) {
         Py_VISIT(self->v[i].fn);
         Py_VISIT(self->v[i].fut);
@@ -96,6 +98,7 @@ static int batch_clear(BatchCbObject *self)
     batch_release(v, 0, n);
     PyMem_Free(v);
     Py_CLEAR(self->loop);
+    Py_CLEAR(self->conn);
     return 0;
 }
 
@@ -192,9 +195,12 @@ static PyObject *batch_call(BatchCbObject *self, PyObject *args, PyObject *kw)
     cb_entry *v = self->v;
     size_t n = self->n, i;
     int stop = 0;
+    ConnObject *conn = (ConnObject *)Py_XNewRef(self->conn);
     self->ran = 1;
     self->v = NULL;
     self->n = self->cap = 0;
+    if (conn)
+        sbpy_conn_callbacks_begin(conn);
     for (i = 0; i < n && !stop; i++) {
         PyObject *r = NULL;
         if (PyContext_Enter(v[i].ctx) == 0) {
@@ -229,6 +235,10 @@ static PyObject *batch_call(BatchCbObject *self, PyObject *args, PyObject *kw)
         PyErr_Restore(t, e, tb);
     }
     PyMem_Free(v);
+    if (conn) {
+        sbpy_conn_callbacks_end(conn);
+        Py_DECREF(conn);
+    }
     if (stop)
         return NULL;
     Py_RETURN_NONE;
@@ -546,8 +556,9 @@ void sbpy_opfut_set_conn(PyObject *fut, PyObject *conn)
 }
 
 int sbpy_opfut_complete(PyObject *fut, PyObject *value, int is_error,
-                        PyObject *loop, PyObject **batch)
+                        ConnObject *conn, PyObject **batch)
 {
+    PyObject *loop = conn->loop;
     PyObject *r = PyObject_CallFunctionObjArgs(
         is_error ? base_set_exception : base_set_result, fut, value, NULL);
     if (!r)
@@ -566,6 +577,7 @@ int sbpy_opfut_complete(PyObject *fut, PyObject *value, int is_error,
             goto out;
         }
         b->loop = Py_NewRef(loop);
+        b->conn = (ConnObject *)Py_NewRef(conn);
         b->v = NULL;
         b->n = b->cap = 0;
         b->ran = 0;

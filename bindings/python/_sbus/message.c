@@ -230,6 +230,29 @@ static int body_section(MessageObject *self, PyObject *o, int first)
     Py_buffer view;
     PyObject *enc = NULL;
     int rc;
+    if (PyBytes_CheckExact(o)) {
+        /* the usual case: bytes are immutable, so the first section refers
+         * to them instead of copying; body_ref keeps them alive as long as
+         * the engine message (a previous one is kept too, harmlessly, until
+         * the message goes: the engine may still point at it on failure) */
+        if (first) {
+            rc = sbus_message_set_body_ref(self->msg, PyBytes_AS_STRING(o),
+                                           (size_t)PyBytes_GET_SIZE(o));
+            if (rc == 0) {
+                PyObject *old = self->body_ref;
+                self->body_ref = Py_NewRef(o);
+                Py_XDECREF(old);
+            }
+        } else {
+            rc = sbus_message_add_body_section(self->msg, PyBytes_AS_STRING(o),
+                                               (size_t)PyBytes_GET_SIZE(o));
+        }
+        if (rc < 0) {
+            sbpy_raise(SBUS_OP_NONE, rc);
+            return -1;
+        }
+        return 0;
+    }
     if (PyUnicode_Check(o)) {
         enc = PyUnicode_AsUTF8String(o);
         if (!enc)
@@ -474,11 +497,43 @@ static PyObject *msg_copy(MessageObject *self, PyObject *args)
     return sbpy_message_wrap((PyTypeObject *)type, m, NULL);
 }
 
+/* Engine messages of dropped outgoing Messages, made new again with
+ * sbus_message_reset for the next Message(...): a batch of 100 otherwise
+ * allocates 100 in a row, past malloc's fast path. Received messages (and
+ * any an operation still refers to) are refused by the reset and freed.
+ * Emptied by sbpy_message_pool_free when the module goes. */
+#define MSG_POOL_MAX 256
+static sbus_message_t *msg_pool[MSG_POOL_MAX];
+static int msg_pool_n;
+static int msg_pool_closed;
+
+static void release_engine_message(sbus_message_t *m)
+{
+    if (!m)
+        return;
+    if (!msg_pool_closed && msg_pool_n < MSG_POOL_MAX &&
+        sbus_message_reset(m) == 0)
+        msg_pool[msg_pool_n++] = m;
+    else
+        sbus_message_free(m);
+}
+
+void sbpy_message_pool_free(void)
+{
+    msg_pool_closed = 1;
+    while (msg_pool_n > 0)
+        sbus_message_free(msg_pool[--msg_pool_n]);
+}
+
 static PyObject *msg_new(PyTypeObject *type, PyObject *args, PyObject *kw)
 {
     MessageObject *self = (MessageObject *)type->tp_alloc(type, 0);
     if (!self)
         return NULL;
+    if (msg_pool_n > 0) {
+        self->msg = msg_pool[--msg_pool_n];
+        return (PyObject *)self;
+    }
     int rc = sbus_message_new(&self->msg);
     if (rc < 0) {
         self->msg = NULL;
@@ -488,9 +543,280 @@ static PyObject *msg_new(PyTypeObject *type, PyObject *args, PyObject *kw)
     return (PyObject *)self;
 }
 
+/* ---------------------------------------------------------------- */
+/* Message.__init__(body=None, *, encoding="UTF-8", application_properties,
+ * properties, session_id, message_id, scheduled_enqueue_time_utc,
+ * time_to_live, content_type, correlation_id, subject, label,
+ * partition_key, via_partition_key, to, reply_to, reply_to_session_id).
+ *
+ * In C because it runs once per message sent: `Message(body)` is one C
+ * call with no Python frame. The body is set directly (unless a subclass
+ * overrides the `body` attribute); every other keyword given and not None
+ * is assigned with setattr, in the order the Python __init__ used, so the
+ * package's properties (label, time_to_live, scheduled_enqueue_time_utc,
+ * ...) and any subclass override apply exactly as before. */
+
+enum {
+    K_BODY, K_ENCODING, K_APPLICATION_PROPERTIES, K_PROPERTIES, K_SESSION_ID,
+    K_MESSAGE_ID, K_CONTENT_TYPE, K_CORRELATION_ID, K_SUBJECT, K_LABEL,
+    K_PARTITION_KEY, K_VIA_PARTITION_KEY, K_TO, K_REPLY_TO,
+    K_REPLY_TO_SESSION_ID, K_SCHEDULED_ENQUEUE_TIME_UTC, K_TIME_TO_LIVE,
+    K__COUNT
+};
+
+static const char *const init_kw_names[K__COUNT] = {
+    "body", "encoding", "application_properties", "properties", "session_id",
+    "message_id", "content_type", "correlation_id", "subject", "label",
+    "partition_key", "via_partition_key", "to", "reply_to",
+    "reply_to_session_id", "scheduled_enqueue_time_utc", "time_to_live"};
+
+static PyObject *init_kw[K__COUNT]; /* interned names, made once */
+static PyObject *body_descr;        /* our `body` getset descriptor */
+
+static int init_names(void)
+{
+    for (int i = 0; i < K__COUNT; i++) {
+        if (init_kw[i])
+            continue;
+        init_kw[i] = PyUnicode_InternFromString(init_kw_names[i]);
+        if (!init_kw[i])
+            return -1;
+    }
+    if (!body_descr) {
+        /* the type's dict holds it for the life of the interpreter */
+        body_descr = PyDict_GetItemWithError(SbpyMessage_Type.tp_dict,
+                                             init_kw[K_BODY]);
+        if (!body_descr) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_SystemError, "Message.body missing");
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Sorted, comma-separated names of the keywords __init__ does not take. */
+static void unexpected_keywords(PyObject *kw)
+{
+    PyObject *bad = PyList_New(0), *key, *val, *sep = NULL, *text = NULL;
+    Py_ssize_t pos = 0;
+    if (!bad)
+        return;
+    while (PyDict_Next(kw, &pos, &key, &val)) {
+        int known = 0;
+        for (int i = 0; i < K__COUNT && !known; i++)
+            known = key == init_kw[i] ||
+                    (PyUnicode_Check(key) &&
+                     PyUnicode_Compare(key, init_kw[i]) == 0);
+        if (!known && PyList_Append(bad, key) < 0)
+            goto out;
+    }
+    if (PyList_Sort(bad) < 0 || !(sep = PyUnicode_FromString(", ")) ||
+        !(text = PyUnicode_Join(sep, bad)))
+        goto out;
+    PyErr_Format(PyExc_TypeError, "unexpected keyword argument(s): %U", text);
+out:
+    Py_XDECREF(text);
+    Py_XDECREF(sep);
+    Py_DECREF(bad);
+}
+
+/* 1 when `enc` names UTF-8 (any case, with or without the dash). */
+static int is_utf8_name(PyObject *enc, int *is_utf8)
+{
+    Py_ssize_t n;
+    const char *s = PyUnicode_AsUTF8AndSize(enc, &n);
+    char norm[8];
+    Py_ssize_t j = 0;
+    if (!s)
+        return -1;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (s[i] == '-')
+            continue;
+        if (j == (Py_ssize_t)sizeof norm - 1) {
+            *is_utf8 = 0;
+            return 0;
+        }
+        char c = s[i];
+        norm[j++] = (char)(c >= 'a' && c <= 'z' ? c - 'a' + 'A' : c);
+    }
+    norm[j] = 0;
+    *is_utf8 = strcmp(norm, "UTF8") == 0;
+    return 0;
+}
+
+/* Sets the body `body` (a str first encoded with `enc` unless that names
+ * UTF-8; enc NULL: UTF-8) directly, or through setattr when the instance's
+ * class overrides `body`. 0 / -1. */
+static int init_body(PyObject *self, PyObject *body, PyObject *enc)
+{
+    PyObject *encoded = NULL;
+    if (enc && PyUnicode_Check(body)) {
+        int utf8;
+        if (!PyUnicode_Check(enc)) {
+            PyErr_Format(PyExc_TypeError, "encoding must be str, not %.100s",
+                         Py_TYPE(enc)->tp_name);
+            return -1;
+        }
+        if (is_utf8_name(enc, &utf8) < 0)
+            return -1;
+        if (!utf8) {
+            encoded = PyUnicode_AsEncodedString(body, PyUnicode_AsUTF8(enc),
+                                                NULL);
+            if (!encoded)
+                return -1;
+            body = encoded;
+        }
+    }
+    int rc;
+    PyTypeObject *tp = Py_TYPE(self);
+    if (tp->tp_setattro == PyObject_GenericSetAttr &&
+        _PyType_Lookup(tp, init_kw[K_BODY]) == body_descr)
+        rc = msg_set_body((MessageObject *)self, body, NULL);
+    else
+        rc = PyObject_SetAttr(self, init_kw[K_BODY], body);
+    Py_XDECREF(encoded);
+    return rc;
+}
+
 static int msg_init(PyObject *self, PyObject *args, PyObject *kw)
 {
-    return 0; /* subclasses set their fields in __init__ */
+    PyObject *val[K__COUNT] = {NULL};
+    Py_ssize_t nargs = PyTuple_GET_SIZE(args);
+    if (!init_kw[K__COUNT - 1] || !body_descr) {
+        if (init_names() < 0)
+            return -1;
+    }
+    if (nargs > 1) {
+        PyErr_Format(PyExc_TypeError,
+                     "Message.__init__() takes from 1 to 2 positional "
+                     "arguments but %zd were given",
+                     nargs + 1);
+        return -1;
+    }
+    if (nargs == 1)
+        val[K_BODY] = PyTuple_GET_ITEM(args, 0);
+    if (kw && PyDict_GET_SIZE(kw) > 0) {
+        PyObject *key, *v;
+        Py_ssize_t pos = 0;
+        while (PyDict_Next(kw, &pos, &key, &v)) {
+            int k = 0;
+            while (k < K__COUNT && key != init_kw[k])
+                k++;
+            if (k == K__COUNT) { /* not interned: compare the text */
+                k = 0;
+                while (k < K__COUNT && !(PyUnicode_Check(key) &&
+                                         PyUnicode_Compare(key, init_kw[k]) == 0))
+                    k++;
+                if (PyErr_Occurred())
+                    return -1;
+            }
+            if (k == K__COUNT) {
+                unexpected_keywords(kw);
+                return -1;
+            }
+            if (k == K_BODY && nargs == 1) {
+                PyErr_SetString(PyExc_TypeError,
+                                "Message.__init__() got multiple values for "
+                                "argument 'body'");
+                return -1;
+            }
+            val[k] = v;
+        }
+    }
+
+    if (init_body(self, val[K_BODY] ? val[K_BODY] : Py_None, val[K_ENCODING]) < 0)
+        return -1;
+    if (!kw)
+        return 0;
+
+    /* the rest, when given and not None: (keyword, attribute) in order */
+    static const int order[][2] = {
+        {K_APPLICATION_PROPERTIES, K_APPLICATION_PROPERTIES},
+        {K_PROPERTIES, K_APPLICATION_PROPERTIES},
+        {K_SESSION_ID, K_SESSION_ID},
+        {K_MESSAGE_ID, K_MESSAGE_ID},
+        {K_CONTENT_TYPE, K_CONTENT_TYPE},
+        {K_CORRELATION_ID, K_CORRELATION_ID},
+        {K_SUBJECT, K_SUBJECT},
+        {K_LABEL, K_SUBJECT},
+        {K_PARTITION_KEY, K_PARTITION_KEY},
+        {K_VIA_PARTITION_KEY, K_VIA_PARTITION_KEY},
+        {K_TO, K_TO},
+        {K_REPLY_TO, K_REPLY_TO},
+        {K_REPLY_TO_SESSION_ID, K_REPLY_TO_SESSION_ID},
+        {K_SCHEDULED_ENQUEUE_TIME_UTC, K_SCHEDULED_ENQUEUE_TIME_UTC},
+        {K_TIME_TO_LIVE, K_TIME_TO_LIVE},
+    };
+    int have_props = 0, have_subject = 0;
+    for (size_t i = 0; i < sizeof order / sizeof order[0]; i++) {
+        int k = order[i][0], attr = order[i][1];
+        PyObject *v = val[k];
+        if (!v || v == Py_None)
+            continue;
+        /* application_properties wins over properties, subject over
+         * label (the 7.x spelling over the 7.0 alias) */
+        if (attr == K_APPLICATION_PROPERTIES && have_props++)
+            continue;
+        if (attr == K_SUBJECT && have_subject++)
+            continue;
+        if (PyObject_SetAttr(self, init_kw[attr], v) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* Calling the package's Message class (_install_vectorcall): Message(body)
+ * without an argument tuple and type.__call__'s generic path - the same as
+ * tp_new + tp_init (checked on every call, so a class whose __new__ or
+ * __init__ was replaced later takes the generic path); anything but at
+ * most one positional argument goes the generic way. */
+static PyObject *msg_vectorcall(PyObject *callable, PyObject *const *args,
+                                size_t nargsf, PyObject *kwnames)
+{
+    PyTypeObject *tp = (PyTypeObject *)callable;
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    if (tp->tp_new == msg_new && tp->tp_init == msg_init && nargs <= 1 &&
+        nkw == 0 && (body_descr || init_names() == 0)) {
+        PyObject *self = msg_new(tp, NULL, NULL);
+        if (self && init_body(self, nargs ? args[0] : Py_None, NULL) < 0)
+            Py_CLEAR(self);
+        return self;
+    }
+    if (PyErr_Occurred())
+        return NULL;
+    PyObject *t = PyTuple_New(nargs), *kw = NULL, *r = NULL;
+    if (!t)
+        return NULL;
+    for (Py_ssize_t i = 0; i < nargs; i++)
+        PyTuple_SET_ITEM(t, i, Py_NewRef(args[i]));
+    if (nkw) {
+        if (!(kw = PyDict_New()))
+            goto out;
+        for (Py_ssize_t i = 0; i < nkw; i++)
+            if (PyDict_SetItem(kw, PyTuple_GET_ITEM(kwnames, i),
+                               args[nargs + i]) < 0)
+                goto out;
+    }
+    r = PyType_Type.tp_call(callable, t, kw);
+out:
+    Py_DECREF(t);
+    Py_XDECREF(kw);
+    return r;
+}
+
+/* _install_vectorcall(cls): calls of cls (a subclass of Message) take
+ * msg_vectorcall. A class's tp_vectorcall is not inherited. */
+static PyObject *msg_install_vectorcall(PyObject *unused, PyObject *cls)
+{
+    if (!PyType_Check(cls) ||
+        !PyType_IsSubtype((PyTypeObject *)cls, &SbpyMessage_Type)) {
+        PyErr_SetString(PyExc_TypeError, "expected a Message class");
+        return NULL;
+    }
+    ((PyTypeObject *)cls)->tp_vectorcall = msg_vectorcall;
+    Py_RETURN_NONE;
 }
 
 static int msg_traverse(MessageObject *self, visitproc visit, void *arg)
@@ -511,8 +837,9 @@ static void msg_dealloc(MessageObject *self)
 {
     PyObject_GC_UnTrack(self);
     msg_clear(self);
-    sbus_message_free(self->msg);
+    release_engine_message(self->msg);
     self->msg = NULL;
+    Py_CLEAR(self->body_ref); /* after the engine message that refers to it */
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -598,6 +925,10 @@ static PyMethodDef msg_methods[] = {
      METH_FASTCALL,
      "_start_settle(outcome[, reason, description]) -> Future, or None when "
      "the message came from no receiver"},
+    {"_install_vectorcall", (PyCFunction)msg_install_vectorcall,
+     METH_O | METH_STATIC,
+     "_install_vectorcall(cls): Message(body) calls of cls skip the "
+     "argument tuple"},
     {"_copy", (PyCFunction)msg_copy, METH_VARARGS,
      "_copy([type]) -> a new outgoing message with the same content"},
     {NULL, NULL, 0, NULL}};

@@ -794,11 +794,16 @@ static PyMethodDef module_methods[] = {
      "done callbacks run in batches. False if asyncio.Future is not C."},
     {NULL, NULL, 0, NULL}};
 
+static void module_free(void *m)
+{
+    sbpy_message_pool_free();
+}
+
 static struct PyModuleDef sbus_module = {
     PyModuleDef_HEAD_INIT, "servicebus._sbus",
     "The servicebus engine (libsbus) bound to asyncio. Private: use the "
     "servicebus package.",
-    -1, module_methods, NULL, NULL, NULL, NULL};
+    -1, module_methods, NULL, NULL, NULL, module_free};
 
 #define ADD_INT(m, name, v)                                               \
     do {                                                                  \

@@ -55,6 +55,10 @@ typedef struct ConnObject {
     int closed;               /* close() or abort() was called */
     int flush_soon;           /* a _flush is scheduled (call_soon) */
     PyObject *cb_batch;       /* the open batch of done callbacks (future.c) */
+    int in_callbacks;         /* a batch of done callbacks is running */
+    int cb_pumped;            /* ... and an operation it started was pumped */
+    int cb_dirty;             /* ... and operations started after that one
+                                 wait for the pump at the batch's end */
     char scratch[4096];       /* read target when the engine has no room */
     int use_scratch;          /* get_buffer handed out `scratch` */
     PyObject *weakreflist;
@@ -81,6 +85,9 @@ typedef struct {
     sbus_message_t *msg;      /* owned */
     PyObject *receiver;       /* ReceiverObject it came from, or NULL */
     PyObject *props;          /* application properties dict (lazy) */
+    PyObject *body_ref;       /* the bytes object msg's body section refers
+                                 to (sbus_message_set_body_ref): released
+                                 only after msg is freed, never by tp_clear */
 } MessageObject;
 
 typedef struct {
@@ -165,7 +172,11 @@ void sbpy_opfut_set_conn(PyObject *fut, PyObject *conn);
  * has started running). 0, or -1 with an exception set (asyncio's
  * set_result refused: the Future was done or cancelled). */
 int sbpy_opfut_complete(PyObject *fut, PyObject *value, int is_error,
-                        PyObject *loop, PyObject **batch);
+                        ConnObject *conn, PyObject **batch);
+/* Around a batch of done callbacks of conn's Futures (future.c): operations
+ * started by the callbacks are pumped as one (see pump_after_op). */
+void sbpy_conn_callbacks_begin(ConnObject *c);
+void sbpy_conn_callbacks_end(ConnObject *c);
 
 /* message.c */
 /* Wraps an engine message (transfers) in an instance of `type`. */
@@ -173,5 +184,7 @@ PyObject *sbpy_message_wrap(PyTypeObject *type, sbus_message_t *m,
                             PyObject *receiver);
 /* Writes a cached application-properties dict back into the message. */
 int sbpy_message_sync(MessageObject *m);
+/* Frees the pooled engine messages and stops pooling (module teardown). */
+void sbpy_message_pool_free(void);
 
 #endif /* SBUSPY_H */

@@ -7,6 +7,7 @@ the methods here only pass the call on.
 """
 
 import datetime
+import inspect
 import uuid
 from typing import Any, Awaitable, Dict, List, Optional, Tuple, Union
 
@@ -27,6 +28,41 @@ __all__ = [
 ]
 
 BodyType = Union[str, bytes, bytearray, memoryview, None, List[Union[str, bytes]]]
+
+
+def _init_signature(
+    body: BodyType = None,
+    *,
+    encoding: str = "UTF-8",
+    application_properties: Optional[Dict[Union[str, bytes], Any]] = None,
+    properties: Optional[Dict[Union[str, bytes], Any]] = None,
+    session_id: Optional[str] = None,
+    message_id: Optional[str] = None,
+    scheduled_enqueue_time_utc: Optional[datetime.datetime] = None,
+    time_to_live: Optional[datetime.timedelta] = None,
+    content_type: Optional[str] = None,
+    correlation_id: Optional[str] = None,
+    subject: Optional[str] = None,
+    label: Optional[str] = None,
+    partition_key: Optional[str] = None,
+    via_partition_key: Optional[str] = None,
+    to: Optional[str] = None,
+    reply_to: Optional[str] = None,
+    reply_to_session_id: Optional[str] = None,
+    **kwargs: Any
+) -> None:
+    """The signature of Message(...) (its __init__ is in C)."""
+
+
+class _InitSignature:
+    """``Message.__signature__``: the C __init__'s signature for a class that
+    keeps it, None (inspect then looks at __init__) for one that defines its
+    own."""
+
+    def __get__(self, obj: Any, cls: Any) -> Optional[inspect.Signature]:
+        if obj is None and cls.__init__ is _sbus.Message.__init__:
+            return inspect.signature(_init_signature)
+        return None
 
 
 class Message(_sbus.Message):
@@ -52,64 +88,10 @@ class Message(_sbus.Message):
 
     __slots__ = ()
 
-    def __init__(
-        self,
-        body: BodyType = None,
-        *,
-        encoding: str = "UTF-8",
-        application_properties: Optional[Dict[Union[str, bytes], Any]] = None,
-        properties: Optional[Dict[Union[str, bytes], Any]] = None,
-        session_id: Optional[str] = None,
-        message_id: Optional[str] = None,
-        scheduled_enqueue_time_utc: Optional[datetime.datetime] = None,
-        time_to_live: Optional[datetime.timedelta] = None,
-        content_type: Optional[str] = None,
-        correlation_id: Optional[str] = None,
-        subject: Optional[str] = None,
-        label: Optional[str] = None,
-        partition_key: Optional[str] = None,
-        via_partition_key: Optional[str] = None,
-        to: Optional[str] = None,
-        reply_to: Optional[str] = None,
-        reply_to_session_id: Optional[str] = None,
-        **kwargs: Any
-    ) -> None:
-        # One test per argument, no tuples built: this runs once per message sent.
-        if kwargs:
-            raise TypeError("unexpected keyword argument(s): %s" % ", ".join(sorted(kwargs)))
-        if encoding != "UTF-8" and isinstance(body, str) and encoding.upper().replace("-", "") != "UTF8":
-            body = body.encode(encoding)
-        self.body = body
-        if application_properties is not None:
-            self.application_properties = application_properties
-        elif properties is not None:
-            self.application_properties = properties
-        if session_id is not None:
-            self.session_id = session_id
-        if message_id is not None:
-            self.message_id = message_id
-        if content_type is not None:
-            self.content_type = content_type
-        if correlation_id is not None:
-            self.correlation_id = correlation_id
-        if subject is not None:
-            self.subject = subject
-        elif label is not None:
-            self.subject = label
-        if partition_key is not None:
-            self.partition_key = partition_key
-        if via_partition_key is not None:
-            self.via_partition_key = via_partition_key
-        if to is not None:
-            self.to = to
-        if reply_to is not None:
-            self.reply_to = reply_to
-        if reply_to_session_id is not None:
-            self.reply_to_session_id = reply_to_session_id
-        if scheduled_enqueue_time_utc is not None:
-            self.scheduled_enqueue_time_utc = scheduled_enqueue_time_utc
-        if time_to_live is not None:
-            self.time_to_live = time_to_live
+    # __init__ is _sbus.Message's, in C (one call per message sent, no
+    # Python frame); _init_signature below carries its signature for
+    # inspect and the docs, _sbus.pyi for type checkers.
+    __signature__ = _InitSignature()
 
     # -- azure-servicebus 7.0 spellings ------------------------------------
 
@@ -190,6 +172,10 @@ class Message(_sbus.Message):
             body,
         )
 
+
+# Message(body) without type.__call__'s argument tuple (its own class only;
+# subclasses are called the usual way).
+_sbus.Message._install_vectorcall(Message)
 
 ServiceBusMessage = Message
 
@@ -383,19 +369,8 @@ class BatchMessage(_sbus.Batch):
     def __init__(self, max_size_in_bytes: Optional[int] = None) -> None:
         pass  # the size is taken by _sbus.Batch.__new__
 
-    def add(self, message: Message) -> None:
-        """Add a message to the batch.
-
-        :raises MessageContentTooLarge: (a ValueError) if it does not fit;
-            the batch is unchanged.
-        """
-        if not isinstance(message, _sbus.Message):
-            raise TypeError("BatchMessage.add expects a Message, got %s" % type(message).__name__)
-        self._add(message)
-
-    def add_message(self, message: Message) -> None:
-        """Add a message (azure-servicebus 7.x spelling of :meth:`add`)."""
-        self.add(message)
+    # add(message) and add_message(message) are _sbus.Batch's, in C (one
+    # call per message, no Python frame).
 
     def __repr__(self) -> str:
         return "BatchMessage(count=%d, size_in_bytes=%d, max_size_in_bytes=%d)" % (

@@ -6,6 +6,7 @@ users of the public subclasses.
 """
 
 import asyncio
+import datetime
 from typing import Any, Awaitable, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 VERSION: str
@@ -61,6 +62,28 @@ def version() -> str: ...
 def install_future(cls: type) -> bool: ...
 
 class Message:
+    def __init__(
+        self,
+        body: Union[str, bytes, bytearray, memoryview, None, List[Union[str, bytes]]] = None,
+        *,
+        encoding: str = ...,
+        application_properties: Optional[Dict[Union[str, bytes], Any]] = ...,
+        properties: Optional[Dict[Union[str, bytes], Any]] = ...,
+        session_id: Optional[str] = ...,
+        message_id: Optional[str] = ...,
+        scheduled_enqueue_time_utc: Optional[datetime.datetime] = ...,
+        time_to_live: Optional[datetime.timedelta] = ...,
+        content_type: Optional[str] = ...,
+        correlation_id: Optional[str] = ...,
+        subject: Optional[str] = ...,
+        label: Optional[str] = ...,
+        partition_key: Optional[str] = ...,
+        via_partition_key: Optional[str] = ...,
+        to: Optional[str] = ...,
+        reply_to: Optional[str] = ...,
+        reply_to_session_id: Optional[str] = ...,
+        **kwargs: Any,
+    ) -> None: ...
     @property
     def message_id(self) -> Optional[str]: ...
     @message_id.setter
@@ -147,12 +170,16 @@ class Message:
     def _receiver_handle(self) -> Optional["Receiver"]: ...
     def _encoded_size(self) -> int: ...
     def _copy(self, type: type = ...) -> Any: ...
+    @staticmethod
+    def _install_vectorcall(cls: type) -> None: ...
     def _set_body_value(self, value: Any) -> None: ...
     def _set_body_sequence(self, sections: List[List[Any]]) -> None: ...
     def _start_settle(self, outcome: int, reason: Optional[str] = ..., description: Optional[str] = ...) -> Optional[Awaitable[None]]: ...
 
 class Batch:
     def __init__(self, max_size_in_bytes: Optional[int] = ...) -> None: ...
+    def add(self, message: Message) -> None: ...
+    def add_message(self, message: Message) -> None: ...
     def _add(self, message: Message) -> None: ...
     def __len__(self) -> int: ...
     @property

@@ -439,6 +439,13 @@ SBUS_API int sbus_message_reset(sbus_message_t *m);
 /* Sets the body to one data section. Bytes copied. */
 SBUS_API int sbus_message_set_body(sbus_message_t *m, const void *p,
                                    size_t n);
+/* As sbus_message_set_body, but the section REFERS to p[n] (not copied):
+ * for a host whose body bytes are immutable and outlive the message (a
+ * binding keeping its language's bytes object alive next to it). The host
+ * keeps p[n] unchanged and valid until m is freed or its body replaced;
+ * copies (sbus_message_copy) own their bytes. */
+SBUS_API int sbus_message_set_body_ref(sbus_message_t *m, const void *p,
+                                       size_t n);
 /* Appends one more data section. Bytes copied. */
 SBUS_API int sbus_message_add_body_section(sbus_message_t *m, const void *p,
                                            size_t n);
