@@ -1158,11 +1158,30 @@ static void set_field(lua_State *L, sbus_message_t *m, const field_def_t *f,
 }
 
 /* Fills the new message m from the string (body) or table of fields at i.
- * Raises on an unknown field or a value the engine refuses. */
-static void fill_message(lua_State *L, sbus_message_t *m, int i)
+ * Raises on an unknown field or a value the engine refuses.
+ *
+ * borrow: a string body is not copied (sbus_message_set_body_ref): m
+ * refers to the Lua string's bytes, which Lua never changes. The caller
+ * then guarantees that the string outlives every use of m's body: a string
+ * at i stays on the stack; a table's body string is pushed (one stack slot,
+ * the caller made room) and stays there, below the caller's results, until
+ * the call returns. Only for a message that the engine copies within this
+ * call (sbus_sender_send / sbus_sender_schedule encode it at once) and that
+ * is reset or freed without being read again (the send pool, the msglist's
+ * __gc: neither reads the body). */
+static void fill_message(lua_State *L, sbus_message_t *m, int i, int borrow)
 {
     if (lua_type(L, i) == LUA_TSTRING) {
-        set_field(L, m, &FIELDS[0], i); /* "body" */
+        if (borrow) {
+            size_t n;
+            const char *s = lua_tolstring(L, i, &n);
+            int rc = sbus_message_set_body_ref(m, s, n);
+            if (rc < 0)
+                luaL_error(L, "servicebus: message field 'body': %s",
+                           sbus_strerror(rc));
+        } else {
+            set_field(L, m, &FIELDS[0], i); /* "body" */
+        }
         return;
     }
     lua_pushnil(L);
@@ -1174,7 +1193,19 @@ static void fill_message(lua_State *L, sbus_message_t *m, int i)
         if (!f)
             luaL_error(L, "servicebus: unknown message field '%s'",
                        lua_tostring(L, -2));
-        set_field(L, m, f, -1);
+        if (borrow && f == &FIELDS[0] && lua_type(L, -1) == LUA_TSTRING) {
+            size_t n;
+            const char *s = lua_tolstring(L, -1, &n);
+            int rc = sbus_message_set_body_ref(m, s, n);
+            if (rc < 0)
+                luaL_error(L, "servicebus: message field 'body': %s",
+                           sbus_strerror(rc));
+            /* anchor: ... key body -> ... body key body */
+            lua_pushvalue(L, -1);
+            lua_insert(L, -3);
+        } else {
+            set_field(L, m, f, -1);
+        }
         lua_pop(L, 1);
     }
 }
@@ -1205,7 +1236,7 @@ static sbus_message_t *to_send_message(lua_State *L, int i)
             luaL_error(L, "servicebus: %s", sbus_strerror(rc));
         mu = push_message(L, m, 0);
     }
-    fill_message(L, mu->m, i);
+    fill_message(L, mu->m, i, 0); /* a message object: its own bytes */
     return mu->m;
 }
 
@@ -1296,8 +1327,10 @@ static int msglist_gc(lua_State *L)
 }
 
 /* Adds the message at i (a message object stays the caller's; it is
- * referenced by the argument being collected, so it lives long enough). */
-static void msglist_add(lua_State *L, msglist_t *ml, msgpool_t *p, int i)
+ * referenced by the argument being collected, so it lives long enough).
+ * borrow: as fill_message (may push one anchor). */
+static void msglist_add(lua_State *L, msglist_t *ml, msgpool_t *p, int i,
+                        int borrow)
 {
     message_t *mu;
     size_t k = ml->n;
@@ -1319,17 +1352,25 @@ static void msglist_add(lua_State *L, msglist_t *ml, msgpool_t *p, int i)
     }
     ml->owned[k] = 1;
     ml->n = k + 1; /* from now on __gc frees it */
-    fill_message(L, ml->arr[k], i);
+    fill_message(L, ml->arr[k], i, borrow);
 }
 
+/* Lists up to this many messages borrow their body strings (two stack
+ * slots each); longer ones copy (LuaJIT allows a C function ~8,000 slots). */
+#define BORROW_MAX 2048
+
 /* Collects a message, or a list of them, at i; pushes the msglist that
- * owns what was built (call msglist_release() once the engine copied). */
+ * owns what was built (call msglist_release() once the engine copied),
+ * and above it the body strings the messages borrow (fill_message): they
+ * stay on the stack until the calling C function returns, so the caller
+ * must hand the messages to the engine (which copies them) before then
+ * and push its results on top. */
 static msglist_t *collect_messages(lua_State *L, int i)
 {
     msglist_t *ml;
     msgpool_t *p = msgpool(L);
     size_t k, cnt;
-    int list;
+    int list, borrow;
     i = lua_absindex(L, i);
     list = is_message_list(L, i);
     cnt = list ? (size_t)lua_rawlen(L, i) : 1;
@@ -1338,14 +1379,17 @@ static msglist_t *collect_messages(lua_State *L, int i)
     ml->arr = (sbus_message_t **)(ml + 1);
     ml->owned = (unsigned char *)(ml->arr + cnt);
     set_type(L, &UT_MSGLIST);
+    borrow = cnt <= BORROW_MAX && lua_checkstack(L, 2 * (int)cnt + 8);
     if (!list) {
-        msglist_add(L, ml, p, i);
+        msglist_add(L, ml, p, i, borrow);
         return ml;
     }
     for (k = 0; k < cnt; k++) {
+        int top = lua_gettop(L);
         lua_rawgeti(L, i, (lua_Integer)k + 1);
-        msglist_add(L, ml, p, lua_gettop(L));
-        lua_pop(L, 1);
+        msglist_add(L, ml, p, top + 1, borrow);
+        if (!borrow) /* else the entry (a string?) and its anchor stay */
+            lua_settop(L, top);
     }
     return ml;
 }
@@ -2559,7 +2603,8 @@ static int sender_start_send(lua_State *L)
             return luaL_error(L, "servicebus: nothing to send");
         id = op_new(L, ci, "send");
         rc = sbus_sender_send(sd->s, ml->arr, ml->n, TOKEN(id));
-        msglist_release(L, ml); /* copied by the engine */
+        msglist_release(L, ml); /* copied by the engine (and the bodies
+                                    it borrowed still on the stack) */
     }
     return op_accept(L, ci, rc);
 }
@@ -2582,7 +2627,8 @@ static int sender_start_schedule(lua_State *L)
         return luaL_error(L, "servicebus: nothing to schedule");
     id = op_new(L, ci, "schedule");
     rc = sbus_sender_schedule(sd->s, ml->arr, ml->n, when, TOKEN(id));
-    msglist_release(L, ml); /* copied by the engine */
+    msglist_release(L, ml); /* copied by the engine (and the bodies
+                                it borrowed still on the stack) */
     return op_accept(L, ci, rc);
 }
 
