@@ -1157,8 +1157,9 @@ static void set_field(lua_State *L, sbus_message_t *m, const field_def_t *f,
                    sbus_strerror(rc));
 }
 
-/* Fills the new message m from the string (body) or table of fields at i.
- * Raises on an unknown field or a value the engine refuses.
+/* Fills the new message m from the string (body) or table of fields at i
+ * (t: its lua_type). Raises on an unknown field or a value the engine
+ * refuses.
  *
  * borrow: a string body is not copied (sbus_message_set_body_ref): m
  * refers to the Lua string's bytes, which Lua never changes. The caller
@@ -1169,9 +1170,10 @@ static void set_field(lua_State *L, sbus_message_t *m, const field_def_t *f,
  * call (sbus_sender_send / sbus_sender_schedule encode it at once) and that
  * is reset or freed without being read again (the send pool, the msglist's
  * __gc: neither reads the body). */
-static void fill_message(lua_State *L, sbus_message_t *m, int i, int borrow)
+static void fill_message(lua_State *L, sbus_message_t *m, int i, int t,
+                         int borrow)
 {
-    if (lua_type(L, i) == LUA_TSTRING) {
+    if (t == LUA_TSTRING) {
         if (borrow) {
             size_t n;
             const char *s = lua_tolstring(L, i, &n);
@@ -1236,7 +1238,7 @@ static sbus_message_t *to_send_message(lua_State *L, int i)
             luaL_error(L, "servicebus: %s", sbus_strerror(rc));
         mu = push_message(L, m, 0);
     }
-    fill_message(L, mu->m, i, 0); /* a message object: its own bytes */
+    fill_message(L, mu->m, i, lua_type(L, i), 0); /* its own bytes */
     return mu->m;
 }
 
@@ -1335,14 +1337,15 @@ static void msglist_add(lua_State *L, msglist_t *ml, msgpool_t *p, int i,
     message_t *mu;
     size_t k = ml->n;
     int t = lua_type(L, i);
-    if (t != LUA_TTABLE && t != LUA_TSTRING &&
-        (mu = (message_t *)test_ud(L, i, &UT_MESSAGE)) != NULL) {
-        ml->arr[k] = mu->m;
-        ml->owned[k] = 0;
-        ml->n = k + 1;
-        return;
+    if (t != LUA_TTABLE && t != LUA_TSTRING) {
+        if ((mu = (message_t *)test_ud(L, i, &UT_MESSAGE)) != NULL) {
+            ml->arr[k] = mu->m;
+            ml->owned[k] = 0;
+            ml->n = k + 1;
+            return;
+        }
+        check_message_like(L, i); /* raises */
     }
-    check_message_like(L, i);
     if (p && p->n > 0) {
         ml->arr[k] = p->m[--p->n]; /* moves: the msglist owns it now */
     } else {
@@ -1352,7 +1355,7 @@ static void msglist_add(lua_State *L, msglist_t *ml, msgpool_t *p, int i,
     }
     ml->owned[k] = 1;
     ml->n = k + 1; /* from now on __gc frees it */
-    fill_message(L, ml->arr[k], i, borrow);
+    fill_message(L, ml->arr[k], i, t, borrow);
 }
 
 /* Lists up to this many messages borrow their body strings (two stack

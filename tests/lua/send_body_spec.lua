@@ -76,15 +76,18 @@ describe("send bodies", function()
     local list = {}
     for i = 1, 100 do list[i] = { body = body("f", i) } end
     -- garbage whose finalizers, whenever they run (maybe while the binding's
-    -- own allocations in start_send step the collector), put equal bodies
-    -- in new string objects into the list: the strings collected first
-    -- become garbage (Lua 5.4 does not intern long strings)
+    -- own allocations in start_send step the collector), replace the bodies
+    -- and collect (LuaJIT does; Lua 5.4 ignores a collection asked for in a
+    -- finalizer): each message then carries the old body or the new one,
+    -- never freed bytes
     for _ = 1, 50 do
       setmetatable({}, { __gc = function()
         if not list then return end
-        for i = 1, #list do list[i] = { body = body("f", i) } end
+        for i = 1, #list do list[i] = { body = body("g", i) } end
         local junk = {}
         for k = 1, 50 do junk[k] = ("%07d"):format(k):rep(146) end
+        junk = nil -- luacheck: ignore
+        collectgarbage("collect")
       end })
     end
     local op = assert(tx:start_send(list))
@@ -93,7 +96,9 @@ describe("send bodies", function()
     assert.is_true(op:wait())
     local got = receive_all(ctx.client, q, 100)
     assert.are.equal(100, #got)
-    for i = 1, 100 do assert.are.equal(body("f", i), got[i]) end
+    for i = 1, 100 do
+      if got[i] ~= body("g", i) then assert.are.equal(body("f", i), got[i]) end
+    end
     tx:close()
   end)
 
