@@ -609,9 +609,53 @@ static void test_reset(void)
     sbus_message_free(fresh);
 }
 
+/* A referenced body encodes like a copied one, and every path that drops or
+ * copies it leaves the host's bytes alone (valgrind_test_message: no free of
+ * the caller's buffer, no leak, no read after it changes). */
+static void test_body_ref(void)
+{
+    char buf[64];
+    memset(buf, 'r', sizeof buf);
+    sbus_message_t *copied, *ref;
+    CHECK(sbus_message_new(&copied) == 0 && sbus_message_new(&ref) == 0);
+    CHECK(sbus_message_set_body(copied, buf, sizeof buf) == 0);
+    CHECK(sbus_message_set_body_ref(ref, buf, sizeof buf) == 0);
+    sbusi_buf_t a = {0}, b = {0};
+    CHECK(sbusi_message_encode(copied, &a) == 0);
+    CHECK(sbusi_message_encode(ref, &b) == 0);
+    CHECK(a.len == b.len && memcmp(a.p, b.p, a.len) == 0);
+    sbusi_buf_free(&a);
+    sbusi_buf_free(&b);
+    const void *p;
+    size_t n;
+    CHECK(sbus_message_body_at(ref, 0, &p, &n) == 0 && p == (const void *)buf &&
+          n == sizeof buf);
+    /* a copy owns its bytes: changing the host's buffer does not reach it */
+    CHECK(sbus_message_add_body_section(ref, "two", 3) == 0);
+    sbus_message_t *dup = NULL;
+    CHECK(sbus_message_copy(ref, &dup) == 0);
+    buf[0] = 'X';
+    CHECK(dup && sbus_message_body_at(dup, 0, &p, &n) == 0 && p != (const void *)buf &&
+          n == sizeof buf && ((const char *)p)[0] == 'r');
+    sbus_message_free(dup);
+    /* replacing, resetting and freeing never free the host's buffer */
+    CHECK(sbus_message_set_body(ref, "own", 3) == 0);
+    CHECK(sbus_message_set_body_ref(ref, buf, sizeof buf) == 0);
+    CHECK(sbus_message_reset(ref) == 0);
+    CHECK(sbus_message_body_count(ref) == 1 &&
+          sbus_message_body_at(ref, 0, &p, &n) == 0 && n == 0);
+    CHECK(sbus_message_set_body_ref(ref, buf, 0) == 0);
+    CHECK(sbus_message_set_body_ref(ref, NULL, 1) == SBUS_EINVAL);
+    CHECK(sbus_message_set_body_ref(NULL, buf, 1) == SBUS_EINVAL);
+    CHECK(sbus_message_set_body_ref(ref, buf, sizeof buf) == 0);
+    sbus_message_free(ref);
+    sbus_message_free(copied);
+}
+
 int main(void)
 {
     test_properties();
+    test_body_ref();
     test_reset();
     test_bodies();
     test_limits();
