@@ -1306,6 +1306,19 @@ static bool split_at(const char *path, const char *word, char *head, char *tail,
   return false;
 }
 
+/* GET (its entry) or DELETE of an existing queue, topic or subscription; 405 otherwise. */
+static int get_or_delete(emu_broker_t *b, emu_buf_t *o, const char *base, emu_entity_t *e, bool get,
+                         bool del, const char **ctype)
+{
+  if (get) {
+    entity_entry(b, o, base, e, true);
+    *ctype = CT_ENTRY;
+    return 200;
+  }
+  if (del) return delete_entity(b, e, o, ctype);
+  return xml_error(o, ctype, 405, "Allowed: GET, PUT, DELETE.");
+}
+
 int emu_admin_handle(emu_broker_t *b, const emu_http_req_t *r, emu_buf_t *o, const char **ctype)
 {
   char path[1024], base[300], err[1400];
@@ -1374,13 +1387,7 @@ int emu_admin_handle(emu_broker_t *b, const emu_http_req_t *r, emu_buf_t *o, con
         snprintf(err, sizeof err, "The messaging entity '%.*s' could not be found.", (int)900, full);
         return xml_error(o, ctype, 404, err);
       }
-      if (get) {
-        entity_entry(b, o, base, s, true);
-        *ctype = CT_ENTRY;
-        return 200;
-      }
-      if (del) return delete_entity(b, s, o, ctype);
-      return xml_error(o, ctype, 405, "Allowed: GET, PUT, DELETE.");
+      return get_or_delete(b, o, base, s, get, del, ctype);
     }
     if (!s) {
       snprintf(err, sizeof err, "The messaging entity '%.*s' could not be found.", (int)900, full);
@@ -1423,11 +1430,5 @@ int emu_admin_handle(emu_broker_t *b, const emu_http_req_t *r, emu_buf_t *o, con
     snprintf(err, sizeof err, "The messaging entity '%s' could not be found.", p);
     return xml_error(o, ctype, 404, err);
   }
-  if (get) {
-    entity_entry(b, o, base, e, true);
-    *ctype = CT_ENTRY;
-    return 200;
-  }
-  if (del) return delete_entity(b, e, o, ctype);
-  return xml_error(o, ctype, 405, "Allowed: GET, PUT, DELETE.");
+  return get_or_delete(b, o, base, e, get, del, ctype);
 }

@@ -43,16 +43,10 @@ static char *entry(const char *inner)
   return s;
 }
 
+/* The harness's broker (one Manage policy), and a token for it. */
 static emu_broker_t *broker(void)
 {
-  emu_options_t o = {0};
-  emu_broker_t *b = emu_broker_new(&o);
-  emu_policy_t *p = calloc(1, sizeof *p);
-  p->name = strdup("RootManageSharedAccessKey");
-  p->key = strdup("SAS_KEY_VALUE");
-  p->rights = RIGHT_SEND | RIGHT_LISTEN | RIGHT_MANAGE;
-  b->policies = p;
-  b->ns_name = strdup("sbemulatorns");
+  emu_broker_t *b = h_broker();
   h_sas(g_token, sizeof g_token, "https://localhost/", "RootManageSharedAccessKey", "SAS_KEY_VALUE", 3600);
   return b;
 }
