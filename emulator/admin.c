@@ -18,9 +18,10 @@
  * data contracts, CountDetails in the 2011/06 namespace, errors as
  * <Error><Code>..</Code><Detail>..</Detail></Error>); every string is escaped.
  *
- * What the broker does not model (Status, UserMetadata, MaxSizeInMegabytes, AutoDeleteOnIdle,
+ * What the broker does not model (UserMetadata, MaxSizeInMegabytes, AutoDeleteOnIdle,
  * EnableBatchedOperations, creation and update times) is kept in a side list per broker and
- * echoed back; it has no effect on messaging.
+ * echoed back; it has no effect on messaging. Status is kept there too, and its effect (which
+ * directions are off) is handed to the broker with emu_entity_set_off.
  */
 #define _GNU_SOURCE /* memmem */
 #include "admin.h"
@@ -617,6 +618,14 @@ static json_t *desc_to_json(emu_broker_t *b, const xnode_t *d, emu_kind_t kind, 
   return json_pack("{s:s,s:o}", "Name", name, "Properties", props);
 }
 
+/* What the broker enforces of a Status: the directions it switches off. */
+static uint8_t status_off(const char *status)
+{
+  return !strcmp(status, "Disabled") ? EMU_SEND_OFF | EMU_RECV_OFF
+       : !strcmp(status, "SendDisabled") ? EMU_SEND_OFF
+       : !strcmp(status, "ReceiveDisabled") ? EMU_RECV_OFF : 0;
+}
+
 static void extra_to_meta(adm_meta_t *m, desc_extra_t *ex, emu_broker_t *b)
 {
   snprintf(m->status, sizeof m->status, "%s", ex->status);
@@ -1063,6 +1072,7 @@ static int put_entity(emu_broker_t *b, const emu_http_req_t *r, const char *base
       emu_admin_forget(b, e->name);
       adm_meta_t *m = meta_get(b, e);
       extra_to_meta(m, &ex, b);
+      emu_entity_set_off(b, e, status_off(m->status));
       m->created = m->updated;
       emu_log(b, 1, "admin: created %s '%s'", kind_word(kind), name);
       entity_entry(b, o, base, e, true);
@@ -1098,7 +1108,9 @@ static int put_entity(emu_broker_t *b, const emu_http_req_t *r, const char *base
         e->props = se->props;
         memset(&se->props, 0, sizeof se->props);
         emu_props_default(&se->props);
-        extra_to_meta(meta_get(b, e), &ex, b);
+        adm_meta_t *m = meta_get(b, e);
+        extra_to_meta(m, &ex, b);
+        emu_entity_set_off(b, e, status_off(m->status));
         e->dirty = true;
         emu_log(b, 1, "admin: updated %s '%s'", kind_word(kind), name);
         entity_entry(b, o, base, e, true);

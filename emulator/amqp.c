@@ -366,11 +366,25 @@ static void attach_special(emu_conn_t *c, pn_link_t *pl, char *node)
   if (kind == LINK_REQ) pn_link_flow(pl, 100);
 }
 
+static const char ENTITY_DISABLED[] = "com.microsoft:entity-disabled";
+
+/* The refusal text of an entity whose Status switched a direction off. */
+static const char *disabled_text(const emu_entity_t *e, char *buf, size_t n)
+{
+  snprintf(buf, n, "Messaging entity '%s' is currently disabled.", e->name);
+  return buf;
+}
+
 static void attach_producer(emu_conn_t *c, pn_link_t *pl, emu_entity_t *e, char *node)
 {
+  char why[1200];
   if (!authorize(c, pl, e->lname, RIGHT_SEND)) goto fail;
   if (e->kind == ENT_SUBSCRIPTION || e->kind == ENT_DLQ) {
     refuse(pl, "amqp:not-allowed", "Cannot send to a subscription or a dead-letter queue.");
+    goto fail;
+  }
+  if (e->off & EMU_SEND_OFF) {
+    refuse(pl, ENTITY_DISABLED, disabled_text(e, why, sizeof why));
     goto fail;
   }
   emu_link_t *l = link_new(c, pl, LINK_PRODUCER, node);
@@ -463,6 +477,11 @@ static void attach_consumer(emu_conn_t *c, pn_link_t *pl, emu_entity_t *e, char 
   if (!authorize(c, pl, e->lname, RIGHT_LISTEN)) goto fail;
   if (e->kind == ENT_TOPIC) {
     refuse(pl, "amqp:not-allowed", "Cannot receive from a topic; receive from a subscription.");
+    goto fail;
+  }
+  if (e->off & EMU_RECV_OFF) {
+    char why[1200];
+    refuse(pl, ENTITY_DISABLED, disabled_text(e, why, sizeof why));
     goto fail;
   }
   if (emu_fault_take(c->broker, "receive", &fc)) {
@@ -1224,6 +1243,26 @@ static bool ent_within(const emu_entity_t *x, const emu_entity_t *e)
   for (; x; x = x->parent)
     if (x == e) return true;
   return false;
+}
+
+void emu_entity_set_off(emu_broker_t *b, emu_entity_t *e, uint8_t off)
+{
+  uint8_t newly = off & (uint8_t)~e->off;
+  e->off = off;
+  if (!newly) return;
+  char why[1200];
+  disabled_text(e, why, sizeof why);
+  for (emu_conn_t *c = b->conns; c; c = c->next) {
+    for (emu_link_t *l = c->links, *n; l; l = n) {
+      n = l->next;
+      if (l->ent != e) continue;
+      if (!(l->kind == LINK_PRODUCER ? newly & EMU_SEND_OFF : l->kind == LINK_CONSUMER ? newly & EMU_RECV_OFF : 0))
+        continue;
+      pn_link_t *pl = l->pn;
+      link_drop(l);
+      link_close_err(pl, ENTITY_DISABLED, why);
+    }
+  }
 }
 
 /* Detach every link that uses e, its subscriptions or its dead-letter queue. */

@@ -197,6 +197,8 @@ struct emu_entity {
   emu_index_t dups;          /* duplicate detection: hash(message-id) -> expiry */
   emu_counts_t counts;       /* counters */
   bool dirty;                /* needs a dispatch pass */
+  uint8_t off;               /* EMU_SEND_OFF / EMU_RECV_OFF: an administration Status
+                              * (Disabled, SendDisabled, ReceiveDisabled) */
   emu_entity_t *next;        /* next entity of the broker */
 };
 
@@ -449,6 +451,11 @@ void emu_dispatch_all(emu_broker_t *b);
 void emu_conn_drop(emu_conn_t *c, const char *cond, const char *desc);
 void emu_detach_entity(emu_broker_t *b, const char *path, const char *cond);
 void emu_detach_entity_tree(emu_broker_t *b, emu_entity_t *e, const char *cond);
+#define EMU_SEND_OFF 1u
+#define EMU_RECV_OFF 2u
+/* Set e's Status bits (EMU_SEND_OFF | EMU_RECV_OFF). Links of a direction that is switched
+ * off are detached with com.microsoft:entity-disabled, and new ones are refused. */
+void emu_entity_set_off(emu_broker_t *b, emu_entity_t *e, uint8_t off);
 void emu_link_send_message(emu_link_t *l, const unsigned char *p, size_t n, bool settled);
 emu_link_t *emu_reply_link(emu_conn_t *c, const char *reply_to, const char *node);
 bool emu_fault_take(emu_broker_t *b, const char *op, const char **cond);

@@ -197,6 +197,59 @@ def test_forwarding_set_through_admin_moves_messages(admin, emulator, client):
     assert admin.get_queue_runtime_properties(source).total_message_count == 0
 
 
+def test_status_switches_sending_and_receiving_off(admin, emulator):
+    """Disabled / SendDisabled / ReceiveDisabled refuse the matching links with
+    com.microsoft:entity-disabled (the SDK's MessagingEntityDisabledError), detach the ones
+    already attached, and Active lets them in again."""
+    import asyncio
+    from azure.servicebus.exceptions import MessagingEntityDisabledError
+    from azure.servicebus.aio import ServiceBusClient
+    from azure.servicebus.management import EntityStatus
+    # no retries: the SDK would back off and try a refused attach again
+    client = ServiceBusClient.from_connection_string(emulator.conn_str, connection_verify=emulator.ca,
+                                                     retry_total=0)
+    name = uid("st")
+    admin.create_queue(name)
+
+    def set_status(status):
+        q = admin.get_queue(name)
+        q.status = status
+        admin.update_queue(q)
+        assert admin.get_queue(name).status == status
+
+    async def send():
+        async with client.get_queue_sender(name) as s:
+            await s.send_messages(ServiceBusMessage("x"))
+
+    async def receive():
+        async with client.get_queue_receiver(name, max_wait_time=2) as r:
+            return [str(m) for m in await r.receive_messages(max_message_count=5, max_wait_time=2)]
+
+    async def scenario():
+        async with client:
+            async with client.get_queue_receiver(name) as held:
+                await held.receive_messages(max_message_count=1, max_wait_time=0.5)  # attached
+                set_status(EntityStatus.disabled)
+                with pytest.raises(Exception):  # the attached receiver was detached
+                    await held.receive_messages(max_message_count=1, max_wait_time=2)
+            with pytest.raises(MessagingEntityDisabledError):
+                await send()
+            with pytest.raises(MessagingEntityDisabledError):
+                await receive()
+            set_status(EntityStatus.receive_disabled)
+            await send()
+            with pytest.raises(MessagingEntityDisabledError):
+                await receive()
+            set_status(EntityStatus.send_disabled)
+            with pytest.raises(MessagingEntityDisabledError):
+                await send()
+            assert await receive() == ["x"]
+            set_status(EntityStatus.active)
+            await send()
+            assert await receive() == ["x"]
+    asyncio.run(scenario())
+
+
 def test_list_pages_with_skip_and_top(admin, emulator):
     prefix = uid("page")
     names = sorted("%s-%d" % (prefix, i) for i in range(5))
