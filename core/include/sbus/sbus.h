@@ -440,10 +440,14 @@ SBUS_API int sbus_message_reset(sbus_message_t *m);
 SBUS_API int sbus_message_set_body(sbus_message_t *m, const void *p,
                                    size_t n);
 /* As sbus_message_set_body, but the section REFERS to p[n] (not copied):
- * for a host whose body bytes are immutable and outlive the message (a
- * binding keeping its language's bytes object alive next to it). The host
- * keeps p[n] unchanged and valid until m is freed or its body replaced;
- * copies (sbus_message_copy) own their bytes. */
+ * for a host whose body bytes are immutable (a binding keeping its
+ * language's bytes or string object alive next to the message). The engine
+ * reads p[n] only when it encodes m or copies it: sbus_sender_send and
+ * sbus_sender_schedule encode during the call, sbus_message_copy makes a
+ * copy that owns its bytes, and sbus_message_body_at hands the pointer back.
+ * Freeing, resetting or replacing the body never reads or frees p. So p[n]
+ * must stay unchanged and valid across those calls; a host that keeps m
+ * beyond them keeps p[n] too, until m is freed, reset or its body replaced. */
 SBUS_API int sbus_message_set_body_ref(sbus_message_t *m, const void *p,
                                        size_t n);
 /* Appends one more data section. Bytes copied. */
