@@ -699,6 +699,11 @@ pn_link_t *sbusi_link_new(sbus_conn_t *c, sbusi_owner_t *o, int sender,
                           : pn_receiver(c->session, name);
     if (!l)
         return NULL;
+    /* Our own reference, dropped by release_link() or driver_stop(): with
+       it a delivery coming and going does not take the link to a count of
+       zero, where Proton's finalizer re-parents it and climbs to the
+       session and the connection, several times per message. */
+    pn_incref(l);
     pn_link_set_context(l, o);
     o->link = l;
     o->state = SBUSI_L_ATTACHING;
@@ -892,6 +897,7 @@ static int driver_start(sbus_conn_t *c)
     pn_connection_open(pc);
     c->session = pn_session(pc);
     if (c->session) {
+        pn_incref(c->session); /* as for links: dropped by driver_stop() */
         pn_session_set_incoming_capacity(c->session, 64u << 20);
         pn_session_open(c->session);
     }
@@ -909,6 +915,17 @@ static void driver_stop(sbus_conn_t *c)
         sbusi_sender_lost(s);
     for (sbus_receiver_t *r = c->receivers; r; r = r->next)
         sbusi_receiver_lost(r);
+    /* the references sbusi_link_new() and driver_start() took: every link
+       not yet released is still in the connection's list */
+    pn_connection_t *pc = c->driver.connection;
+    pn_link_t *l = pn_link_head(pc, 0);
+    while (l) {
+        pn_link_t *next = pn_link_next(l, 0);
+        pn_decref(l);
+        l = next;
+    }
+    if (c->session)
+        pn_decref(c->session);
     pn_connection_driver_destroy(&c->driver);
     c->have_driver = 0;
     c->session = NULL;
@@ -1103,6 +1120,7 @@ static void release_link(pn_link_t *l)
         pn_link_close(l);
     pn_link_set_context(l, NULL);
     pn_link_free(l);
+    pn_decref(l); /* sbusi_link_new()'s reference */
 }
 
 static void on_link_event(sbus_conn_t *c, pn_event_t *e, pn_link_t *l,
