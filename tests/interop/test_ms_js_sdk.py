@@ -81,3 +81,34 @@ def test_js_sdk_settles_with_property_changes(emulator):
     size = int(out["oversized"]["message"].split("size:")[1].split(" ")[0])
     assert 300 * 1024 < size < 300 * 1024 + 512, out["oversized"]
     assert emulator.wait_count(queue, "total", 0) == 0
+
+
+@pytest.mark.skipif(not shutil.which("node") or not os.path.isdir(os.path.join(MODULES, "@azure", "service-bus")),
+                    reason="node or @azure/service-bus not installed")
+def test_js_sdk_features(emulator):
+    """Scheduling with cancel and peek, streaming with auto-complete, deferral, sessions with
+    state, a sized batch drained in ReceiveAndDelete and the dead-letter queue (features.mjs)."""
+    queue = emulator.create_queue(LockDuration="PT30S", MaxDeliveryCount=5)
+    squeue = emulator.create_queue(RequiresSession=True)
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "js", "features.mjs")
+    p = subprocess.run(["node", script, MODULES, emulator.amqp, queue, squeue],
+                       capture_output=True, text=True, timeout=120)
+    lines = [l for l in p.stdout.splitlines() if l.startswith("{")]
+    assert lines, p.stdout + p.stderr
+    out = json.loads(lines[-1])
+    assert out["ok"], (emulator.amqp, out)
+    assert out["seqs"] == [1, 2]
+    assert out["peekedState"] == ["scheduled", "scheduled"]
+    assert out["peekedAfterCancel"] == ["sch2"]
+    assert sorted(out["streamed"]) == ["a", "b", "c"]
+    assert out["deferred"] == {"body": "d1", "state": "deferred"}
+    assert out["firstSession"] == "A" and out["state"] == "st-1" and out["renewed"] is True
+    assert out["sessionBodies"] == ["s1", "s2"] and out["bBodies"] == ["t1"]
+    # no session free: the accept waits, then the SDK's 5 s operation timeout ends it
+    assert out["empty"] == "ServiceTimeout" and out["emptyMs"] < 20000
+    # the batch holds what fits in 5,000 bytes, and nothing else was left active
+    assert 30 <= out["batchCount"] < 50
+    assert out["drained"] == out["batchCount"] and out["drainedBodies"] == []
+    assert out["dlq"] == {"body": "dl", "reason": "R", "desc": "D"}
+    counts = emulator.entities()[queue]
+    assert counts["scheduled"] == 1 and counts["active"] == 0 and counts["dead_lettered"] == 0
