@@ -692,6 +692,33 @@ void sbusi_owner_detach(sbusi_owner_t *o)
         pn_link_close(l);
 }
 
+/* Links we hold a reference on carry this attachment. Holding one keeps a
+ * delivery coming and going from taking the link to a count of zero, where
+ * Proton's finalizer re-parents it and climbs to the session and the
+ * connection, several times per message. A link a peer attached on its own
+ * (nothing we asked for) has no mark and is never released here. */
+static const char held_key;
+#define HELD ((pn_handle_t)&held_key)
+
+static void hold_link(pn_link_t *l)
+{
+    pn_record_t *r = pn_link_attachments(l);
+    pn_record_def(r, HELD, PN_VOID);
+    pn_record_set(r, HELD, l);
+    pn_incref(l);
+}
+
+/* 1 when we held a reference on l: the mark is cleared and the caller
+ * drops the reference (after pn_link_free(), which needs the link). */
+static int unmark_held(pn_link_t *l)
+{
+    pn_record_t *r = pn_link_attachments(l);
+    if (!pn_record_get(r, HELD))
+        return 0;
+    pn_record_set(r, HELD, NULL);
+    return 1;
+}
+
 pn_link_t *sbusi_link_new(sbus_conn_t *c, sbusi_owner_t *o, int sender,
                           const char *name)
 {
@@ -699,11 +726,7 @@ pn_link_t *sbusi_link_new(sbus_conn_t *c, sbusi_owner_t *o, int sender,
                           : pn_receiver(c->session, name);
     if (!l)
         return NULL;
-    /* Our own reference, dropped by release_link() or driver_stop(): with
-       it a delivery coming and going does not take the link to a count of
-       zero, where Proton's finalizer re-parents it and climbs to the
-       session and the connection, several times per message. */
-    pn_incref(l);
+    hold_link(l); /* dropped by release_link() or driver_stop() */
     pn_link_set_context(l, o);
     o->link = l;
     o->state = SBUSI_L_ATTACHING;
@@ -921,7 +944,8 @@ static void driver_stop(sbus_conn_t *c)
     pn_link_t *l = pn_link_head(pc, 0);
     while (l) {
         pn_link_t *next = pn_link_next(l, 0);
-        pn_decref(l);
+        if (unmark_held(l))
+            pn_decref(l);
         l = next;
     }
     if (c->session)
@@ -1119,8 +1143,10 @@ static void release_link(pn_link_t *l)
     if (pn_link_state(l) & PN_LOCAL_ACTIVE)
         pn_link_close(l);
     pn_link_set_context(l, NULL);
+    int held = unmark_held(l);
     pn_link_free(l);
-    pn_decref(l); /* sbusi_link_new()'s reference */
+    if (held)
+        pn_decref(l); /* sbusi_link_new()'s reference */
 }
 
 static void on_link_event(sbus_conn_t *c, pn_event_t *e, pn_link_t *l,

@@ -77,6 +77,22 @@ static void link_gone(sbusi_buf_t *b, uint16_t ch, uint64_t code,
     frame_end(b, at);
 }
 
+/* An attach the broker sends on its own: a link named name, handle, the
+ * broker as sender (so the client's side is a receiver nobody asked for). */
+static void unsolicited_attach(sbusi_buf_t *b, uint16_t ch, uint32_t handle,
+                               const char *name)
+{
+    size_t at;
+    frame_begin(b, &at, ch, 0);
+    sbusi_enc_descriptor(b, 0x12);
+    size_t l = sbusi_enc_list(b);
+    sbusi_enc_str(b, name, strlen(name));
+    sbusi_enc_uint(b, handle);
+    sbusi_enc_bool(b, 0); /* role: sender */
+    sbusi_enc_end(b, l, 3);
+    frame_end(b, at);
+}
+
 /* The start of a client's input: SASL header, mechanisms, outcome (its
  * descriptor as a full ulong, which Proton also reads), AMQP header. */
 static void preamble(sbusi_buf_t *b)
@@ -387,11 +403,37 @@ static void test_engine_survives(void)
     pair_close(&p);
 }
 
+/* Links the broker attaches on its own are not the engine's: it holds no
+ * reference on them, so neither their detach nor the end of the connection
+ * may drop one (the engine holds one on each link it opens, conn.c
+ * hold_link). Checked by the leak and memory checks of the ASan and
+ * valgrind runs of this test. */
+static void test_unsolicited_links(void)
+{
+    pair_t p;
+    pair_open_default(&p);
+    sbus_sender_t *s = sender(&p, "demo");
+    CHECK(send_one(&p, s, "before") == 0);
+    sbusi_buf_t in = {0};
+    unsolicited_attach(&in, RX_CHANNEL, 30, "intruder-1");
+    link_gone(&in, RX_CHANNEL, 0x16, 30);
+    unsolicited_attach(&in, RX_CHANNEL, 31, "intruder-2"); /* left attached */
+    buf_put(&p.to_engine, in.p, in.len);
+    sbusi_buf_free(&in);
+    pump(&p);
+    /* the engine's own links are untouched: a send still works (on this
+       connection or, if the broker took offence, on the next one) */
+    CHECK(send_one(&p, s, "after") == 0);
+    sbus_sender_free(s);
+    pair_close(&p); /* ends the connection with intruder-2 still attached */
+}
+
 int main(void)
 {
     test_guard_rules();
     test_guard_fuzz();
     test_engine_survives();
+    test_unsolicited_links();
     if (failures) {
         fprintf(stderr, "%d check(s) failed\n", failures);
         return 1;
