@@ -5,7 +5,7 @@ import { run } from "./scenario.mjs";
 run(async (sdk, client, [queue, squeue], out) => {
   const s = client.createSender(queue);
   // schedule + cancel + peek
-  const at = new Date(Date.now() + 60000);
+  const at = new Date(Date.now() + 600000); // far enough ahead for a loaded machine
   const seqs = await s.scheduleMessages([{ body: "sch1" }, { body: "sch2" }], at);
   out.seqs = seqs.map(Number);
   const r0 = client.createReceiver(queue);
