@@ -13,18 +13,27 @@ from conftest import ROOT
 
 MODULES = os.environ.get("SBUS_JS_MODULES", os.path.join(ROOT, "bench", "js", "node_modules"))
 
+pytestmark = pytest.mark.skipif(
+    not shutil.which("node") or not os.path.isdir(os.path.join(MODULES, "@azure", "service-bus")),
+    reason="node or @azure/service-bus not installed")
 
-@pytest.mark.skipif(not shutil.which("node") or not os.path.isdir(os.path.join(MODULES, "@azure", "service-bus")),
-                    reason="node or @azure/service-bus not installed")
-def test_js_sdk_round_trip(emulator):
-    queue = emulator.create_queue(LockDuration="PT30S", MaxDeliveryCount=5)
-    squeue = emulator.create_queue(RequiresSession=True)
-    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "js", "smoke.mjs")
-    p = subprocess.run(["node", script, MODULES, emulator.amqp, queue, squeue], capture_output=True, text=True, timeout=120)
+
+def run_js(emulator, script, *args):
+    """Runs js/<script> against the emulator's plain AMQP port; returns its JSON line, which
+    must say ok."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "js", script)
+    p = subprocess.run(["node", path, MODULES, emulator.amqp, *args], capture_output=True, text=True, timeout=120)
     lines = [l for l in p.stdout.splitlines() if l.startswith("{")]
     assert lines, p.stdout + p.stderr
     out = json.loads(lines[-1])
     assert out["ok"], (emulator.amqp, out)
+    return out
+
+
+def test_js_sdk_round_trip(emulator):
+    queue = emulator.create_queue(LockDuration="PT30S", MaxDeliveryCount=5)
+    squeue = emulator.create_queue(RequiresSession=True)
+    out = run_js(emulator, "smoke.mjs", queue, squeue)
     assert out["first"] == {"body": "j1", "seq": 1, "count": 0, "id": "id-1", "props": {"k": "v"}}
     assert out["again"] == {"body": "j1", "count": 1}
     assert out["rest"] == ["j2", "j3"]
@@ -35,17 +44,10 @@ def test_js_sdk_round_trip(emulator):
     assert emulator.wait_count(queue, "total", 0) == 0
 
 
-@pytest.mark.skipif(not shutil.which("node") or not os.path.isdir(os.path.join(MODULES, "@azure", "service-bus")),
-                    reason="node or @azure/service-bus not installed")
 def test_js_sdk_rule_manager(emulator):
     """add-rule, enumerate-rules and remove-rule (protocol.md §8.11), which Python 7.8.2 lacks."""
     topic = emulator.create_topic(subscriptions=[{"Name": "s"}])
-    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "js", "rules.mjs")
-    p = subprocess.run(["node", script, MODULES, emulator.amqp, topic, "s"], capture_output=True, text=True, timeout=120)
-    lines = [l for l in p.stdout.splitlines() if l.startswith("{")]
-    assert lines, p.stdout + p.stderr
-    out = json.loads(lines[-1])
-    assert out["ok"], (emulator.amqp, out)
+    out = run_js(emulator, "rules.mjs", topic, "s")
     assert out["before"] == ["$Default"]
     after = {r["name"]: r for r in out["after"]}
     assert sorted(after) == ["corr", "red"]
@@ -56,19 +58,12 @@ def test_js_sdk_rule_manager(emulator):
     assert sorted(out["received"]) == [["c", None], ["r", "yes"]]
 
 
-@pytest.mark.skipif(not shutil.which("node") or not os.path.isdir(os.path.join(MODULES, "@azure", "service-bus")),
-                    reason="node or @azure/service-bus not installed")
 def test_js_sdk_settles_with_property_changes(emulator):
     """abandon/defer with propertiesToModify (a modified outcome's annotations), dead-letter with
     extra properties (a rejected outcome's info) and the management path for a deferred message:
     each change lands as its own application property; the oversized refusal names the size."""
     queue = emulator.create_queue(LockDuration="PT30S", MaxDeliveryCount=5)
-    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "js", "settle.mjs")
-    p = subprocess.run(["node", script, MODULES, emulator.amqp, queue], capture_output=True, text=True, timeout=120)
-    lines = [l for l in p.stdout.splitlines() if l.startswith("{")]
-    assert lines, p.stdout + p.stderr
-    out = json.loads(lines[-1])
-    assert out["ok"], (emulator.amqp, out)
+    out = run_js(emulator, "settle.mjs", queue)
     # rhea hands an AMQP timestamp in application properties back as milliseconds
     first = {"keep": "k", "n": 2, "added": "yes", "when": 86400000}
     assert out["abandoned"] == {"body": "a", "count": 1, "props": first}
@@ -83,20 +78,12 @@ def test_js_sdk_settles_with_property_changes(emulator):
     assert emulator.wait_count(queue, "total", 0) == 0
 
 
-@pytest.mark.skipif(not shutil.which("node") or not os.path.isdir(os.path.join(MODULES, "@azure", "service-bus")),
-                    reason="node or @azure/service-bus not installed")
 def test_js_sdk_features(emulator):
     """Scheduling with cancel and peek, streaming with auto-complete, deferral, sessions with
     state, a sized batch drained in ReceiveAndDelete and the dead-letter queue (features.mjs)."""
     queue = emulator.create_queue(LockDuration="PT30S", MaxDeliveryCount=5)
     squeue = emulator.create_queue(RequiresSession=True)
-    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "js", "features.mjs")
-    p = subprocess.run(["node", script, MODULES, emulator.amqp, queue, squeue],
-                       capture_output=True, text=True, timeout=120)
-    lines = [l for l in p.stdout.splitlines() if l.startswith("{")]
-    assert lines, p.stdout + p.stderr
-    out = json.loads(lines[-1])
-    assert out["ok"], (emulator.amqp, out)
+    out = run_js(emulator, "features.mjs", queue, squeue)
     assert out["seqs"] == [1, 2]
     assert out["peekedState"] == ["scheduled", "scheduled"]
     assert out["peekedAfterCancel"] == ["sch2"]

@@ -11,6 +11,7 @@ from azure.servicebus import ServiceBusMessage, ServiceBusSubQueue
 
 import servicebus
 import servicebus.aio
+from conftest import CONN_STR
 
 
 async def _one(client, queue, **kw):
@@ -98,8 +99,7 @@ async def test_dead_letter_reason_and_description_read_back(client, queue):
 
 
 async def test_our_binary_and_typed_properties_reach_microsofts_sdk(client, queue, emulator):
-    conn = ("Endpoint=sb://%s;SharedAccessKeyName=RootManageSharedAccessKey;"
-            "SharedAccessKey=SAS_KEY_VALUE;UseDevelopmentEmulator=true;" % emulator.amqp)
+    conn = CONN_STR.format(host=emulator.amqp)  # Microsoft's string, on the plain AMQP port
     ident = uuid.UUID("12345678-1234-5678-1234-567812345678")
     props = {"b": b"\x00\x01\xff", "i": -7, "f": 2.5, "u": ident, "s": "t"}
     async with servicebus.aio.ServiceBusClient.from_connection_string(conn) as ours:
